@@ -1,0 +1,96 @@
+"""Inference state, preallocated once per batch: what YOCO keeps between prefill chunks and decode steps.
+
+YOCO holds, per sequence:
+    * one retention state ``[H, D, Dv]`` per gated-retention layer (constant size, fp32), or
+      a window ring buffer of C keys/values per sliding-window layer (constant size);
+    * ONE shared key/value cache ``[T_max, Hk, D]`` that every cross-decoder layer reads (K stored after RoPE).
+The Transformer baseline holds one such key/value cache per layer, which is what YOCO saves.
+
+Bookkeeping: ``lengths`` ``[B]`` (device) counts the valid tokens written per row; ``seen`` (host int) is the
+largest of them, so attention can slice the caches to ``[:seen]`` without a device sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class WindowCache:
+    """Ring buffer of the last C keys/values of one sliding-window layer. Slot C is a scratch slot for writes
+    that must be dropped (keeps the scatter shape static); ``pos`` is -1 for empty slots."""
+
+    k: torch.Tensor  # [B, C + 1, H, D]
+    v: torch.Tensor  # [B, C + 1, H, D]
+    pos: torch.Tensor  # [B, C + 1] int64
+
+    @property
+    def window(self) -> int:
+        return self.k.shape[1] - 1
+
+
+@dataclass
+class KVCache:
+    """Keys (after RoPE) and values at absolute positions ``[0, T_max)``."""
+
+    k: torch.Tensor  # [B, T_max, Hk, D]
+    v: torch.Tensor  # [B, T_max, Hk, D]
+
+
+@dataclass
+class Cache:
+    """State of a batch of sequences. ``retention``/``windows`` are YOCO's self-decoder states (one list is
+    empty); ``kv`` holds ONE shared cache for YOCO, or one per layer for the Transformer."""
+
+    batch_size: int
+    max_seq_len: int
+    lengths: torch.Tensor  # [B] int64, valid tokens written per row
+    retention: list[torch.Tensor] = field(default_factory=list)  # [B, H, D, Dv] fp32 per gRet layer
+    windows: list[WindowCache] = field(default_factory=list)
+    kv: list[KVCache] = field(default_factory=list)
+    seen: int = 0  # host-side max(lengths)
+    ragged: bool = False  # rows hold different numbers of tokens (some call had padding)
+
+    def nbytes(self) -> int:
+        ts = [
+            *self.retention,
+            *(t for w in self.windows for t in (w.k, w.v, w.pos)),
+            *(t for c in self.kv for t in (c.k, c.v)),
+        ]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    def reset(self) -> None:
+        """Forget all sequences (keeps the memory)."""
+        self.lengths.zero_()
+        self.seen = 0
+        self.ragged = False
+        for s in self.retention:
+            s.zero_()
+        for w in self.windows:
+            w.pos.fill_(-1)
+
+    def select_rows(self, rows: torch.Tensor) -> Cache:
+        """A new cache holding copies of the given rows (e.g. to fork a shared prefix)."""
+        return Cache(
+            batch_size=len(rows), max_seq_len=self.max_seq_len, lengths=self.lengths[rows].clone(),
+            retention=[s[rows].clone() for s in self.retention],
+            windows=[WindowCache(w.k[rows].clone(), w.v[rows].clone(), w.pos[rows].clone()) for w in self.windows],
+            kv=[KVCache(c.k[rows].clone(), c.v[rows].clone()) for c in self.kv], seen=self.seen,
+            ragged=self.ragged,
+        )  # fmt: skip
+
+
+def new_kv(batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, device, dtype) -> KVCache:
+    shape = (batch, max_seq_len, n_kv_heads, head_dim)
+    return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+
+def new_window(batch: int, window: int, n_heads: int, head_dim: int, device, dtype) -> WindowCache:
+    shape = (batch, window + 1, n_heads, head_dim)
+    return WindowCache(
+        torch.zeros(shape, device=device, dtype=dtype),
+        torch.zeros(shape, device=device, dtype=dtype),
+        torch.full((batch, window + 1), -1, dtype=torch.long, device=device),
+    )

@@ -1,0 +1,409 @@
+"""YOCO (You Only Cache Once, arXiv 2405.05254), exactly as the official code computes it.
+
+Reads top to bottom in the paper's order:
+    tokens -> embedding x sqrt(d) -> self-decoder (gated retention or sliding-window attention, constant-size
+    state) -> ONE shared K/V (kv_layer_norm, GQA projections, RoPE on K once, when written) -> cross-decoder
+    (each layer cross-attends to that shared K/V) -> final RMSNorm -> output projection.
+
+Parameter names are the official state-dict keys (``self_decoder.layers.{i}.mixer.gt_proj.weight``, ...), so an
+official ``checkpoint.pth`` loads with ``strict=True``. Numerics follow the official code: interleaved RoPE with
+frequencies ``1/theta**linspace(0,1,D/2)``, gate ``logsigmoid(x W_gt)/16``, keys scaled by ``D**-0.5``, per-head
+RMSNorm without weight, ``out_proj(silu(g_proj x) * o)``, SwiGLU ``fc2(silu(fc1 x) * gate x)``, RMSNorms computed
+in fp32 and cast back before the weight multiply.
+
+Inference (see :mod:`yoco_eval.model.cache`): ``forward(tokens, cache=cache, start_pos=s, logits_from=...)`` runs
+one prefill chunk or decode step. The cross-decoder runs only for the positions whose logits are asked for
+(``logits_from=0`` skips it entirely: the paper's early-exit prefill), so no ``[T, vocab]`` tensor is ever made
+unless requested.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from yoco_eval.config import YOCOConfig
+from yoco_eval.model.cache import Cache, KVCache, new_kv, new_window
+from yoco_eval.ops import Backends, resolve_backends
+from yoco_eval.ops.attention import attention
+from yoco_eval.ops.retention import recurrent_retention_step, torch_chunk_retention, triton_chunk_retention
+from yoco_eval.ops.rope import apply_rope, inv_freq
+
+# ---------------------------------------------------------------------------------------------------------------
+# The step: where the tokens of one call sit
+
+
+@dataclass
+class Step:
+    """Positions of the tokens of one forward call.
+
+    pos ``[B, T]`` absolute positions; valid ``[B, T]`` bool or None (None = every token is real);
+    start: the common first position when all rows are aligned (prefill), else None (decode at per-row positions);
+    uniform: every row holds the same number of real tokens, before and after this call (enables mask-free
+    attention kernels); end: keys ``[:end]`` cover every visible position (host int, no device sync).
+    """
+
+    pos: torch.Tensor
+    valid: torch.Tensor | None
+    start: int | None
+    uniform: bool
+    end: int
+    cache: Cache | None
+    backends: Backends
+
+
+def make_step(tokens: torch.Tensor, start_pos, cache: Cache | None, valid: torch.Tensor | None, backends) -> Step:
+    B, T = tokens.shape
+    if isinstance(start_pos, torch.Tensor):  # per-row positions (decode)
+        pos = start_pos.view(B, 1) + torch.arange(T, device=tokens.device)
+        start = None
+    else:
+        pos = (start_pos + torch.arange(T, device=tokens.device)).expand(B, T)
+        start = start_pos
+    if cache is None:
+        return Step(pos, valid, start, valid is None, (start or 0) + T, None, backends)
+    if valid is not None:
+        cache.ragged = True
+    if start is not None:
+        end = max(cache.seen, start + T)
+    else:
+        end = cache.seen + T  # decode: every row advances by T; the longest row bounds the keys
+    uniform = valid is None and not cache.ragged and (start is not None or B == 1)
+    return Step(pos, valid, start, uniform, end, cache, backends)
+
+
+def commit_step(step: Step) -> None:
+    """Advance the cache's lengths after all layers have written this call's tokens."""
+    c = step.cache
+    if c is None:
+        return
+    last = step.pos if step.valid is None else torch.where(step.valid, step.pos, -1)
+    c.lengths = torch.maximum(c.lengths, last.max(1).values + 1)
+    c.seen = step.end
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blocks shared with the Transformer baseline
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32, cast back, then (if affine) multiplied by the weight (the official order)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
+        return out * self.weight if self.weight is not None else out
+
+
+class FeedForward(nn.Module):
+    """SwiGLU with the official roles: ``fc1`` is the SiLU branch, ``gate`` the linear one, ``fc2`` down."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.gate = nn.Linear(dim, hidden_dim, bias=False)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)) * self.gate(x))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: ``h = x + mixer(norm(x))``; ``out = h + ffn(norm(h))``."""
+
+    def __init__(self, mixer: nn.Module, dim: int, hidden_dim: int, eps: float):
+        super().__init__()
+        self.mixer_layer_norm = RMSNorm(dim, eps)
+        self.mixer = mixer
+        self.final_layer_norm = RMSNorm(dim, eps)
+        self.ffn = FeedForward(dim, hidden_dim)
+
+    def forward(self, x: torch.Tensor, *args, **kw) -> torch.Tensor:
+        h = x + self.mixer(self.mixer_layer_norm(x), *args, **kw)
+        return h + self.ffn(self.final_layer_norm(h))
+
+
+def write_kv(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write this call's keys/values at their positions; return the cache's keys/values ``[:end]``."""
+    if step.start is not None:
+        c.k[:, step.start : step.start + k.shape[1]] = k
+        c.v[:, step.start : step.start + k.shape[1]] = v
+    else:
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        c.k[rows, step.pos] = k
+        c.v[rows, step.pos] = v
+    return c.k[:, : step.end], c.v[:, : step.end]
+
+
+def attend_kv(q, k, v, q_pos, step: Step, q_is_tail: bool) -> torch.Tensor:
+    """Causal attention of queries at ``q_pos`` over keys at positions ``[0, k.shape[1])``.
+
+    ``q_is_tail``: the queries are the last positions of every row, in order (lets kernels skip the mask)."""
+    if step.uniform and q_is_tail:
+        return attention(q, k, v, kind="lower_right", backend=step.backends.attn)
+    Tk = k.shape[1]
+    k_pos = torch.arange(Tk, device=k.device).expand(k.shape[0], Tk)
+    if step.cache is not None:
+        k_valid = k_pos < step.cache.lengths[:, None]
+        if step.valid is not None:  # this call's own tokens: only the real ones
+            own = torch.zeros_like(k_valid)
+            if step.start is not None:
+                own[:, step.start : step.start + step.valid.shape[1]] = step.valid
+            else:
+                own.scatter_(1, step.pos, step.valid)
+            k_valid = k_valid | own
+        else:
+            k_valid = k_valid | (k_pos <= step.pos[:, -1:])
+    else:
+        k_valid = step.valid
+    return attention(q, k, v, q_pos, k_pos, k_valid, kind="general", backend=step.backends.attn)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Self-decoder mixers
+
+
+class GatedRetention(nn.Module):
+    """gRet: ``S_t = g_t S_{t-1} + k_t^T v_t``, ``o_t = q_t S_t``; per-head RMSNorm; SiLU output gate."""
+
+    def __init__(self, cfg: YOCOConfig, index: int):
+        super().__init__()
+        d, self.n_heads, self.head_dim = cfg.dim, cfg.n_self_heads, cfg.self_head_dim
+        self.index, self.normalizer = index, cfg.gate_logit_normalizer
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.g_proj = nn.Linear(d, d, bias=False)
+        self.gt_proj = nn.Linear(d, self.n_heads, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+        self.subln = RMSNorm(self.head_dim, cfg.norm_eps, affine=False)
+
+    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, D = self.n_heads, self.head_dim
+        q = apply_rope(self.q_proj(x).view(B, T, H, D), step.pos, freqs, interleaved=True)
+        k = apply_rope(self.k_proj(x).view(B, T, H, D), step.pos, freqs, interleaved=True) * D**-0.5
+        v = self.v_proj(x).view(B, T, H, D)
+        log_g = F.logsigmoid(self.gt_proj(x).float()) / self.normalizer  # [B, T, H]
+        if step.valid is not None:  # padding: no decay and no contribution, so the state skips it
+            log_g = log_g.masked_fill(~step.valid[..., None], 0.0)
+            k = k.masked_fill(~step.valid[..., None, None], 0.0)
+        state = step.cache.retention[self.index] if step.cache is not None else None
+        if state is not None and T == 1:
+            o, new_state = recurrent_retention_step(q, k, v, log_g, state)
+        elif step.backends.retention == "triton":
+            o, new_state = triton_chunk_retention(q, k, v, log_g, state)
+        else:
+            o, new_state = torch_chunk_retention(q, k, v, log_g, state)
+        if state is not None:
+            state.copy_(new_state)
+        o = self.subln(o).reshape(B, T, H * D)
+        return self.out_proj(F.silu(self.g_proj(x)) * o)
+
+
+class SlidingWindowAttention(nn.Module):
+    """Causal attention over the last C keys, the query's own included (paper: ``i - C < j <= i``)."""
+
+    def __init__(self, cfg: YOCOConfig, index: int):
+        super().__init__()
+        d, self.n_heads, self.head_dim = cfg.dim, cfg.n_self_heads, cfg.self_head_dim
+        self.index, self.window = index, cfg.sliding_window
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, D, C = self.n_heads, self.head_dim, self.window
+        q = apply_rope(self.q_proj(x).view(B, T, H, D), step.pos, freqs, interleaved=True)
+        k = apply_rope(self.k_proj(x).view(B, T, H, D), step.pos, freqs, interleaved=True)
+        v = self.v_proj(x).view(B, T, H, D)
+        valid = step.valid if step.valid is not None else torch.ones_like(step.pos, dtype=torch.bool)
+        if step.cache is None:
+            o = attention(q, k, v, step.pos, step.pos, step.valid, window=C, backend=step.backends.attn)
+        else:
+            w = step.cache.windows[self.index]
+            keys, vals = torch.cat([w.k[:, :C], k], 1), torch.cat([w.v[:, :C], v], 1)
+            k_pos = torch.cat([w.pos[:, :C], step.pos], 1)
+            k_valid = torch.cat([w.pos[:, :C] >= 0, valid], 1)
+            o = attention(q, keys, vals, step.pos, k_pos, k_valid, window=C, backend=step.backends.attn)
+            # keep the last C real tokens of each row in the ring; the rest go to the scratch slot C
+            last = torch.where(valid, step.pos, -1).max(1, keepdim=True).values
+            slot = torch.where(valid & (step.pos > last - C), step.pos % C, C)
+            w.k.scatter_(1, slot[..., None, None].expand_as(k), k)
+            w.v.scatter_(1, slot[..., None, None].expand_as(v), v)
+            w.pos.scatter_(1, slot, step.pos)
+            w.pos[:, C] = -1
+        if step.valid is not None:
+            o = o.masked_fill(~step.valid[..., None, None], 0.0)
+        return self.out_proj(o.reshape(B, T, H * D))
+
+
+class SelfDecoder(nn.Module):
+    def __init__(self, cfg: YOCOConfig):
+        super().__init__()
+        mixer = GatedRetention if cfg.sliding_window is None else SlidingWindowAttention
+        self.layers = nn.ModuleList(
+            DecoderLayer(mixer(cfg, i), cfg.dim, cfg.hidden_dim, cfg.norm_eps) for i in range(cfg.n_self_layers)
+        )
+
+    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, step, freqs)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cross-decoder
+
+
+class CrossAttention(nn.Module):
+    """Queries from this layer; keys/values from the ONE shared cache (no k/v projections of its own)."""
+
+    def __init__(self, cfg: YOCOConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_attn_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.out_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x, k, v, q_pos, step: Step, freqs: torch.Tensor, q_is_tail: bool) -> torch.Tensor:
+        B, N, _ = x.shape
+        q = apply_rope(self.q_proj(x).view(B, N, self.n_heads, self.head_dim), q_pos, freqs, interleaved=True)
+        o = attend_kv(q, k, v, q_pos, step, q_is_tail)
+        return self.out_proj(o.reshape(B, N, -1))
+
+
+class CrossDecoder(nn.Module):
+    def __init__(self, cfg: YOCOConfig):
+        super().__init__()
+        self.n_kv_heads, self.head_dim = cfg.n_attn_kv_heads, cfg.head_dim
+        self.kv_layer_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_attn_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_attn_kv_heads * cfg.head_dim, bias=False)
+        self.layers = nn.ModuleList(
+            DecoderLayer(CrossAttention(cfg), cfg.dim, cfg.hidden_dim, cfg.norm_eps) for _ in range(cfg.n_cross_layers)
+        )
+
+    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor, select) -> torch.Tensor | None:
+        """Build/extend the shared K/V from the self-decoder output ``x`` ``[B, T, d]``, then run the cross layers
+        for the selected positions only (``select``: None = all, int n = last n, ``[B, N]`` = gathered)."""
+        B, T, _ = x.shape
+        m = self.kv_layer_norm(x)
+        k = apply_rope(self.k_proj(m).view(B, T, self.n_kv_heads, self.head_dim), step.pos, freqs, interleaved=True)
+        v = self.v_proj(m).view(B, T, self.n_kv_heads, self.head_dim)
+        if step.cache is not None:
+            k, v = write_kv(step.cache.kv[0], k, v, step)
+        if isinstance(select, int) and select == 0:
+            return None  # early exit: the cross-decoder is skipped during prefill
+        x, q_pos, tail = select_positions(x, step.pos, select)
+        for layer in self.layers:
+            x = layer(x, k, v, q_pos, step, freqs, tail)
+        return x
+
+
+def select_positions(x: torch.Tensor, pos: torch.Tensor, select) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    if select is None:
+        return x, pos, True
+    if isinstance(select, int):
+        return x[:, -select:], pos[:, -select:], True
+    idx = select.to(x.device)
+    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1])), pos.gather(1, idx), False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+
+
+class YOCO(nn.Module):
+    """The YOCO decoder-decoder language model.
+
+    Args:
+        cfg: a :class:`~yoco_eval.config.YOCOConfig`.
+        attn_backend / retention_backend: kernel choice (``"auto"``, ``"sdpa"``/``"torch"``;
+            ``"auto"``/``"triton"``/``"torch"``), resolved once by :func:`yoco_eval.ops.resolve_backends`.
+    """
+
+    def __init__(self, cfg: YOCOConfig, attn_backend: str = "auto", retention_backend: str = "auto"):
+        super().__init__()
+        self.config = cfg
+        self.attn_backend, self.retention_backend = attn_backend, retention_backend
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.self_decoder = SelfDecoder(cfg)
+        self.cross_decoder = CrossDecoder(cfg)
+        self.layer_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output_projection = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output_projection.weight = self.embed_tokens.weight
+        self._backends: Backends | None = None
+
+    @property
+    def backends(self) -> Backends:
+        dev = self.embed_tokens.weight.device
+        if self._backends is None or self._backends_device != dev:
+            self._backends = resolve_backends(self.attn_backend, self.retention_backend, dev)
+            self._backends_device = dev
+        return self._backends
+
+    def setup_cache(self, batch_size: int, max_seq_len: int, device=None, dtype=None) -> Cache:
+        """Preallocate the state of ``batch_size`` sequences of up to ``max_seq_len`` tokens."""
+        cfg = self.config
+        device = device or self.embed_tokens.weight.device
+        dtype = dtype or self.embed_tokens.weight.dtype
+        c = Cache(batch_size, max_seq_len, torch.zeros(batch_size, dtype=torch.long, device=device))
+        H, D = cfg.n_self_heads, cfg.self_head_dim
+        for _ in range(cfg.n_self_layers):
+            if cfg.sliding_window is None:
+                c.retention.append(torch.zeros(batch_size, H, D, D, device=device, dtype=torch.float32))
+            else:
+                c.windows.append(new_window(batch_size, cfg.sliding_window, H, D, device, dtype))
+        c.kv.append(new_kv(batch_size, max_seq_len, cfg.n_attn_kv_heads, cfg.head_dim, device, dtype))
+        return c
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: Cache | None = None,
+        start_pos: int | torch.Tensor = 0,
+        valid: torch.Tensor | None = None,
+        logits_from: int | torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """Run ``tokens`` ``[B, T]`` (int64).
+
+        Args:
+            cache: state from :meth:`setup_cache`, extended in place; None for a stateless full forward.
+            start_pos: absolute position of ``tokens[:, 0]``: an int shared by all rows (prefill chunk), or an
+                int64 ``[B]`` tensor of per-row positions (decode).
+            valid: ``[B, T]`` bool, False on right-padding (kept out of every state and attention), or None.
+            logits_from: which positions get logits (and, for YOCO, the cross-decoder): None = all, int n = the
+                last n (0 = none: early-exit prefill), or an int64 ``[B, N]`` index into the T positions.
+        Returns:
+            logits ``[B, N, vocab]`` in the model dtype, or None when ``logits_from == 0``.
+        """
+        step = make_step(tokens, start_pos, cache, valid, self.backends)
+        freqs_self = inv_freq(self.config.self_head_dim, self.config.rope_theta, "yoco", tokens.device)
+        freqs_cross = inv_freq(self.config.head_dim, self.config.rope_theta, "yoco", tokens.device)
+        x = math.sqrt(self.config.dim) * self.embed_tokens(tokens)
+        x = self.self_decoder(x, step, freqs_self)
+        x = self.cross_decoder(x, step, freqs_cross, logits_from)
+        commit_step(step)
+        if x is None:
+            return None
+        return self.output_projection(self.layer_norm(x))
+
+    def num_params(self, embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if not embeddings:
+            n -= self.embed_tokens.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.output_projection.weight.numel()
+        return n

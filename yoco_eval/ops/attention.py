@@ -1,0 +1,123 @@
+"""Softmax attention for YOCO's sliding-window self-decoder, its cross-decoder, and the Transformer baseline.
+
+One entry point, :func:`attention`, with the position-mask contract of :func:`yoco_eval.ops.naive.naive_attention`:
+query ``i`` sees key ``j`` iff ``k_valid[j]``, ``k_pos[j] <= q_pos[i]`` and (window C) ``q_pos[i] - k_pos[j] < C``.
+Grouped-query heads: query head ``h`` reads key/value head ``h // (H / Hk)``.
+
+The caller states the mask's shape with ``kind`` so that fast paths need no mask tensor:
+    ``"full"``         every query sees every key (e.g. one decode query over exactly the keys written so far)
+    ``"lower_right"``  queries are the last Tq of Tk contiguous positions, all keys valid, no window
+                       (bottom-right-aligned causal: chunked prefill and continuation scoring)
+    ``"general"``      anything else: the mask is built from positions (in query blocks, to bound memory)
+
+Backends: ``torch`` (plain PyTorch, fp32 math, the fallback) and ``sdpa`` (``F.scaled_dot_product_attention``;
+flash / memory-efficient kernels on GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:
+    from torch.nn.attention.bias import causal_lower_right
+except ImportError:  # pragma: no cover
+    causal_lower_right = None
+
+_Q_BLOCK = 2048  # queries per block on the general path: bounds the [Tq, Tk] mask
+
+
+def _mask(q_pos, k_pos, k_valid, window):
+    m = k_pos[:, None, :] <= q_pos[:, :, None]
+    if window is not None:
+        m = m & (q_pos[:, :, None] - k_pos[:, None, :] < window)
+    if k_valid is not None:
+        m = m & k_valid[:, None, :]
+    return m  # [B, Tq, Tk]
+
+
+def _torch_attn(q, k, v, mask, scale):
+    H, Hk = q.shape[2], k.shape[2]
+    kk = k.float().repeat_interleave(H // Hk, dim=2)
+    vv = v.float().repeat_interleave(H // Hk, dim=2)
+    s = torch.einsum("bqhd,bkhd->bhqk", q.float(), kk) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask[:, None], float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    return torch.einsum("bhqk,bkhe->bqhe", p, vv).to(q.dtype)
+
+
+def _sdpa(q, k, v, mask, scale, lower_right=False):
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
+    gqa = q.shape[2] != k.shape[2]
+    if lower_right:
+        if gqa:  # the CausalBias path has no GQA switch: expand key/value heads
+            rep = q.shape[2] // k.shape[2]
+            kt, vt = kt.repeat_interleave(rep, 1), vt.repeat_interleave(rep, 1)
+        bias = causal_lower_right(q.shape[1], k.shape[1])
+        o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=bias, scale=scale)
+    else:
+        m = None if mask is None else mask[:, None]
+        o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=m, scale=scale, enable_gqa=gqa)
+    return o.transpose(1, 2)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor | None = None,
+    k_pos: torch.Tensor | None = None,
+    k_valid: torch.Tensor | None = None,
+    window: int | None = None,
+    scale: float | None = None,
+    kind: str = "general",
+    backend: str = "sdpa",
+) -> torch.Tensor:
+    """Masked softmax attention.
+
+    Args:
+        q: ``[B, Tq, H, D]``; k: ``[B, Tk, Hk, D]``; v: ``[B, Tk, Hk, Dv]`` (same dtype).
+        q_pos, k_pos: ``[B, Tq]`` / ``[B, Tk]`` int64 absolute positions (needed for ``kind="general"``).
+        k_valid: ``[B, Tk]`` bool or None. window: key count C of a sliding window, or None.
+        scale: softmax scale, default ``D**-0.5``.
+        kind: ``"full"``, ``"lower_right"`` or ``"general"`` (see module docstring).
+        backend: ``"sdpa"`` or ``"torch"``.
+    Returns:
+        ``[B, Tq, H, Dv]`` in q's dtype. Queries that see no key return zeros.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    Tq = q.shape[1]
+    if kind == "lower_right" and Tq == k.shape[1] == 1:
+        kind = "full"
+    if backend == "torch":
+        if kind == "full":
+            return _torch_attn(q, k, v, None, scale)
+        if kind == "lower_right":
+            Tk = k.shape[1]
+            q_pos = torch.arange(Tk - Tq, Tk, device=q.device).expand(q.shape[0], Tq)
+            k_pos = torch.arange(Tk, device=q.device).expand(q.shape[0], Tk)
+        outs = []
+        for s in range(0, Tq, _Q_BLOCK):
+            m = _mask(q_pos[:, s : s + _Q_BLOCK], k_pos, k_valid, window)
+            outs.append(_torch_attn(q[:, s : s + _Q_BLOCK], k, v, m, scale))
+        return torch.cat(outs, 1)
+    if kind == "full":
+        return _sdpa(q, k, v, None, scale)
+    if kind == "lower_right":
+        if Tq == k.shape[1]:  # square: plain causal
+            qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            o = F.scaled_dot_product_attention(
+                qt, kt, vt, is_causal=True, scale=scale, enable_gqa=kt.shape[1] != qt.shape[1]
+            )
+            return o.transpose(1, 2)
+        return _sdpa(q, k, v, None, scale, lower_right=True)
+    outs = []
+    for s in range(0, Tq, _Q_BLOCK):
+        qp = q_pos[:, s : s + _Q_BLOCK]
+        m = _mask(qp, k_pos, k_valid, window)
+        o = _sdpa(q[:, s : s + _Q_BLOCK], k, v, m, scale)
+        # rows with no visible key: SDPA gives NaN or garbage; define them as zero like the reference
+        o = o.masked_fill(~m.any(-1)[..., None, None], 0.0)
+        outs.append(o)
+    return torch.cat(outs, 1)

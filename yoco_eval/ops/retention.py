@@ -1,0 +1,95 @@
+"""Gated retention (YOCO's gRet self-decoder mixer): chunkwise prefill and the recurrent decode step.
+
+Contract (all entry points): q, k ``[B, T, H, D]`` with k already multiplied by ``D**-0.5``; v ``[B, T, H, Dv]``;
+``log_g`` ``[B, T, H]`` fp32, the log of the per-token decay (``logsigmoid(x W_gt) / 16`` in YOCO);
+``state`` ``[B, H, D, Dv]`` fp32 (the recurrent state S, kept in fp32 on purpose: it accumulates over up to 1M
+tokens). Outputs are in q's dtype; the new state is fp32.
+
+Padding: a position with ``log_g = 0`` and ``k = 0`` leaves the state untouched, which is how the model keeps
+right-padding of batched prompts out of the state.
+
+Backends: ``torch`` (chunkwise, plain PyTorch, runs anywhere) and ``triton`` (fla-core's ``chunk_simple_gla``,
+CUDA only). The oracle for both is :mod:`yoco_eval.ops.naive`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:  # optional GPU kernels
+    from fla.ops.simple_gla import chunk_simple_gla as _fla_chunk_simple_gla
+except Exception:  # ImportError, or triton missing / no driver
+    _fla_chunk_simple_gla = None
+
+
+def fla_available() -> bool:
+    return _fla_chunk_simple_gla is not None and torch.cuda.is_available()
+
+
+def torch_chunk_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_g: torch.Tensor,
+    state: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise gated retention in plain PyTorch (fp32 math): quadratic inside a chunk, recurrent across chunks.
+
+    Returns ``(o [B, T, H, Dv] in q.dtype, final state [B, H, D, Dv] fp32)``.
+    """
+    B, T, H, D = q.shape
+    Dv = v.shape[-1]
+    dtype = q.dtype
+    C = chunk_size
+    pad = (-T) % C
+    qf, kf, vf, g = q.float(), k.float(), v.float(), log_g.float()
+    if pad:  # padded positions: zero key, zero decay, so the state is untouched
+        qf, kf, vf = (torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad)) for x in (qf, kf, vf))
+        g = torch.nn.functional.pad(g, (0, 0, 0, pad))
+    N = (T + pad) // C
+    # [B, H, N, C, D]
+    qc, kc, vc = (x.view(B, N, C, H, -1).permute(0, 3, 1, 2, 4) for x in (qf, kf, vf))
+    b = g.view(B, N, C, H).permute(0, 3, 1, 2).cumsum(-1)  # [B, H, N, C] cumulative log decay inside each chunk
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    decay = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # [B, H, N, C, C]
+    o = (qc @ kc.transpose(-1, -2) * decay) @ vc  # intra-chunk part
+    q_dec = qc * b[..., None].exp()  # q_i scaled by the decay from chunk start to i
+    k_dec = kc * (b[..., -1:] - b)[..., None].exp()  # k_j scaled by the decay from j to chunk end
+    chunk_decay = b[..., -1].exp()  # [B, H, N]
+    S = torch.zeros(B, H, D, Dv, device=q.device) if state is None else state.float()
+    inter = []
+    for n in range(N):
+        inter.append(q_dec[:, :, n] @ S)
+        S = chunk_decay[:, :, n, None, None] * S + k_dec[:, :, n].transpose(-1, -2) @ vc[:, :, n]
+    o = o + torch.stack(inter, 2)
+    o = o.permute(0, 2, 3, 1, 4).reshape(B, N * C, H, Dv)[:, :T]
+    return o.to(dtype), S
+
+
+def triton_chunk_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_g: torch.Tensor,
+    state: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fla-core's chunked simple-GLA Triton kernel (scalar per-head gate == gated retention). CUDA only."""
+    if _fla_chunk_simple_gla is None:
+        raise RuntimeError("fla-core is not installed")
+    o, S = _fla_chunk_simple_gla(
+        q, k, v, g=log_g.float(), scale=1.0, initial_state=None if state is None else state.float(),
+        output_final_state=True,
+    )  # fmt: skip
+    return o.to(q.dtype), S.float()
+
+
+def recurrent_retention_step(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_g: torch.Tensor, state: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step: ``S = g S + k^T v``; ``o = q S``. q, k ``[B, 1, H, D]``, v ``[B, 1, H, Dv]``,
+    log_g ``[B, 1, H]``, state ``[B, H, D, Dv]`` fp32 → ``(o [B, 1, H, Dv], new state)``."""
+    S = log_g[:, 0, :, None, None].float().exp() * state + k[:, 0, :, :, None].float() * v[:, 0, :, None, :].float()
+    o = torch.einsum("bhd,bhde->bhe", q[:, 0].float(), S)
+    return o[:, None].to(q.dtype), S
