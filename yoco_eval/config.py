@@ -63,10 +63,10 @@ class YOCOConfig:
             _check(isinstance(getattr(self, f), int) and getattr(self, f) > 0, f"{f} must be a positive integer")
         _check(self.n_layers % 2 == 0, f"n_layers must be even (half self-, half cross-decoder), got {self.n_layers}")
         _check(
-            self.dim % self.n_self_heads == 0, f"dim {self.dim} is not divisible by n_self_heads {self.n_self_heads}"
+            self.dim % self.n_self_heads == 0, f"dim {self.dim} not divisible by n_self_heads {self.n_self_heads}"
         )
         _check(
-            self.dim % self.n_attn_heads == 0, f"dim {self.dim} is not divisible by n_attn_heads {self.n_attn_heads}"
+            self.dim % self.n_attn_heads == 0, f"dim {self.dim} not divisible by n_attn_heads {self.n_attn_heads}"
         )
         _check(
             self.n_attn_heads % self.n_attn_kv_heads == 0,
