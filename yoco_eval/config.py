@@ -284,7 +284,7 @@ def config_from_hf_llama(d: dict[str, Any], source: str = "config.json") -> Tran
         tie_embeddings=bool(d.get("tie_word_embeddings", False)),
         max_seq_len=d.get("max_position_embeddings", 4096),
         head_dim_override=hd if hd and hd != d["hidden_size"] // d["num_attention_heads"] else None,
-        tokenizer="hf", name=d.get("_name_or_path") or "llama",
+        tokenizer="hf", name=d.get("_name_or_path") or d.get("_model_name_or_path") or "llama",
     )  # fmt: skip
 
 

@@ -1,0 +1,253 @@
+"""Checkpoint formats: load and save, with one clear error per problem.
+
+Formats read by :func:`load_model`:
+    * official YOCO: ``checkpoint.pth`` (the bare model's state dict, official keys; read with
+      ``torch.load(weights_only=True)``, never unpickling code) + ``params.json`` (``YOCOArgs`` fields);
+    * ours: ``config.json`` (with an ``arch`` field) + ``model.safetensors`` or sharded
+      ``model-0000x-of-0000y.safetensors`` with ``model.safetensors.index.json``;
+    * HF Llama (``config.json`` with ``model_type: llama`` + safetensors), loaded into the Transformer baseline;
+    * a preset name (``yoco-3b``, ``yoco-debug``, ...): random weights, seeded (profiling and tests).
+Written by :func:`save_model` (ours) and :func:`save_official` (official format).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from yoco_eval.config import CONFIGS, ModelConfig, TransformerConfig, YOCOConfig, get_config, load_config
+from yoco_eval.errors import CheckpointError
+from yoco_eval.tokenizer import Tokenizer, load_tokenizer
+
+
+def build_model(cfg: ModelConfig, attn_backend: str = "auto", retention_backend: str = "auto") -> nn.Module:
+    from yoco_eval.model.transformer import Transformer
+    from yoco_eval.model.yoco import YOCO
+
+    cls = YOCO if isinstance(cfg, YOCOConfig) else Transformer
+    return cls(cfg, attn_backend=attn_backend, retention_backend=retention_backend)
+
+
+def init_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
+    """Deterministic random init: normal(0, std) for matrices and embeddings, ones for norm weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+# --- key maps -------------------------------------------------------------------------------------------------
+
+_HF_LLAMA = [
+    (r"model\.embed_tokens\.weight", "embed_tokens.weight"),
+    (r"model\.norm\.weight", "layer_norm.weight"),
+    (r"lm_head\.weight", "output_projection.weight"),
+    (r"model\.layers\.(\d+)\.self_attn\.([qkv])_proj\.weight", r"layers.\1.mixer.\2_proj.weight"),
+    (r"model\.layers\.(\d+)\.self_attn\.o_proj\.weight", r"layers.\1.mixer.out_proj.weight"),
+    (r"model\.layers\.(\d+)\.mlp\.gate_proj\.weight", r"layers.\1.ffn.fc1.weight"),
+    (r"model\.layers\.(\d+)\.mlp\.up_proj\.weight", r"layers.\1.ffn.gate.weight"),
+    (r"model\.layers\.(\d+)\.mlp\.down_proj\.weight", r"layers.\1.ffn.fc2.weight"),
+    (r"model\.layers\.(\d+)\.input_layernorm\.weight", r"layers.\1.mixer_layer_norm.weight"),
+    (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"layers.\1.final_layer_norm.weight"),
+]
+
+
+def from_hf_llama(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF ``LlamaForCausalLM`` state dict -> Transformer baseline keys (unknown keys are kept, to be reported)."""
+    out = {}
+    for key, t in sd.items():
+        for pat, rep in _HF_LLAMA:
+            if re.fullmatch(pat, key):
+                out[re.sub(pat, rep, key)] = t
+                break
+        else:
+            if not key.endswith("rotary_emb.inv_freq"):
+                out[key] = t
+    return out
+
+
+def to_hf_llama(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`from_hf_llama`."""
+    inverse = [
+        (r"embed_tokens\.weight", "model.embed_tokens.weight"),
+        (r"layer_norm\.weight", "model.norm.weight"),
+        (r"output_projection\.weight", "lm_head.weight"),
+        (r"layers\.(\d+)\.mixer\.([qkv])_proj\.weight", r"model.layers.\1.self_attn.\2_proj.weight"),
+        (r"layers\.(\d+)\.mixer\.out_proj\.weight", r"model.layers.\1.self_attn.o_proj.weight"),
+        (r"layers\.(\d+)\.ffn\.fc1\.weight", r"model.layers.\1.mlp.gate_proj.weight"),
+        (r"layers\.(\d+)\.ffn\.gate\.weight", r"model.layers.\1.mlp.up_proj.weight"),
+        (r"layers\.(\d+)\.ffn\.fc2\.weight", r"model.layers.\1.mlp.down_proj.weight"),
+        (r"layers\.(\d+)\.mixer_layer_norm\.weight", r"model.layers.\1.input_layernorm.weight"),
+        (r"layers\.(\d+)\.final_layer_norm\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
+    ]
+    out = {}
+    for key, t in sd.items():
+        for pat, rep in inverse:
+            if re.fullmatch(pat, key):
+                out[re.sub(pat, rep, key)] = t
+                break
+    return out
+
+
+# --- strict loading with clear errors ---------------------------------------------------------------------------
+
+
+def load_state_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)``, but every mismatch becomes one line naming the key and the fix."""
+    own = model.state_dict()
+    tied = getattr(model.config, "tie_embeddings", False)
+    if tied and "output_projection.weight" not in sd and "embed_tokens.weight" in sd:
+        sd = {**sd, "output_projection.weight": sd["embed_tokens.weight"]}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing:
+        more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(
+            f"{source}: missing key {missing[0]!r}{more}; the checkpoint does not match its config "
+            f"({model.config.name}, {model.config.arch}): check n_layers / sliding_window / tie_embeddings"
+        )
+    if unexpected:
+        more = f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(
+            f"{source}: unexpected key {unexpected[0]!r}{more}; the checkpoint has weights its config does not "
+            f"describe: check n_layers / sliding_window in the config"
+        )
+    for k, t in sd.items():
+        if tuple(t.shape) != tuple(own[k].shape):
+            raise CheckpointError(
+                f"{source}: shape mismatch for {k!r}: checkpoint {tuple(t.shape)} vs model {tuple(own[k].shape)}; "
+                f"fix dim / heads / vocab_size in the config"
+            )
+        if not t.is_floating_point():
+            raise CheckpointError(f"{source}: {k!r} has dtype {t.dtype}, expected a floating-point tensor")
+    model.load_state_dict(sd, strict=True)
+
+
+def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        files = sorted(p.name for p in folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder}: no model.safetensors (or shards) found; save one with yoco-eval or point at it")
+    sd = {}
+    for f in files:
+        if not (folder / f).is_file():
+            raise CheckpointError(f"{folder}: shard {f} listed in model.safetensors.index.json is missing")
+        try:
+            sd.update(load_file(str(folder / f)))
+        except Exception as e:  # truncated/corrupt file
+            raise CheckpointError(f"{folder / f}: cannot read safetensors ({e}); re-download or re-save it") from None
+    return sd
+
+
+def checkpoint_sha256(path: str | Path) -> str | None:
+    """sha256 of the weight files of a checkpoint folder (None for presets)."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted([*p.glob("*.safetensors"), *p.glob("*.pth")]):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    tokenizer: Tokenizer
+    source: str  # "official" | "yoco-eval" | "hf-llama" | "preset"
+    path: str
+
+
+def load_model(
+    spec: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_backend: str = "auto",
+    retention_backend: str = "auto",
+    tokenizer: str | None = None,
+    seed: int = 0,
+) -> Loaded:
+    """Load a model and its tokenizer from a checkpoint folder or a preset name (see module docstring)."""
+    path = Path(spec)
+    if not path.exists():
+        if isinstance(spec, str) and spec in CONFIGS:
+            cfg = get_config(spec)
+            model = init_weights(build_model(cfg, attn_backend, retention_backend), seed)
+            tok = load_tokenizer(tokenizer or cfg.tokenizer)
+            return Loaded(model.to(device=device, dtype=dtype).eval(), tok, "preset", spec)
+        raise CheckpointError(
+            f"checkpoint {str(spec)!r} not found: give a checkpoint folder or a preset ({', '.join(sorted(CONFIGS))})"
+        )
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file: point at the checkpoint folder that holds it")
+    cfg = load_config(path)
+    if (path / "params.json").is_file() and not (path / "config.json").is_file():
+        ckpt = path / "checkpoint.pth"
+        if not ckpt.is_file():
+            raise CheckpointError(f"{path}: params.json found but no checkpoint.pth next to it")
+        try:
+            sd = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise CheckpointError(f"{ckpt}: cannot read it as a weights-only state dict ({e})") from None
+        source = "official"
+    else:
+        sd = _read_safetensors(path)
+        source = "yoco-eval"
+        if isinstance(cfg, TransformerConfig) and cfg.tokenizer == "hf":
+            sd = from_hf_llama(sd)
+            source = "hf-llama"
+    model = build_model(cfg, attn_backend, retention_backend)
+    load_state_strict(model, sd, str(path))
+    tok = load_tokenizer(tokenizer or (path if cfg.tokenizer == "hf" else cfg.tokenizer))
+    if tok.vocab_size > cfg.vocab_size:
+        raise CheckpointError(
+            f"{path}: tokenizer {tok.name} has {tok.vocab_size} ids but the model only {cfg.vocab_size} embeddings; "
+            f"use the checkpoint's own tokenizer"
+        )
+    return Loaded(model.to(device=device, dtype=dtype).eval(), tok, source, str(path))
+
+
+def save_model(model: nn.Module, folder: str | Path, **extra_config) -> Path:
+    """Save in our format: ``config.json`` + ``model.safetensors`` (a tied output projection is stored once)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        sd.pop("output_projection.weight", None)
+    tmp = folder / "model.safetensors.tmp"
+    save_file(sd, str(tmp), metadata={"format": "pt", "producer": "yoco-eval"})
+    tmp.replace(folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({**model.config.to_dict(), **extra_config}, indent=2) + "\n")
+    return folder
+
+
+def save_official(model: nn.Module, folder: str | Path) -> Path:
+    """Save a YOCO model in the official format: ``checkpoint.pth`` + ``params.json``."""
+    if not isinstance(model.config, YOCOConfig):
+        raise CheckpointError("only YOCO models can be saved in the official YOCO format")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "checkpoint.pth")
+    (folder / "params.json").write_text(json.dumps(model.config.to_params_json(), indent=2) + "\n")
+    return folder
