@@ -123,5 +123,18 @@ def line_chart(
             path.append(f"{'L' if pen_down else 'M'}{p.x},{p.y}")
             pen_down = True
         series.append(Series(name, PALETTE[i % len(PALETTE)], " ".join(path), tuple(good), tuple(bad)))
-    return LineChart(title, width, height, left, top, right, bottom, x_label, y_label, x_ticks, y_ticks,
-                     tuple(series), not ys and not any(s.failures for s in series))
+    return LineChart(
+        title,
+        width,
+        height,
+        left,
+        top,
+        right,
+        bottom,
+        x_label,
+        y_label,
+        x_ticks,
+        y_ticks,
+        tuple(series),
+        not ys and not any(s.failures for s in series),
+    )

@@ -86,7 +86,7 @@ def text(v: object) -> str:
 
 
 FILTERS = {
-    "length": length,
+    "tokens": length,
     "depth": depth,
     "pct": pct,
     "signed_pct": signed_pct,

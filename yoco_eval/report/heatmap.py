@@ -91,7 +91,9 @@ class HeatmapTable:
             return None
 
 
-def build_heatmap(rows: Sequence[CellResult], lengths: Iterable[int] = (), depths: Iterable[float] = ()) -> HeatmapTable:
+def build_heatmap(
+    rows: Sequence[CellResult], lengths: Iterable[int] = (), depths: Iterable[float] = ()
+) -> HeatmapTable:
     """Pivot rows into a :class:`HeatmapTable`.
 
     Args:

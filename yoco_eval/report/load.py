@@ -166,15 +166,27 @@ def iter_jsonl(path: Path, log: ProblemLog, shown: str):
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             if ends_mid_line and i == len(lines):
-                log.add(shown, i, "truncated last line (the writer stopped mid-line); line skipped",
-                        "resume the run to redo this cell, or delete the partial line")
+                log.add(
+                    shown,
+                    i,
+                    "truncated last line (the writer stopped mid-line); line skipped",
+                    "resume the run to redo this cell, or delete the partial line",
+                )
             else:
-                log.add(shown, i, f"not valid JSON ({e.msg} at column {e.colno}); line skipped",
-                        "fix or delete the line, then resume the run to redo the cell")
+                log.add(
+                    shown,
+                    i,
+                    f"not valid JSON ({e.msg} at column {e.colno}); line skipped",
+                    "fix or delete the line, then resume the run to redo the cell",
+                )
             continue
         if not isinstance(obj, dict):
-            log.add(shown, i, f"expected a JSON object, found {type(obj).__name__}; line skipped",
-                    "each line must be one result object")
+            log.add(
+                shown,
+                i,
+                f"expected a JSON object, found {type(obj).__name__}; line skipped",
+                "each line must be one result object",
+            )
             continue
         yield i, obj
 
@@ -228,35 +240,54 @@ def parse_row(row: dict, source: str) -> tuple[CellResult | None, str | None]:
     for n in row.get("needles") or []:
         if isinstance(n, dict):
             pos, dep = n.get("token_position"), n.get("depth_actual")
-            needles.append(Needle(
-                key=_as_text(n.get("key")), value=_as_text(n.get("value")), text=_as_text(n.get("text")),
-                token_position=pos if isinstance(pos, int) and not isinstance(pos, bool) else None,
-                depth_actual=float(dep) if _finite(dep) else None,
-                is_target=bool(n.get("is_target", True)),
-            ))
+            needles.append(
+                Needle(
+                    key=_as_text(n.get("key")),
+                    value=_as_text(n.get("value")),
+                    text=_as_text(n.get("text")),
+                    token_position=pos if isinstance(pos, int) and not isinstance(pos, bool) else None,
+                    depth_actual=float(dep) if _finite(dep) else None,
+                    is_target=bool(n.get("is_target", True)),
+                )
+            )
     excerpts = []
     for x in row.get("prompt_excerpts") or []:
         if isinstance(x, dict):
             pos = x.get("token_position")
-            excerpts.append(Excerpt(
-                token_position=pos if isinstance(pos, int) and not isinstance(pos, bool) else None,
-                before=_as_text(x.get("before")), needle=_as_text(x.get("needle")), after=_as_text(x.get("after")),
-            ))
+            excerpts.append(
+                Excerpt(
+                    token_position=pos if isinstance(pos, int) and not isinstance(pos, bool) else None,
+                    before=_as_text(x.get("before")),
+                    needle=_as_text(x.get("needle")),
+                    after=_as_text(x.get("after")),
+                )
+            )
     expected = row.get("expected")
     if isinstance(expected, str):
         expected = [expected]
     cell = CellResult(
         cell=_as_text(row.get("cell")) or f"L{length}_D{depth:g}_T{trial if trial is not None else '?'}",
-        context_length=length, depth_percent=float(depth), trial=trial if trial is not None else 0,
-        status=status, error=error, score=float(score) if score is not None else None,
-        seed=_opt(row, "seed", (int,), bad), prompt_tokens=_opt(row, "prompt_tokens", (int,), bad),
-        needles=tuple(needles), question=_as_text(row.get("question")),
+        context_length=length,
+        depth_percent=float(depth),
+        trial=trial if trial is not None else 0,
+        status=status,
+        error=error,
+        score=float(score) if score is not None else None,
+        seed=_opt(row, "seed", (int,), bad),
+        prompt_tokens=_opt(row, "prompt_tokens", (int,), bad),
+        needles=tuple(needles),
+        question=_as_text(row.get("question")),
         expected=tuple(_as_text(e) for e in expected) if isinstance(expected, list) else (),
         output=_as_text(row["output"]) if row.get("output") is not None else None,
-        metric=_as_text(row.get("metric")), duration_s=_opt(row, "duration_s", (int, float), bad),
-        prefill_s=_opt(row, "prefill_s", (int, float), bad), tokens_per_s=_opt(row, "tokens_per_s", (int, float), bad),
-        peak_mem_bytes=_opt(row, "peak_mem_bytes", (int,), bad), timestamp_utc=_as_text(row.get("timestamp_utc")),
-        rank=_opt(row, "rank", (int,), bad), prompt_excerpts=tuple(excerpts), source=source,
+        metric=_as_text(row.get("metric")),
+        duration_s=_opt(row, "duration_s", (int, float), bad),
+        prefill_s=_opt(row, "prefill_s", (int, float), bad),
+        tokens_per_s=_opt(row, "tokens_per_s", (int, float), bad),
+        peak_mem_bytes=_opt(row, "peak_mem_bytes", (int,), bad),
+        timestamp_utc=_as_text(row.get("timestamp_utc")),
+        rank=_opt(row, "rank", (int,), bad),
+        prompt_excerpts=tuple(excerpts),
+        source=source,
     )
     note = f"field(s) {', '.join(bad)} have the wrong type and are shown as —" if bad else None
     return cell, note
@@ -292,21 +323,34 @@ def load_run(run_dir: Path | str, base: Path | None = None) -> NeedleRun:
     base = run_dir.parent if base is None else base
     log = ProblemLog()
     meta_path = run_dir / "run.json"
-    meta = read_json_file(meta_path, log, _display(meta_path, base), "run.json",
-                          "rerun the sweep (it writes run.json first), or restore the file; metadata is shown as —")
+    meta = read_json_file(
+        meta_path,
+        log,
+        _display(meta_path, base),
+        "run.json",
+        "rerun the sweep (it writes run.json first), or restore the file; metadata is shown as —",
+    )
     if meta is not None and not isinstance(meta, dict):
         log.add(_display(meta_path, base), None, "expected a JSON object", "restore run.json from the run")
         meta = None
     meta = meta or {}
     schema = meta.get("schema")
     if meta and schema != RUN_SCHEMA:
-        log.add(_display(meta_path, base), None, f"schema is {schema!r}, expected {RUN_SCHEMA!r}",
-                "regenerate the run with this yoco-eval version; fields are read on a best-effort basis")
+        log.add(
+            _display(meta_path, base),
+            None,
+            f"schema is {schema!r}, expected {RUN_SCHEMA!r}",
+            "regenerate the run with this yoco-eval version; fields are read on a best-effort basis",
+        )
     files = result_files(run_dir)
     if not files:
         shown = _display(run_dir / "results.jsonl", base)
-        log.add(shown, None, "results.jsonl is missing (no results yet)",
-                "run or resume the sweep; the grid is shown as not run")
+        log.add(
+            shown,
+            None,
+            "results.jsonl is missing (no results yet)",
+            "run or resume the sweep; the grid is shown as not run",
+        )
     best: dict[str, tuple[tuple[str, int], CellResult]] = {}
     order = 0
     for path in files:
@@ -323,5 +367,4 @@ def load_run(run_dir: Path | str, base: Path | None = None) -> NeedleRun:
             if prev is None or key >= prev[0]:
                 best[row.cell] = (key, row)
     cells = sorted((r for _, r in best.values()), key=lambda r: (r.context_length, r.depth_percent, r.trial, r.cell))
-    return NeedleRun(dir=run_dir, meta=meta, cells=cells, problems=log.items,
-                     files=[_display(p, base) for p in files])
+    return NeedleRun(dir=run_dir, meta=meta, cells=cells, problems=log.items, files=[_display(p, base) for p in files])

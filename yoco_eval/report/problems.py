@@ -56,7 +56,9 @@ class ProblemLog:
     def items(self) -> list[Problem]:
         """The kept problems, followed by one summary line per file that had more than :data:`MAX_PER_FILE`."""
         extra = [
-            Problem(path, None, f"{n - MAX_PER_FILE} more problems in this file are not listed", "fix the ones above first")
+            Problem(
+                path, None, f"{n - MAX_PER_FILE} more problems in this file are not listed", "fix the ones above first"
+            )
             for path, n in self._per_file.items()
             if n > MAX_PER_FILE
         ]

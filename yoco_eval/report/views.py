@@ -28,6 +28,8 @@ from yoco_eval.report.load import CellResult, NeedleRun
 EXCERPT_CHARS = 400
 #: Model outputs longer than this are cut in the page.
 OUTPUT_CHARS = 4000
+#: Height of the band above a score heatmap with the mean-per-length line.
+BAND_H = 64.0
 #: At most this many failed trials are listed in the page's error table (all stay in the drill-down).
 MAX_ERROR_ROWS = 200
 
@@ -75,8 +77,9 @@ class HeatmapView:
     row_means: tuple[Square, ...]  # the "mean" column right of the grid
     mean_y: float
     mean_x: float
-    overlay: str  # SVG path of the per-length mean (NeedleBench's line), "" when not drawn
-    overlay_points: tuple[tuple[float, float], ...]
+    band: float  # height of the band above the grid that holds the mean-per-length line (0: none)
+    overlay: str  # SVG path of the per-length mean (NeedleBench's line, drawn in its own band), "" when not drawn
+    overlay_points: tuple[tuple[float, float, str], ...]  # x, y, tooltip
     legend_x: float
     legend_stops: tuple[tuple[int, str], ...]  # (offset %, colour), top to bottom
     legend_ticks: tuple[Label, ...]
@@ -94,8 +97,8 @@ def _tip(where: str, t: Tally) -> str:
 
 
 def _layout(n_cols: int, n_rows: int, compact: bool) -> tuple[float, float, int]:
-    cell_w = min(64.0, max(34.0, 880.0 / max(1, n_cols)))
-    cell_h = min(32.0, max(22.0, 560.0 / max(1, n_rows)))
+    cell_w = min(88.0, max(34.0, 880.0 / max(1, n_cols)))
+    cell_h = min(40.0, max(22.0, 560.0 / max(1, n_rows)))
     if compact:
         cell_w, cell_h = min(cell_w, 44.0), min(cell_h, 24.0)
     return round(cell_w, 2), round(cell_h, 2), 11 if cell_w >= 40 else 10
@@ -114,24 +117,40 @@ def _grid_view(
     compact: bool = False,
 ) -> HeatmapView:
     cell_w, cell_h, font = _layout(len(lengths), len(depths), compact)
-    left, top = 58.0, 10.0
+    band = BAND_H if overlay is not None else 0.0
+    left, top = 58.0, 10.0 + band
     grid_w, grid_h = cell_w * len(lengths), cell_h * len(depths)
     squares = []
     for i, d in enumerate(depths):
         for j, length in enumerate(lengths):
             t, fill, label = cells[i][j]
-            squares.append(Square(round(left + j * cell_w, 2), round(top + i * cell_h, 2), fill, label, t.state,
-                                  _tip(f"{length:,} tokens, depth {fmt.depth(d)}%", t), cell_key(length, d)))
+            squares.append(
+                Square(
+                    round(left + j * cell_w, 2),
+                    round(top + i * cell_h, 2),
+                    fill,
+                    label,
+                    t.state,
+                    _tip(f"{length:,} tokens, depth {fmt.depth(d)}%", t),
+                    cell_key(length, d),
+                )
+            )
     mean_y = round(top + grid_h + 6, 2)
     cm = tuple(
-        Square(round(left + j * cell_w, 2), mean_y, f, lab, t.state,
-               _tip(f"{lengths[j]:,} tokens, all depths", t), "")
+        Square(round(left + j * cell_w, 2), mean_y, f, lab, t.state, _tip(f"{lengths[j]:,} tokens, all depths", t), "")
         for j, (t, f, lab) in enumerate(col_means)
     )
     mean_x = round(left + grid_w + 6, 2)
     rm = tuple(
-        Square(mean_x, round(top + i * cell_h, 2), f, lab, t.state,
-               _tip(f"depth {fmt.depth(depths[i])}%, all lengths", t), "")
+        Square(
+            mean_x,
+            round(top + i * cell_h, 2),
+            f,
+            lab,
+            t.state,
+            _tip(f"depth {fmt.depth(depths[i])}%, all lengths", t),
+            "",
+        )
         for i, (t, f, lab) in enumerate(row_means)
     )
     path, pts = "", []
@@ -142,23 +161,39 @@ def _grid_view(
             if m is None:
                 pen = False
                 continue
-            x, y = round(left + (j + 0.5) * cell_w, 2), round(top + (1 - min(max(m, 0), 1)) * grid_h, 2)
+            x, y = round(left + (j + 0.5) * cell_w, 2), round(14 + (1 - min(max(m, 0), 1)) * (band - 22), 2)
             parts.append(f"{'L' if pen else 'M'}{x},{y}")
-            pts.append((x, y))
+            pts.append((x, y, f"{fmt.length(lengths[j])}: mean {fmt.pct(m, 1)}%"))
             pen = True
         path = " ".join(parts)
     stops, ticks, title = legend
     legend_x = round(mean_x + cell_w + 26, 2)
     return HeatmapView(
-        uid=uid, width=round(legend_x + 62, 2), height=round(mean_y + cell_h + 44, 2), left=left, top=top,
-        cell_w=cell_w, cell_h=cell_h, grid_w=round(grid_w, 2), grid_h=round(grid_h, 2), font=font,
+        uid=uid,
+        width=round(legend_x + 62, 2),
+        height=round(mean_y + cell_h + 44, 2),
+        left=left,
+        top=top,
+        cell_w=cell_w,
+        cell_h=cell_h,
+        grid_w=round(grid_w, 2),
+        grid_h=round(grid_h, 2),
+        font=font,
         cols=tuple(Label(round(left + (j + 0.5) * cell_w, 2), fmt.length(v)) for j, v in enumerate(lengths)),
         rows=tuple(Label(round(top + (i + 0.5) * cell_h, 2), fmt.depth(d) + "%") for i, d in enumerate(depths)),
-        squares=tuple(squares), col_means=cm, row_means=rm, mean_y=mean_y, mean_x=mean_x,
-        overlay=path, overlay_points=tuple(pts), legend_x=legend_x,
+        squares=tuple(squares),
+        col_means=cm,
+        row_means=rm,
+        mean_y=mean_y,
+        mean_x=mean_x,
+        band=band,
+        overlay=path,
+        overlay_points=tuple(pts),
+        legend_x=legend_x,
         legend_stops=tuple((round(100 * k / (len(stops) - 1)), c) for k, c in enumerate(reversed(stops))),
         legend_ticks=tuple(Label(round(top + (1 - f) * grid_h, 2), lab) for f, lab in ticks),
-        legend_title=title, linked=linked,
+        legend_title=title,
+        linked=linked,
     )
 
 
@@ -175,9 +210,18 @@ DIFF_LEGEND = (DIFF_STOPS, [(0, "−100"), (0.5, "0"), (1, "+100")], "B − A")
 def heatmap_view(table: HeatmapTable, uid: str = "hm", linked: bool = True, compact: bool = False) -> HeatmapView:
     """Score heatmap with marginal means and the mean-per-length line."""
     cells = [[_score_item(c.tally) for c in row] for row in table.cells]
-    return _grid_view(uid, table.lengths, table.depths, cells, [_score_item(t) for t in table.by_length],
-                      [_score_item(t) for t in table.by_depth], SCORE_LEGEND,
-                      [t.mean for t in table.by_length], linked, compact)
+    return _grid_view(
+        uid,
+        table.lengths,
+        table.depths,
+        cells,
+        [_score_item(t) for t in table.by_length],
+        [_score_item(t) for t in table.by_depth],
+        SCORE_LEGEND,
+        [t.mean for t in table.by_length],
+        linked,
+        compact,
+    )
 
 
 def diff_view(diff: DiffTable, uid: str = "diff") -> HeatmapView:
@@ -189,7 +233,9 @@ def diff_view(diff: DiffTable, uid: str = "diff") -> HeatmapView:
             t = Tally(c.delta, min(c.a.n_ok, c.b.n_ok), c.a.n_error + c.b.n_error)
             if c.delta is None:
                 state = "missing" if c.a.n == 0 or c.b.n == 0 else "error"
-                line.append((Tally(None, 0, 0 if state == "missing" else 1), None, "·" if state == "missing" else "n/a"))
+                line.append(
+                    (Tally(None, 0, 0 if state == "missing" else 1), None, "·" if state == "missing" else "n/a")
+                )
             else:
                 line.append((t, diff_colour(c.delta), fmt.signed_pct(c.delta)))
         cells.append(line)
@@ -247,22 +293,32 @@ def accuracy_charts(tables: list[tuple[str, HeatmapTable]]) -> tuple[LineChart, 
         for k, t in zip(keys, tallies):
             if t.n == 0:
                 continue
-            tip = f"{label(k)}: " + (f"{fmt.pct(t.mean, 1)}% ({t.n_ok} ok, {t.n_error} failed)"
-                                     if t.mean is not None else f"all {t.n_error} failed")
+            tip = f"{label(k)}: " + (
+                f"{fmt.pct(t.mean, 1)}% ({t.n_ok} ok, {t.n_error} failed)"
+                if t.mean is not None
+                else f"all {t.n_error} failed"
+            )
             out.append((k, None if t.mean is None else t.mean * 100, tip))
         return out
 
     by_len = line_chart(
         "Accuracy by context length",
         [(n, pts(t.lengths, t.by_length, lambda v: f"{v:,} tokens")) for n, t in tables],
-        x_label="context length (tokens)", y_label="mean score %", x_format=lambda v: fmt.length(int(v)),
-        y_format=lambda v: f"{v:.0f}", x_log=True, y_max=100,
+        x_label="context length (tokens)",
+        y_label="mean score %",
+        x_format=lambda v: fmt.length(int(v)),
+        y_format=lambda v: f"{v:.0f}",
+        x_log=True,
+        y_max=100,
     )
     by_depth = line_chart(
         "Accuracy by needle depth",
         [(n, pts(t.depths, t.by_depth, lambda v: f"depth {fmt.depth(v)}%")) for n, t in tables],
-        x_label="depth %", y_label="mean score %", x_format=lambda v: fmt.depth(v),
-        y_format=lambda v: f"{v:.0f}", y_max=100,
+        x_label="depth %",
+        y_label="mean score %",
+        x_format=lambda v: fmt.depth(v),
+        y_format=lambda v: f"{v:.0f}",
+        y_max=100,
     )
     return by_len, by_depth
 
@@ -299,27 +355,67 @@ def metadata_rows(run: NeedleRun) -> list[tuple[str, list[tuple[str, str]]]]:
     rep = t(repeated) + (f" ({passes:g} passes)" if isinstance(passes, (int, float)) and repeated else "")
     lengths, depths = run.grid_lengths, run.grid_depths
     return [
-        ("Model", [("name", t(g("model.name"))), ("kind", t(g("model.kind"))),
-                   ("checkpoint", t(g("model.checkpoint"))), ("checkpoint sha256", t(g("model.checkpoint_sha256"))),
-                   ("tokenizer", t(g("model.tokenizer")))]),
-        ("Haystack", [("name", t(g("haystack.name"))), ("source", t(g("haystack.source"))),
-                      ("tokens", t(g("haystack.n_tokens"))), ("repeated", rep)]),
-        ("Task", [("variant", t(g("variant.name"))), ("variant parameters", t(params)),
-                  ("metric", t(sorted({c.metric for c in cells if c.metric}))),
-                  ("max new tokens", t(g("max_new_tokens"))), ("tolerance (tokens)", t(g("tolerance_tokens")))]),
-        ("Grid", [("lengths", ", ".join(fmt.length(x) for x in lengths) or "—"),
-                  ("depths %", ", ".join(fmt.depth(x) for x in depths) or "—"),
-                  ("trials per cell", t(g("grid.trials"))), ("grid seed", t(g("grid.seed"))),
-                  ("trial seeds", f"{len(seeds):,} distinct, {seeds[0]}…{seeds[-1]}" if seeds else "—")]),
-        ("Environment", [("hardware", t(g("hardware.name"))), ("device", t(g("hardware.device"))),
-                         ("git commit", t(g("git_commit"))), ("yoco-eval", t(g("yoco_eval_version"))),
-                         ("command", t(g("command"))), ("created (UTC)", t(g("created_utc")))]),
-        ("Cost", [("compute time (sum)", fmt.seconds(sum(durations)) if durations else "—"),
-                  ("wall span (first→last row)", fmt.seconds(span)),
-                  ("mean time per trial", fmt.seconds(_mean(durations))),
-                  ("mean prefill", fmt.seconds(_mean(prefills))),
-                  ("mean tokens/s", fmt.num(_mean(tps), 1)),
-                  ("peak memory (max)", fmt.bytes_(max(mems)) if mems else "—")]),
+        (
+            "Model",
+            [
+                ("name", t(g("model.name"))),
+                ("kind", t(g("model.kind"))),
+                ("checkpoint", t(g("model.checkpoint"))),
+                ("checkpoint sha256", t(g("model.checkpoint_sha256"))),
+                ("tokenizer", t(g("model.tokenizer"))),
+            ],
+        ),
+        (
+            "Haystack",
+            [
+                ("name", t(g("haystack.name"))),
+                ("source", t(g("haystack.source"))),
+                ("tokens", t(g("haystack.n_tokens"))),
+                ("repeated", rep),
+            ],
+        ),
+        (
+            "Task",
+            [
+                ("variant", t(g("variant.name"))),
+                ("variant parameters", t(params)),
+                ("metric", t(sorted({c.metric for c in cells if c.metric}))),
+                ("max new tokens", t(g("max_new_tokens"))),
+                ("tolerance (tokens)", t(g("tolerance_tokens"))),
+            ],
+        ),
+        (
+            "Grid",
+            [
+                ("lengths", ", ".join(fmt.length(x) for x in lengths) or "—"),
+                ("depths %", ", ".join(fmt.depth(x) for x in depths) or "—"),
+                ("trials per cell", t(g("grid.trials"))),
+                ("grid seed", t(g("grid.seed"))),
+                ("trial seeds", f"{len(seeds):,} distinct, {seeds[0]}…{seeds[-1]}" if seeds else "—"),
+            ],
+        ),
+        (
+            "Environment",
+            [
+                ("hardware", t(g("hardware.name"))),
+                ("device", t(g("hardware.device"))),
+                ("git commit", t(g("git_commit"))),
+                ("yoco-eval", t(g("yoco_eval_version"))),
+                ("command", t(g("command"))),
+                ("created (UTC)", t(g("created_utc"))),
+            ],
+        ),
+        (
+            "Cost",
+            [
+                ("compute time (sum)", fmt.seconds(sum(durations)) if durations else "—"),
+                ("wall span (first→last row)", fmt.seconds(span)),
+                ("mean time per trial", fmt.seconds(_mean(durations))),
+                ("mean prefill", fmt.seconds(_mean(prefills))),
+                ("mean tokens/s", fmt.num(_mean(tps), 1)),
+                ("peak memory (max)", fmt.bytes_(max(mems)) if mems else "—"),
+            ],
+        ),
         ("Files", [("read", t(run.files))]),
     ]
 
@@ -337,13 +433,28 @@ def _trial_data(c: CellResult) -> dict[str, Any]:
     if out is not None and len(out) > OUTPUT_CHARS:
         out = out[:OUTPUT_CHARS] + f"… [{len(c.output) - OUTPUT_CHARS:,} more characters in results]"
     return {
-        "trial": c.trial, "cell": c.cell, "seed": c.seed, "status": c.status, "error": c.error, "score": c.score,
-        "metric": c.metric, "prompt_tokens": c.prompt_tokens, "question": c.question, "expected": list(c.expected),
-        "output": out, "duration": fmt.seconds(c.duration_s), "prefill": fmt.seconds(c.prefill_s),
-        "tps": fmt.num(c.tokens_per_s, 1), "mem": fmt.bytes_(c.peak_mem_bytes), "time": c.timestamp_utc,
-        "rank": c.rank, "source": c.source,
+        "trial": c.trial,
+        "cell": c.cell,
+        "seed": c.seed,
+        "status": c.status,
+        "error": c.error,
+        "score": c.score,
+        "metric": c.metric,
+        "prompt_tokens": c.prompt_tokens,
+        "question": c.question,
+        "expected": list(c.expected),
+        "output": out,
+        "duration": fmt.seconds(c.duration_s),
+        "prefill": fmt.seconds(c.prefill_s),
+        "tps": fmt.num(c.tokens_per_s, 1),
+        "mem": fmt.bytes_(c.peak_mem_bytes),
+        "time": c.timestamp_utc,
+        "rank": c.rank,
+        "source": c.source,
         "needles": [[n.key, n.value, n.text, n.token_position, n.depth_actual, n.is_target] for n in c.needles],
-        "excerpts": [[x.token_position, _cut_before(x.before), x.needle, _cut_after(x.after)] for x in c.prompt_excerpts],
+        "excerpts": [
+            [x.token_position, _cut_before(x.before), x.needle, _cut_after(x.after)] for x in c.prompt_excerpts
+        ],
     }
 
 
@@ -363,4 +474,3 @@ def run_table(run: NeedleRun) -> HeatmapTable:
 
 def failed_rows(run: NeedleRun) -> list[CellResult]:
     return [c for c in run.cells if not c.ok]
-
