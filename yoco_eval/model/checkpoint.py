@@ -38,7 +38,7 @@ def init_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Modul
     """Deterministic random init: normal(0, std) for matrices and embeddings, ones for norm weights."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.fill_(1.0)
             else:
@@ -144,7 +144,9 @@ def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
     else:
         files = sorted(p.name for p in folder.glob("*.safetensors"))
     if not files:
-        raise CheckpointError(f"{folder}: no model.safetensors (or shards) found; save one with yoco-eval or point at it")
+        raise CheckpointError(
+            f"{folder}: no model.safetensors (or shards) found; save one with yoco-eval or point at it"
+        )
     sd = {}
     for f in files:
         if not (folder / f).is_file():

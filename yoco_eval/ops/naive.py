@@ -9,6 +9,11 @@ from __future__ import annotations
 import torch
 
 
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """fp32 math, or fp64 when given fp64 (so the oracle can itself be checked in higher precision)."""
+    return x.double() if x.dtype == torch.float64 else x.float()
+
+
 def naive_parallel_retention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_g: torch.Tensor, initial_state: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +28,7 @@ def naive_parallel_retention(
     Returns:
         o ``[B, T, H, Dv]`` fp32 and the final state ``[B, H, D, Dv]`` fp32.
     """
-    q, k, v, g = q.float(), k.float(), v.float(), log_g.float()
+    q, k, v, g = _up(q), _up(k), _up(v), _up(log_g)
     B, T, H, D = q.shape
     b = g.cumsum(1).transpose(1, 2)  # [B, H, T] cumulative log decay
     diff = b[..., :, None] - b[..., None, :]  # [B, H, T, T]: log prod_{i=m+1..n} g_i
@@ -35,7 +40,7 @@ def naive_parallel_retention(
     w = (b[..., -1:] - b).exp()  # [B, H, T]
     state = torch.einsum("bhm,bmhd,bmhe->bhde", w, k, v)
     if initial_state is not None:
-        s0 = initial_state.float()
+        s0 = _up(initial_state)
         o = o + torch.einsum("bnhd,bhde->bnhe", q * b.transpose(1, 2).exp()[..., None], s0)
         state = state + b[..., -1, None, None].exp() * s0
     return o, state
@@ -46,9 +51,13 @@ def naive_recurrent_retention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gated retention token by token: ``S_t = g_t S_{t-1} + k_t^T v_t``, ``o_t = q_t S_t``. Same contract as
     :func:`naive_parallel_retention`."""
-    q, k, v, g = q.float(), k.float(), v.float(), log_g.float()
+    q, k, v, g = _up(q), _up(k), _up(v), _up(log_g)
     B, T, H, D = q.shape
-    S = torch.zeros(B, H, D, v.shape[-1], device=q.device) if initial_state is None else initial_state.float()
+    S = (
+        torch.zeros(B, H, D, v.shape[-1], device=q.device, dtype=q.dtype)
+        if initial_state is None
+        else _up(initial_state)
+    )
     out = []
     for t in range(T):
         S = g[:, t, :, None, None].exp() * S + k[:, t, :, :, None] * v[:, t, :, None, :]
@@ -80,9 +89,9 @@ def naive_attention(
     B, Tq, H, D = q.shape
     Hk = k.shape[2]
     scale = D**-0.5 if scale is None else scale
-    kk = k.float().repeat_interleave(H // Hk, dim=2)
-    vv = v.float().repeat_interleave(H // Hk, dim=2)
-    s = torch.einsum("bqhd,bkhd->bhqk", q.float(), kk) * scale
+    kk = _up(k).repeat_interleave(H // Hk, dim=2)
+    vv = _up(v).repeat_interleave(H // Hk, dim=2)
+    s = torch.einsum("bqhd,bkhd->bhqk", _up(q), kk) * scale
     mask = k_pos[:, None, :] <= q_pos[:, :, None]  # [B, Tq, Tk]
     if window is not None:
         mask = mask & (q_pos[:, :, None] - k_pos[:, None, :] < window)

@@ -1,0 +1,66 @@
+"""Gated retention: the parallel, chunkwise and recurrent forms compute the same function.
+
+Reference: the parallel form in float64. fp32 forms must be within 3x the fp32 parallel form's own error
+against it (derived tolerance).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yoco_eval.ops.naive import naive_parallel_retention, naive_recurrent_retention
+from yoco_eval.ops.retention import recurrent_retention_step, torch_chunk_retention
+
+
+def inputs(B, T, H, D, seed, state=True):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, T, H, D, generator=g, dtype=torch.float64) for _ in range(3))
+    k = k * D**-0.5
+    log_g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=g, dtype=torch.float64) * 2) / 16
+    s0 = torch.randn(B, H, D, D, generator=g, dtype=torch.float64) if state else None
+    return q, k, v, log_g, s0
+
+
+def budget(o32, s32, o64, s64):
+    return 3 * (o32.double() - o64).abs().max().item() + 1e-6, 3 * (s32.double() - s64).abs().max().item() + 1e-6
+
+
+@pytest.mark.parametrize(
+    "B,T,H,D,chunk",
+    [pytest.param(2, 64, 3, 16, 16, id="B2-T64-H3-D16-C16"), pytest.param(1, 77, 2, 8, 32, id="B1-T77-H2-D8-C32"),
+     pytest.param(2, 5, 4, 32, 64, id="B2-T5-H4-D32-C64"), pytest.param(1, 300, 2, 16, 256, id="B1-T300-H2-D16-C256")],
+)  # fmt: skip
+@pytest.mark.parametrize("with_state", [False, True])
+def test_parallel_chunkwise_recurrent_agree(B, T, H, D, chunk, with_state):
+    q, k, v, g, s0 = inputs(B, T, H, D, seed=T + chunk, state=with_state)
+    o64, s64 = naive_parallel_retention(q, k, v, g, s0)  # float64 inside (inputs are float64)
+    f = [x.float() if x is not None else None for x in (q, k, v, g, s0)]
+    o32, s32 = naive_parallel_retention(*f)
+    bo, bs = budget(o32, s32, o64, s64)
+    oc, sc = torch_chunk_retention(*f[:4], state=f[4], chunk_size=chunk)
+    orc, src = naive_recurrent_retention(*f)
+    for o, s in ((oc, sc), (orc, src)):
+        assert (o.double() - o64).abs().max().item() <= bo
+        assert (s.double() - s64).abs().max().item() <= bs
+    # the decode step is the recurrence, one token at a time
+    S = torch.zeros(B, H, D, D) if s0 is None else f[4]
+    steps = []
+    for t in range(T):
+        o, S = recurrent_retention_step(
+            f[0][:, t : t + 1], f[1][:, t : t + 1], f[2][:, t : t + 1], f[3][:, t : t + 1], S
+        )
+        steps.append(o)
+    assert (torch.cat(steps, 1).double() - o64).abs().max().item() <= bo
+    assert (S.double() - s64).abs().max().item() <= bs
+
+
+def test_padding_positions_leave_the_state_untouched():
+    q, k, v, g, _ = inputs(1, 40, 2, 8, seed=7, state=False)
+    q, k, v, g = (x.float() for x in (q, k, v, g))
+    _, s_real = torch_chunk_retention(q[:, :25], k[:, :25], v[:, :25], g[:, :25], chunk_size=16)
+    k2, g2 = k.clone(), g.clone()
+    k2[:, 25:] = 0
+    g2[:, 25:] = 0
+    _, s_pad = torch_chunk_retention(q, k2, v, g2, chunk_size=16)
+    assert torch.allclose(s_real, s_pad, atol=1e-5)

@@ -1,0 +1,94 @@
+"""``yoco-eval generate`` and ``yoco-eval convert``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from yoco_eval.errors import YocoEvalError
+
+
+def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
+    p.add_argument("--model", default=default_model, required=default_model is None,
+                   help="checkpoint folder (ours, official params.json+checkpoint.pth, or HF Llama) or preset name")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (cuda when available)")
+    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16, or auto (bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--attn-backend", default="auto", help="auto, sdpa or torch")
+    p.add_argument("--retention-backend", default="auto", help="auto, triton (fla-core, CUDA) or torch")
+    p.add_argument("--chunk-size", type=int, default=4096, help="prefill chunk length in tokens")
+    p.add_argument("--tokenizer", default=None, help="override the checkpoint's tokenizer")  # fmt: skip
+
+
+def resolve_device(device: str, dtype: str):
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise YocoEvalError(f"--device {device} asked for, but no CUDA GPU is visible: use --device cpu")
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return device, dtype
+
+
+def load_engine(args):
+    from yoco_eval.generate import Engine
+
+    device, dtype = resolve_device(args.device, args.dtype)
+    return Engine.load(args.model, device=device, dtype=dtype, attn_backend=args.attn_backend,
+                       retention_backend=args.retention_backend, chunk_size=args.chunk_size,
+                       tokenizer=args.tokenizer)  # fmt: skip
+
+
+def add_generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="generate text from a prompt")
+    add_model_args(p)
+    p.add_argument("--prompt", required=True, help="the prompt text, or @FILE to read it from a file")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=generate_main)
+
+
+def generate_main(args) -> int:
+    prompt = args.prompt
+    if prompt.startswith("@"):
+        try:
+            prompt = open(prompt[1:], encoding="utf-8").read()
+        except OSError as e:
+            raise YocoEvalError(f"cannot read prompt file {prompt[1:]}: {e.strerror}") from None
+    engine = load_engine(args)
+    ids = engine.tokenizer.encode(prompt, bos=engine.tokenizer.bos_id is not None)
+    out = engine.generate([ids], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_p=args.top_p, stop=args.stop, seed=args.seed)[0]  # fmt: skip
+    sys.stdout.write(out.text + "\n")
+    print(f"[{out.prompt_tokens} prompt tokens, {len(out.tokens)} generated, {out.finish_reason}; "
+          f"prefill {out.prefill_s:.2f} s, decode {out.decode_s:.2f} s]", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def add_convert_parser(sub) -> None:
+    p = sub.add_parser("convert", help="save a checkpoint in yoco-eval's format or the official YOCO format")
+    p.add_argument("--model", required=True, help="checkpoint folder or preset")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=["yoco-eval", "official"], default="yoco-eval")
+    p.set_defaults(func=convert_main)
+
+
+def convert_main(args) -> int:
+    from yoco_eval.model.checkpoint import load_model, save_model, save_official
+
+    loaded = load_model(args.model)
+    if args.format == "official":
+        save_official(loaded.model, args.out)
+    else:
+        save_model(loaded.model, args.out)
+    print(f"saved {args.out} ({args.format})")
+    return 0
+
+
+def add_parser(sub) -> None:
+    add_generate_parser(sub)
+    add_convert_parser(sub)

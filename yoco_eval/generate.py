@@ -1,0 +1,378 @@
+"""The inference engine: chunked prefill, decode, generation and scoring on top of a model and its tokenizer.
+
+Everything that runs a model goes through :class:`Engine` (the needle runner, the lm-eval adapter, the
+profiler). It never builds a ``[T, vocab]`` logits tensor for a long T: prefill asks the model for the logits of
+one position per row (YOCO then runs its cross-decoder for that position only), and scoring asks only for the
+continuation positions.
+
+Batches of prompts with different lengths are right-padded; the padding is marked invalid, so it never reaches a
+retention state, a window or an attention score, and each row then decodes from its own position.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from yoco_eval.model.cache import Cache
+from yoco_eval.tokenizer import Tokenizer
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    from yoco_eval.errors import YocoEvalError
+
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in _DTYPES:
+        raise YocoEvalError(f"unknown dtype {name!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+@dataclass
+class Generation:
+    """One generated continuation. ``tokens`` excludes the prompt and the stop token; ``finish_reason`` is
+    ``"eos"``, ``"stop"`` (a stop string matched; ``text`` is cut before it) or ``"length"``."""
+
+    text: str
+    tokens: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0
+    top_p: float = 1.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+
+
+class Engine:
+    """Runs a YOCO or Transformer model (see :mod:`yoco_eval.model`) for generation and scoring.
+
+    Args:
+        model: a :class:`~yoco_eval.model.yoco.YOCO` or :class:`~yoco_eval.model.transformer.Transformer`.
+        tokenizer: its tokenizer (``encode``/``decode``/``eos_id``...).
+        chunk_size: prefill chunk length (tokens per forward call); bounds activation memory.
+        max_length: the longest sequence (prompt + generation) the engine accepts.
+    """
+
+    def __init__(self, model, tokenizer: Tokenizer, chunk_size: int = 4096, max_length: int | None = None, name=None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chunk_size = int(chunk_size)
+        self.max_length = int(max_length or model.config.max_seq_len)
+        self.name = name or model.config.name
+
+    @classmethod
+    def load(cls, spec, device="cpu", dtype="float32", attn_backend="auto", retention_backend="auto",
+             chunk_size=4096, max_length=None, tokenizer=None) -> Engine:  # fmt: skip
+        """Load a checkpoint folder or preset (see :func:`yoco_eval.model.checkpoint.load_model`)."""
+        from yoco_eval.model.checkpoint import load_model
+
+        loaded = load_model(spec, device, parse_dtype(dtype), attn_backend, retention_backend, tokenizer)
+        eng = cls(loaded.model, loaded.tokenizer, chunk_size, max_length, name=str(spec))
+        eng.source, eng.path = loaded.source, loaded.path
+        return eng
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- prefill ----------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, prompts: Sequence[Sequence[int]], cache: Cache, start: int = 0) -> torch.Tensor:
+        """Feed ``prompts`` (token lists, lengths may differ) into ``cache`` from position ``start``; return the
+        fp32 logits ``[B, vocab]`` of each row's last prompt token."""
+        B = len(prompts)
+        lens = torch.tensor([len(p) for p in prompts])
+        if (lens == 0).any():
+            raise ValueError("empty prompt: every prompt needs at least one token (e.g. BOS)")
+        L = int(lens.max())
+        tokens = torch.full((B, L), self._pad_id(), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            tokens[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+        tokens, lens_d = tokens.to(self.device), lens.to(self.device)
+        out = torch.empty(B, self.model.config.vocab_size, device=self.device)
+        for s in range(0, L, self.chunk_size):
+            e = min(L, s + self.chunk_size)
+            chunk = tokens[:, s:e]
+            valid = None
+            if int(lens.min()) < e:
+                valid = (s + torch.arange(e - s, device=self.device))[None] < lens_d[:, None]
+            ends_here = (lens - 1 >= s) & (lens - 1 < e)
+            if not ends_here.any():
+                self.model(chunk, cache=cache, start_pos=start + s, valid=valid, logits_from=0)
+                continue
+            if valid is None:  # every row ends at this chunk's last position
+                logits = self.model(chunk, cache=cache, start_pos=start + s, logits_from=1)[:, -1]
+            else:
+                idx = (lens_d - 1 - s).clamp(0, e - s - 1)[:, None]
+                logits = self.model(chunk, cache=cache, start_pos=start + s, valid=valid, logits_from=idx)[:, -1]
+            rows = ends_here.nonzero().flatten().to(self.device)
+            out[rows] = logits[rows].float()
+        return out
+
+    def _pad_id(self) -> int:
+        t = self.tokenizer
+        return t.pad_id if t.pad_id is not None else t.eos_id
+
+    # -- generation -------------------------------------------------------------------------------------------
+
+    def _banned(self) -> list[int]:
+        t = self.tokenizer
+        return [i for i in (t.bos_id, t.pad_id) if i is not None and i != t.eos_id]
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> torch.Tensor:
+        if p.temperature <= 0:
+            return logits.argmax(-1)
+        logits = logits / p.temperature
+        if p.top_k > 0:
+            kth = logits.topk(min(p.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if p.top_p < 1.0:
+            srt, order = logits.sort(-1, descending=True)
+            cum = srt.softmax(-1).cumsum(-1)
+            drop = cum - srt.softmax(-1) > p.top_p
+            logits = logits.scatter(-1, order, srt.masked_fill(drop, float("-inf")))
+        probs = logits.softmax(-1)
+        return torch.multinomial(probs.cpu(), 1, generator=gen).flatten().to(logits.device)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | None = None,
+        on_token: Callable[[int, int], None] | None = None,
+        **kw,
+    ) -> list[Generation]:
+        """Generate a continuation for each prompt (token lists of any lengths, batched together).
+
+        Stops a row at EOS, at the first stop string in its decoded text, or after ``max_new_tokens``.
+        ``kw`` are :class:`SamplingParams` fields (``max_new_tokens=``, ``temperature=``, ``stop=``, ...).
+        """
+        p = params or SamplingParams(**kw)
+        B = len(prompts)
+        need = max(len(x) for x in prompts) + p.max_new_tokens
+        if need > self.max_length:
+            from yoco_eval.errors import YocoEvalError
+
+            raise YocoEvalError(
+                f"prompt of {max(len(x) for x in prompts)} tokens + {p.max_new_tokens} new tokens exceeds "
+                f"max_length {self.max_length}: shorten the prompt or raise max_length"
+            )
+        gen = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
+        cache = self.model.setup_cache(B, need)
+        self._sync()
+        t0 = time.perf_counter()
+        logits = self.prefill(prompts, cache)
+        self._sync()
+        t1 = time.perf_counter()
+        banned = self._banned()
+        pos = torch.tensor([len(x) for x in prompts], device=self.device)
+        out: list[list[int]] = [[] for _ in range(B)]
+        reason = ["length"] * B
+        done = [False] * B
+        for step in range(p.max_new_tokens):
+            if banned:
+                logits[:, banned] = float("-inf")
+            nxt = self._sample(logits, p, gen)
+            host = nxt.tolist()
+            for i in range(B):
+                if done[i]:
+                    continue
+                if host[i] == self.tokenizer.eos_id:
+                    done[i], reason[i] = True, "eos"
+                    continue
+                out[i].append(host[i])
+                if p.stop and self._hit_stop(out[i], p.stop):
+                    done[i], reason[i] = True, "stop"
+            if on_token is not None:
+                on_token(step, B - sum(done))
+            if all(done) or step == p.max_new_tokens - 1:
+                break
+            logits = self.model(nxt[:, None], cache=cache, start_pos=pos)[:, -1].float()
+            pos = pos + 1
+        self._sync()
+        t2 = time.perf_counter()
+        results = []
+        for i in range(B):
+            text = self.tokenizer.decode(out[i])
+            if reason[i] == "stop":
+                text = _cut_at_stop(text, p.stop)
+            results.append(Generation(text, out[i], reason[i], len(prompts[i]), t1 - t0, t2 - t1))
+        return results
+
+    def _hit_stop(self, toks: list[int], stop: Sequence[str]) -> bool:
+        tail = self.tokenizer.decode(toks[-(max(len(s) for s in stop) + 8) :])
+        return any(s and s in tail for s in stop)
+
+    def generate_text(self, prompt: str, **kw) -> str:
+        """Convenience: generate from a text prompt (BOS prepended when the tokenizer has one)."""
+        ids = self.tokenizer.encode(prompt, bos=self.tokenizer.bos_id is not None)
+        return self.generate([ids], **kw)[0].text
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def loglikelihood(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        batch_size: int = 8,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[tuple[float, bool]]:
+        """Log-probability of each continuation given its context, and whether it is the greedy one.
+
+        ``requests``: ``(context_ids, continuation_ids)`` with a non-empty continuation and a context of at least
+        one token. The model sees ``(context + continuation)[:-1]``, left-truncated to ``max_length``. Requests
+        that share the same prefix (the input without its last ``len(continuation)`` tokens) prefill that prefix
+        once and fork the state for each continuation; batches are sorted by length.
+        """
+        prepared = []
+        for i, (ctx, cont) in enumerate(requests):
+            if len(cont) == 0:
+                raise ValueError(f"request {i}: empty continuation")
+            inp = (list(ctx) + list(cont))[-(self.max_length + 1) :][:-1]
+            n = len(cont)
+            if len(inp) < n:
+                raise ValueError(f"request {i}: no context token before the continuation")
+            prepared.append((tuple(inp[: len(inp) - n]), inp[len(inp) - n :], list(cont), i))
+        groups: dict[tuple, list] = {}
+        for item in prepared:
+            groups.setdefault(item[0], []).append(item)
+        order = sorted(groups, key=lambda k: -(len(k) + max(len(x[1]) for x in groups[k])))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        batch: list[tuple] = []
+        rows = 0
+        for key in order:
+            members = groups[key]
+            if batch and rows + len(members) > batch_size:
+                self._score_batch(batch, results, progress)
+                batch, rows = [], 0
+            batch.append((key, members))
+            rows += len(members)
+        if batch:
+            self._score_batch(batch, results, progress)
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, batch, results, progress) -> None:
+        prefixes = [list(k) for k, _ in batch]
+        suffix_rows = [(g, m) for g, (_, members) in enumerate(batch) for m in members]
+        max_suffix = max(len(m[1]) for _, m in suffix_rows)
+        need = max(len(p) for p in prefixes) + max_suffix
+        nonempty = [g for g, p in enumerate(prefixes) if p]
+        cache = self.model.setup_cache(len(batch), need)
+        if nonempty:
+            # prefill every prefix (rows with an empty prefix just stay empty)
+            sub = self.model.setup_cache(len(nonempty), need)
+            self.prefill_only([prefixes[g] for g in nonempty], sub)
+            cache = _scatter_rows(cache, sub, nonempty)
+        rows = torch.tensor([g for g, _ in suffix_rows], device=self.device)
+        cache = cache.select_rows(rows)
+        R = len(suffix_rows)
+        tokens = torch.full((R, max_suffix), self._pad_id(), dtype=torch.long)
+        lens = torch.tensor([len(m[1]) for _, m in suffix_rows])
+        for r, (_, m) in enumerate(suffix_rows):
+            tokens[r, : len(m[1])] = torch.tensor(m[1])
+        tokens, lens_d = tokens.to(self.device), lens.to(self.device)
+        start = torch.tensor([len(prefixes[g]) for g, _ in suffix_rows], device=self.device)
+        valid = torch.arange(max_suffix, device=self.device)[None] < lens_d[:, None]
+        if bool(valid.all()) and len(set(start.tolist())) == 1:
+            valid = None
+        start_arg = int(start[0]) if valid is None else start
+        logits = self.model(tokens, cache=cache, start_pos=start_arg, valid=valid, logits_from=None)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        for r, (_, m) in enumerate(suffix_rows):
+            cont = torch.tensor(m[2], device=self.device)
+            n = len(cont)
+            lp = logp[r, :n]
+            total = lp.gather(-1, cont[:, None]).sum().item()
+            greedy = bool((lp.argmax(-1) == cont).all())
+            results[m[3]] = (total, greedy)
+        if progress is not None:
+            progress(R)
+
+    @torch.inference_mode()
+    def prefill_only(self, prompts: Sequence[Sequence[int]], cache: Cache, start: int = 0) -> None:
+        """Feed prompts into the cache without computing any logits (cross-decoder fully skipped)."""
+        B = len(prompts)
+        lens = torch.tensor([len(p) for p in prompts])
+        L = int(lens.max())
+        tokens = torch.full((B, L), self._pad_id(), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            tokens[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        tokens, lens_d = tokens.to(self.device), lens.to(self.device)
+        for s in range(0, L, self.chunk_size):
+            e = min(L, s + self.chunk_size)
+            valid = None
+            if int(lens.min()) < e:
+                valid = (s + torch.arange(e - s, device=self.device))[None] < lens_d[:, None]
+            self.model(tokens[:, s:e], cache=cache, start_pos=start + s, valid=valid, logits_from=0)
+
+    @torch.inference_mode()
+    def score_tokens(self, tokens: Sequence[int], prefix: Sequence[int], chunk: int | None = None) -> float:
+        """Total log-probability of ``tokens`` given ``prefix`` in ONE pass (rolling perplexity without windows).
+
+        The sequence ``prefix + tokens`` must fit ``max_length + 1``. Logits are made one chunk at a time."""
+        seq = list(prefix) + list(tokens)
+        inp, n0 = seq[:-1], len(prefix) - 1  # position n0 predicts tokens[0]
+        if len(inp) > self.max_length:
+            raise ValueError(f"document of {len(seq)} tokens does not fit max_length {self.max_length}")
+        chunk = chunk or min(self.chunk_size, 2048)
+        cache = self.model.setup_cache(1, len(inp))
+        x = torch.tensor([inp], device=self.device)
+        target = torch.tensor(seq[1:], device=self.device)
+        total = 0.0
+        for s in range(0, len(inp), chunk):
+            e = min(len(inp), s + chunk)
+            if e <= n0:
+                self.model(x[:, s:e], cache=cache, start_pos=s, logits_from=0)
+                continue
+            lo = max(s, n0)
+            logits = self.model(x[:, s:e], cache=cache, start_pos=s, logits_from=e - lo)[0].float()
+            lp = F.log_softmax(logits, -1).gather(-1, target[lo:e, None])
+            total += lp.sum().item()
+        return total
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _scatter_rows(dst: Cache, src: Cache, rows: list[int]) -> Cache:
+    """Copy the rows of ``src`` into rows ``rows`` of ``dst`` (same layout)."""
+    idx = torch.tensor(rows, device=dst.lengths.device)
+    dst.lengths[idx] = src.lengths
+    for a, b in zip(dst.retention, src.retention):
+        a[idx] = b
+    for a, b in zip(dst.windows, src.windows):
+        a.k[idx], a.v[idx], a.pos[idx] = b.k, b.v, b.pos
+    for a, b in zip(dst.kv, src.kv):
+        a.k[idx], a.v[idx] = b.k, b.v
+    dst.seen = max(dst.seen, src.seen)
+    dst.ragged = True if len(rows) != dst.batch_size else src.ragged
+    return dst
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut]
