@@ -57,14 +57,16 @@ class LineChart:
 Datum = tuple[float, float | None, str]
 
 
-def _nice_max(v: float) -> float:
+def nice_axis(v: float, max_steps: int = 6) -> tuple[float, float]:
+    """(top, step) of a y axis from 0 covering ``v`` in at most ``max_steps`` round steps (1, 2, 2.5, 5 × 10^k)."""
     if v <= 0:
-        return 1.0
-    mag = 10 ** math.floor(math.log10(v))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if v <= m * mag:
-            return m * mag
-    return 10 * mag
+        return 1.0, 0.25
+    mag = 10 ** math.floor(math.log10(v / max_steps))
+    for step in (m * mag for m in (1, 2, 2.5, 5, 10, 20)):
+        n = math.ceil(v / step - 1e-9)
+        if n <= max_steps:
+            return round(n * step, 12), step
+    raise AssertionError("unreachable: 20 × mag always covers v")
 
 
 def line_chart(
@@ -96,7 +98,7 @@ def line_chart(
     lo, hi = fx(xs[0]), fx(xs[-1])
     if hi == lo:
         lo, hi = lo - 1, hi + 1
-    top_y = y_max if y_max is not None else _nice_max(max(ys) if ys else 1.0)
+    top_y, y_step = (y_max, y_max / 4) if y_max is not None else nice_axis(max(ys) if ys else 1.0)
 
     def px(v: float) -> float:
         return round(left + (fx(v) - lo) / (hi - lo) * (right - left), 2)
@@ -108,7 +110,8 @@ def line_chart(
     x_ticks = tuple(Tick(px(v), x_format(v)) for i, v in enumerate(xs) if i % step == 0 or i == len(xs) - 1)
     if len(x_ticks) > 1 and x_ticks[-1].pos - x_ticks[-2].pos < 36:
         x_ticks = x_ticks[:-2] + x_ticks[-1:]
-    y_ticks = tuple(Tick(py(top_y * k / 4), y_format(top_y * k / 4)) for k in range(5))
+    n_steps = round(top_y / y_step)
+    y_ticks = tuple(Tick(py(y_step * k), y_format(y_step * k)) for k in range(n_steps + 1))
     series = []
     for i, (name, pts) in enumerate(data):
         pts = sorted((d for d in pts if d[0] in xs), key=lambda d: d[0])

@@ -1,8 +1,9 @@
 """The report index: discover every result under a root, render missing pages, and write ``index.html``.
 
-Discovery is recursive: a folder holding ``run.json`` is a needle run, ``results_*.json`` is an lm-eval
-results file, ``profile*.json`` is a profile (schema ``yoco-eval/profile/1``), and ``compare/*.html`` are
-comparison pages made by ``yoco-eval report ROOT --compare A B``. Hidden folders are skipped.
+Discovery is recursive: a folder holding ``run.json`` (or ``results.jsonl`` / rank shards) is a needle run,
+``results_*.json`` is an lm-eval results file, ``profile*.json`` is a profile (schema ``yoco-eval/profile/1``),
+and ``compare/*.html`` are comparison pages made by ``yoco-eval report ROOT --compare A B``. Hidden folders are
+skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from yoco_eval.report import fmt
 from yoco_eval.report.heatmap import HeatmapTable
 from yoco_eval.report.lm_eval import load_lm_eval
-from yoco_eval.report.load import NeedleRun, load_run
+from yoco_eval.report.load import _SHARD, NeedleRun, load_run
 from yoco_eval.report.problems import Problem
 from yoco_eval.report.profile import load_profile
 from yoco_eval.report.render import (
@@ -53,8 +54,8 @@ def discover(root: Path) -> Found:
     for here, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
         d = Path(here)
-        if "run.json" in files:
-            found.runs.append(d)
+        if "run.json" in files or "results.jsonl" in files or any(_SHARD.match(f) for f in files):
+            found.runs.append(d)  # a run that lost its run.json is still shown (with the problem)
         for f in sorted(files):
             if f.startswith("results_") and f.endswith(".json"):
                 found.lm_eval.append(d / f)
@@ -97,7 +98,7 @@ def _needle_card(i: int, run: NeedleRun, table: HeatmapTable, href: str) -> Card
         ("trials", f"{o.n_ok:,} ok, {o.n_error:,} failed"),
         ("created", fmt.text(run.get("created_utc"))),
     ]
-    search = " ".join([run.name, *(v for _, v in facts), str(run.dir)]).lower()
+    search = " ".join([run.name, *(v for _, v in facts), href]).lower()
     return Card(
         kind="needle",
         id=f"r{i}",

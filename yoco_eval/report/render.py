@@ -165,12 +165,12 @@ def _render_compare(
         for c in row:
             if c.delta is not None:
                 counts["better" if c.delta > 1e-9 else "worse" if c.delta < -1e-9 else "same"] += 1
-    links = []
+    pages = []
     for r in (a, b):
         page = r.dir / RUN_PAGE
         if not page.exists():
             _render_run(r.dir, index=index, generated_at=generated_at)
-        links.append(rel_href(page, out.parent) + "#cell=")
+        pages.append(rel_href(page, out.parent))
     ma, mb = metadata_rows(a), metadata_rows(b)
     side = [(sa[0], [(la, va, vb) for (la, va), (_, vb) in zip(sa[1], sb[1])]) for sa, sb in zip(ma, mb)]
     problems = [Problem(f"A: {p.path}", p.line, p.message, p.fix) for p in a.problems] + [
@@ -187,7 +187,7 @@ def _render_compare(
         hd=diff_view(diff),
         diff=diff,
         counts=counts,
-        links=links,
+        pages=pages,
         by_length=by_len,
         by_depth=by_depth,
         side=side,
