@@ -69,12 +69,22 @@ class Engine:
         max_length: the longest sequence (prompt + generation) the engine accepts.
     """
 
-    def __init__(self, model, tokenizer: Tokenizer, chunk_size: int = 4096, max_length: int | None = None, name=None):
+    def __init__(
+        self,
+        model,
+        tokenizer: Tokenizer,
+        chunk_size: int = 4096,
+        max_length: int | None = None,
+        name: str | None = None,
+        cuda_graphs: bool = True,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.chunk_size = int(chunk_size)
         self.max_length = int(max_length or model.config.max_seq_len)
         self.name = name or model.config.name
+        self.cuda_graphs = cuda_graphs  # decode steps replayed as one CUDA graph (GPU only)
+        self._graphs: dict[tuple[int, int], _GraphDecoder] = {}
 
     @classmethod
     def load(cls, spec, device="cpu", dtype="float32", attn_backend="auto", retention_backend="auto",
@@ -176,7 +186,12 @@ class Engine:
                 f"max_length {self.max_length}: shorten the prompt or raise max_length"
             )
         gen = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
-        cache = self.model.setup_cache(B, need)
+        graph = None
+        if self.cuda_graphs and self.device.type == "cuda" and p.max_new_tokens > 1:
+            graph = self._graph_decoder(B, need)
+            cache = graph.cache
+        else:
+            cache = self.model.setup_cache(B, need)
         self._sync()
         t0 = time.perf_counter()
         logits = self.prefill(prompts, cache)
@@ -205,7 +220,10 @@ class Engine:
                 on_token(step, B - sum(done))
             if all(done) or step == p.max_new_tokens - 1:
                 break
-            logits = self.model(nxt[:, None], cache=cache, start_pos=pos)[:, -1].float()
+            if graph is not None:
+                logits = graph.step(nxt, pos)
+            else:
+                logits = self.model(nxt[:, None], cache=cache, start_pos=pos)[:, -1].float()
             pos = pos + 1
         self._sync()
         t2 = time.perf_counter()
@@ -216,6 +234,16 @@ class Engine:
                 text = _cut_at_stop(text, p.stop)
             results.append(Generation(text, out[i], reason[i], len(prompts[i]), t1 - t0, t2 - t1))
         return results
+
+    def _graph_decoder(self, batch: int, need: int) -> _GraphDecoder:
+        """A captured decode step over a cache of ``batch`` rows, reused for every length in the same bucket."""
+        key = (batch, -(-need // 4096) * 4096)
+        g = self._graphs.get(key)
+        if g is None:
+            self._graphs.clear()  # keep one: caches at long context are large
+            g = self._graphs[key] = _GraphDecoder(self.model, batch, key[1], self.device)
+        g.cache.reset()
+        return g
 
     def _hit_stop(self, toks: list[int], stop: Sequence[str]) -> bool:
         tail = self.tokenizer.decode(toks[-(max(len(s) for s in stop) + 8) :])
@@ -351,6 +379,38 @@ class Engine:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+class _GraphDecoder:
+    """One decode step (``tokens [B, 1]`` at per-row positions ``[B]``) captured as a CUDA graph.
+
+    Captured on a fresh cache before any prefill (the warm-up writes are then wiped by ``cache.reset()``); under
+    capture the cache is ``static``: attention covers the whole preallocated buffer under a length mask, so the
+    same graph serves every step."""
+
+    def __init__(self, model, batch: int, max_len: int, device):
+        self.model = model
+        self.cache = model.setup_cache(batch, max_len)
+        self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(batch, dtype=torch.long, device=device)
+        self.cache.static = True
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(2):
+                model(self.tok, cache=self.cache, start_pos=self.pos)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.inference_mode():
+            self.logits = model(self.tok, cache=self.cache, start_pos=self.pos)[:, -1].float()
+        self.cache.static = False
+
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        self.tok.copy_(tokens.view(-1, 1))
+        self.pos.copy_(pos)
+        self.graph.replay()
+        self.cache.seen += 1
+        return self.logits
 
 
 def _scatter_rows(dst: Cache, src: Cache, rows: list[int]) -> Cache:

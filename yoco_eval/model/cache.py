@@ -52,6 +52,7 @@ class Cache:
     kv: list[KVCache] = field(default_factory=list)
     seen: int = 0  # host-side max(lengths)
     ragged: bool = False  # rows hold different numbers of tokens (some call had padding)
+    static: bool = False  # decode under CUDA-graph capture/replay: attend over the whole buffer
 
     def nbytes(self) -> int:
         ts = [

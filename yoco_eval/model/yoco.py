@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from yoco_eval.config import YOCOConfig
 from yoco_eval.model.cache import Cache, KVCache, new_kv, new_window
 from yoco_eval.ops import Backends, resolve_backends
-from yoco_eval.ops.attention import attention
+from yoco_eval.ops.attention import attention, decode_attention
 from yoco_eval.ops.retention import recurrent_retention_step, torch_chunk_retention, triton_chunk_retention
 from yoco_eval.ops.rope import apply_rope, inv_freq
+
+_SPLIT_DECODE_MIN = 8192  # keys from which decode attention is split along the keys
 
 # ---------------------------------------------------------------------------------------------------------------
 # The step: where the tokens of one call sit
@@ -68,6 +70,8 @@ def make_step(tokens: torch.Tensor, start_pos, cache: Cache | None, valid: torch
         return Step(pos, valid, start, valid is None, (start or 0) + T, None, backends)
     if valid is not None:
         cache.ragged = True
+    if cache.static:  # CUDA-graph decode: static shapes, attend over the whole buffer under a mask
+        return Step(pos, valid, start, False, cache.max_seq_len, cache, backends)
     if start is not None:
         end = max(cache.seen, start + T)
     else:
@@ -82,8 +86,9 @@ def commit_step(step: Step) -> None:
     if c is None:
         return
     last = step.pos if step.valid is None else torch.where(step.valid, step.pos, -1)
-    c.lengths = torch.maximum(c.lengths, last.max(1).values + 1)
-    c.seen = step.end
+    c.lengths.copy_(torch.maximum(c.lengths, last.max(1).values + 1))  # in place: CUDA graphs replay this
+    if not c.static:
+        c.seen = step.end
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -151,6 +156,10 @@ def attend_kv(q, k, v, q_pos, step: Step, q_is_tail: bool) -> torch.Tensor:
     if step.uniform and q_is_tail:
         return attention(q, k, v, kind="lower_right", backend=step.backends.attn)
     Tk = k.shape[1]
+    if step.cache is not None and q.shape[1] == 1 and step.valid is None and Tk >= _SPLIT_DECODE_MIN:
+        # decode: every query sees every key written so far (its own included): split the keys across the GPU
+        k_valid = torch.arange(Tk, device=k.device)[None] <= step.pos[:, -1:]
+        return decode_attention(q, k, v, k_valid, backend=step.backends.attn)
     k_pos = torch.arange(Tk, device=k.device).expand(k.shape[0], Tk)
     if step.cache is not None:
         k_valid = k_pos < step.cache.lengths[:, None]

@@ -121,3 +121,73 @@ def attention(
         o = o.masked_fill(~m.any(-1)[..., None, None], 0.0)
         outs.append(o)
     return torch.cat(outs, 1)
+
+
+# --- decode: one query per row over a long cache, split along the keys (flash-decoding) -------------------------
+
+
+def _split_attn_torch(q, k, v, bias, scale):
+    """Reference per-split attention with log-sum-exp (fp32). q ``[N, Hk, L, D]``, k/v ``[N, Hk, S, D]``,
+    bias ``[N, 1, 1, S]`` (0 / -inf) → out ``[N, Hk, L, D]``, lse ``[N, Hk, L]``."""
+    s = torch.einsum("nhld,nhsd->nhls", q.float(), k.float()) * scale + bias.float()
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - lse[..., None]).nan_to_num(0.0)
+    return torch.einsum("nhls,nhsd->nhld", p, v.float()), lse
+
+
+def _split_attn_cuda(q, k, v, bias, scale):
+    """The memory-efficient SDPA kernel on each split; it returns the log-sum-exp we need to merge splits."""
+    L = q.shape[2]
+    out, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
+        q, k, v, bias.expand(-1, q.shape[1], L, -1), True, 0.0, False, scale=scale
+    )
+    return out.float(), lse[..., :L]
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_valid: torch.Tensor | None,
+    scale: float | None = None,
+    splits: int | None = None,
+    backend: str = "sdpa",
+) -> torch.Tensor:
+    """Attention of a few queries that each see EVERY valid key (decode), split along the keys.
+
+    The keys are cut into ``splits`` parts attended in parallel (each with its log-sum-exp), then merged exactly:
+    ``o = sum_s exp(lse_s - lse) o_s``. Grouped-query heads are folded into the query length, so each key/value
+    head is read once for its whole group.
+
+    Args:
+        q: ``[B, Tq, H, D]`` (small Tq); k, v: ``[B, Tk, Hk, D]``; k_valid: ``[B, Tk]`` bool or None.
+    Returns:
+        ``[B, Tq, H, D]`` in q's dtype (zeros for a row with no valid key).
+    """
+    B, Tq, H, D = q.shape
+    Tk, Hk = k.shape[1], k.shape[2]
+    G = H // Hk
+    scale = D**-0.5 if scale is None else scale
+    if splits is None:
+        splits = max(1, min(64, -(-264 // (B * Hk)), Tk // 1024))
+    Ts = -(-Tk // splits)
+    Ts = -(-Ts // 64) * 64  # split length, a multiple of 64 (kernel alignment)
+    pad = splits * Ts - Tk
+    valid = torch.ones(B, Tk, dtype=torch.bool, device=q.device) if k_valid is None else k_valid
+    if pad:
+        k = F.pad(k, (0, 0, 0, 0, 0, pad))
+        v = F.pad(v, (0, 0, 0, 0, 0, pad))
+        valid = F.pad(valid, (0, pad), value=False)
+    qg = q.view(B, Tq, Hk, G, D).permute(0, 2, 1, 3, 4).reshape(B, Hk, Tq * G, D)
+    qs = qg[:, None].expand(B, splits, Hk, Tq * G, D).reshape(B * splits, Hk, Tq * G, D)
+    ks = k.view(B, splits, Ts, Hk, D).permute(0, 1, 3, 2, 4).reshape(B * splits, Hk, Ts, D)
+    vs = v.view(B, splits, Ts, Hk, D).permute(0, 1, 3, 2, 4).reshape(B * splits, Hk, Ts, D)
+    bias = torch.zeros(B * splits, 1, 1, Ts, dtype=q.dtype, device=q.device)
+    bias = bias.masked_fill(~valid.view(B * splits, 1, 1, Ts), float("-inf"))
+    fn = _split_attn_cuda if (backend == "sdpa" and q.is_cuda) else _split_attn_torch
+    out, lse = fn(qs, ks, vs, bias, scale)  # [B*S, Hk, L, D], [B*S, Hk, L]
+    out, lse = out.view(B, splits, Hk, Tq * G, D), lse.view(B, splits, Hk, Tq * G)
+    m = lse.max(1, keepdim=True).values
+    w = torch.exp(lse - m).nan_to_num(0.0)  # [B, S, Hk, L]
+    o = (w[..., None] * out.nan_to_num(0.0)).sum(1) / w.sum(1)[..., None].clamp_min(1e-30)
+    return o.view(B, Hk, Tq, G, D).permute(0, 2, 1, 3, 4).reshape(B, Tq, H, D).to(q.dtype)

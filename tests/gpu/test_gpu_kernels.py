@@ -1,0 +1,82 @@
+"""GPU kernels against the plain-PyTorch reference, in bf16, with derived tolerances (run on the device machine).
+
+Rule (flash-attention's): a fast kernel's error against the fp64 reference must be at most 2x the error of the
+plain-PyTorch path fed the same bf16 inputs (its output rounded to bf16), plus a small floor for exact zeros.
+Each test prints its numbers; `pytest -s` output is recorded under reports/gpu/.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yoco_eval.ops.attention import attention, decode_attention
+from yoco_eval.ops.naive import naive_attention, naive_parallel_retention
+from yoco_eval.ops.retention import fla_available, torch_chunk_retention, triton_chunk_retention
+
+pytestmark = pytest.mark.gpu
+DEV = "cuda"
+
+
+def err(a, ref):
+    return (a.double() - ref).abs().max().item()
+
+
+def check(name, fast, base, ref, floor=1e-3):
+    e_fast, e_base = err(fast, ref), err(base, ref)
+    print(f"{name}: fast err {e_fast:.3g}, reference-in-bf16 err {e_base:.3g}, ratio {e_fast / max(e_base, 1e-12):.2f}")
+    assert e_fast <= 2 * e_base + floor
+
+
+@pytest.mark.skipif(not fla_available(), reason="fla-core not installed: pip install 'yoco-eval[gpu]'")
+@pytest.mark.parametrize("T,H,D", [(1024, 4, 128), (3000, 24, 128), (64, 2, 64)], ids=["T1024-H4", "T3000-H24", "T64"])
+def test_triton_retention_matches_reference(T, H, D):
+    g = torch.Generator(device=DEV).manual_seed(T)
+    q, k, v = (torch.randn(1, T, H, D, device=DEV, generator=g) for _ in range(3))
+    k = k * D**-0.5
+    log_g = torch.nn.functional.logsigmoid(torch.randn(1, T, H, device=DEV, generator=g) * 2) / 16
+    s0 = torch.randn(1, H, D, D, device=DEV, generator=g) * 0.1
+    ref_o, ref_s = naive_parallel_retention(q.double(), k.double(), v.double(), log_g.double(), s0.double())
+    qb, kb, vb = (x.bfloat16() for x in (q, k, v))
+    base_o, base_s = torch_chunk_retention(qb, kb, vb, log_g, s0, chunk_size=64)
+    fast_o, fast_s = triton_chunk_retention(qb, kb, vb, log_g, s0)
+    check(f"retention T={T} H={H} out", fast_o, base_o, ref_o)
+    check(f"retention T={T} H={H} state", fast_s, base_s, ref_s)
+
+
+@pytest.mark.parametrize("kind", ["lower_right", "general", "square"])
+def test_sdpa_attention_matches_reference(kind):
+    B, H, Hk, D = 2, 24, 8, 128
+    Tq, Tk = (4096, 4096) if kind == "square" else (512, 6000)
+    g = torch.Generator(device=DEV).manual_seed(1)
+    q = torch.randn(B, Tq, H, D, device=DEV, generator=g)
+    k, v = (torch.randn(B, Tk, Hk, D, device=DEV, generator=g) for _ in range(2))
+    q_pos = torch.arange(Tk - Tq, Tk, device=DEV).expand(B, Tq)
+    k_pos = torch.arange(Tk, device=DEV).expand(B, Tk)
+    k_valid = None if kind != "general" else (torch.rand(B, Tk, device=DEV, generator=g) > 0.1)
+    window = 1024 if kind == "general" else None
+    ref = naive_attention(q.double(), k.double(), v.double(), q_pos, k_pos, k_valid, window)
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    base = naive_attention(qb, kb, vb, q_pos, k_pos, k_valid, window).bfloat16()
+    mode = "lower_right" if kind == "square" else kind
+    fast = attention(qb, kb, vb, q_pos, k_pos, k_valid, window=window, kind=mode, backend="sdpa")
+    check(f"sdpa {kind}", fast, base, ref)
+
+
+@pytest.mark.parametrize("Tk", [8192, 100_000])
+def test_split_decode_attention_matches_reference(Tk):
+    B, H, Hk, D = 2, 24, 8, 128
+    g = torch.Generator(device=DEV).manual_seed(2)
+    q = torch.randn(B, 1, H, D, device=DEV, generator=g)
+    k, v = (torch.randn(B, Tk, Hk, D, device=DEV, generator=g) for _ in range(2))
+    lengths = torch.tensor([Tk, Tk // 3], device=DEV)
+    valid = torch.arange(Tk, device=DEV)[None] < lengths[:, None]
+    ref = naive_attention(
+        q.double(), k.double(), v.double(), lengths[:, None] - 1, torch.arange(Tk, device=DEV).expand(B, Tk), valid
+    )
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    base = naive_attention(
+        qb, kb, vb, lengths[:, None] - 1, torch.arange(Tk, device=DEV).expand(B, Tk), valid
+    ).bfloat16()
+    fast = decode_attention(qb, kb, vb, valid, backend="sdpa")
+    check(f"split decode Tk={Tk}", fast, base, ref)
