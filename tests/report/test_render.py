@@ -60,7 +60,8 @@ def test_json_data_round_trips_the_exact_text(root):
     trial = data["cells"]["L1024_D50"]["trials"][0]
     assert trial["output"] == XSS[0] + " " + XSS[1] + " " + UNICODE + " <!--"
     assert trial["needles"][0][2] == "Needle <script>alert(1)</script> </script>"
-    assert trial["question"] == "Which number? " + XSS[1]
+    assert data["strings"][trial["question"]] == "Which number? " + XSS[1]
+    assert trial["excerpts"][0][2] == 0  # the excerpt's needle is the first needle's text, stored once
 
 
 def test_json_script_escapes_breakouts():

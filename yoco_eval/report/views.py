@@ -24,8 +24,8 @@ from yoco_eval.report.heatmap import (
 )
 from yoco_eval.report.load import CellResult, NeedleRun
 
-#: Prompt excerpts are cut to this many characters on each side of the needle (the full text stays in results).
-EXCERPT_CHARS = 400
+#: Prompt excerpts keep EXCERPT_MIN..EXCERPT_MAX characters on each side of the needle, within a page budget.
+EXCERPT_MIN, EXCERPT_MAX, EXCERPT_BUDGET = 160, 800, 1_600_000
 #: Model outputs longer than this are cut in the page.
 OUTPUT_CHARS = 4000
 #: Height of the band above a score heatmap with the mean-per-length line.
@@ -420,52 +420,85 @@ def metadata_rows(run: NeedleRun) -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
-def _cut_before(s: str) -> str:
-    return s if len(s) <= EXCERPT_CHARS else "…" + s[-EXCERPT_CHARS:]
+def excerpt_chars(n_trials: int) -> int:
+    """Characters kept on each side of a needle: generous for small runs, tighter for big ones.
+
+    The page budgets about :data:`EXCERPT_BUDGET` characters for all excerpts together; the full text stays in
+    ``results.jsonl``.
+    """
+    return int(min(EXCERPT_MAX, max(EXCERPT_MIN, EXCERPT_BUDGET / max(1, n_trials) / 2)))
 
 
-def _cut_after(s: str) -> str:
-    return s if len(s) <= EXCERPT_CHARS else s[:EXCERPT_CHARS] + "…"
+class _Strings:
+    """A table of repeated strings (question, metric, error, timestamp): each is stored once, trials hold indices."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, s: str | None) -> int | None:
+        if s is None:
+            return None
+        if s not in self._index:
+            self._index[s] = len(self.items)
+            self.items.append(s)
+        return self._index[s]
 
 
-def _trial_data(c: CellResult) -> dict[str, Any]:
+def _trial_data(c: CellResult, strings: _Strings, cut: int) -> dict[str, Any]:
     out = c.output
     if out is not None and len(out) > OUTPUT_CHARS:
         out = out[:OUTPUT_CHARS] + f"… [{len(c.output) - OUTPUT_CHARS:,} more characters in results]"
+    texts = [n.text for n in c.needles]
     return {
         "trial": c.trial,
         "cell": c.cell,
         "seed": c.seed,
         "status": c.status,
-        "error": c.error,
+        "error": strings(c.error),
         "score": c.score,
-        "metric": c.metric,
+        "metric": strings(c.metric),
         "prompt_tokens": c.prompt_tokens,
-        "question": c.question,
+        "question": strings(c.question),
         "expected": list(c.expected),
         "output": out,
         "duration": fmt.seconds(c.duration_s),
         "prefill": fmt.seconds(c.prefill_s),
         "tps": fmt.num(c.tokens_per_s, 1),
         "mem": fmt.bytes_(c.peak_mem_bytes),
-        "time": c.timestamp_utc,
+        "time": strings(c.timestamp_utc),
         "rank": c.rank,
         "source": c.source,
         "needles": [[n.key, n.value, n.text, n.token_position, n.depth_actual, n.is_target] for n in c.needles],
+        # the needle inside an excerpt is usually one of the needle texts: then only its index is stored
         "excerpts": [
-            [x.token_position, _cut_before(x.before), x.needle, _cut_after(x.after)] for x in c.prompt_excerpts
+            [
+                x.token_position,
+                x.before if len(x.before) <= cut else "…" + x.before[-cut:],
+                texts.index(x.needle) if x.needle in texts else x.needle,
+                x.after if len(x.after) <= cut else x.after[:cut] + "…",
+            ]
+            for x in c.prompt_excerpts
         ],
     }
 
 
 def drill_data(run: NeedleRun) -> dict[str, Any]:
-    """Per-cell trial details for the page's drill-down panel: ``{"cells": {key: {...}}}``."""
+    """Per-cell trial details for the page's drill-down panel.
+
+    Returns:
+        ``{"strings": [...], "excerpt_chars": int, "cells": {key: {"length", "depth", "trials": [...]}}}``;
+        ``error``, ``metric``, ``question`` and ``time`` of a trial are indices into ``strings``, and an
+        excerpt's needle is an index into the trial's ``needles`` when it is one of them.
+    """
+    strings = _Strings()
+    cut = excerpt_chars(len(run.cells))
     cells: dict[str, dict[str, Any]] = {}
     for c in run.cells:
         key = cell_key(c.context_length, c.depth_percent)
         entry = cells.setdefault(key, {"length": c.context_length, "depth": c.depth_percent, "trials": []})
-        entry["trials"].append(_trial_data(c))
-    return {"cells": cells}
+        entry["trials"].append(_trial_data(c, strings, cut))
+    return {"strings": strings.items, "excerpt_chars": cut, "cells": cells}
 
 
 def run_table(run: NeedleRun) -> HeatmapTable:

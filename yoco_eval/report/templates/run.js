@@ -1,6 +1,7 @@
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("drill-data").textContent);
+  function str(i) { return i === null || i === undefined ? null : data.strings[i]; }
   var body = document.getElementById("drill-body");
   var title = document.getElementById("drill-title");
   var anchors = {};
@@ -46,7 +47,7 @@
   }
   // Where the needles landed: 0..100 % of the prompt, requested depth dashed.
   function strip(needles, depth, promptTokens) {
-    var w = 560, h = 34, x0 = 8, x1 = w - 8;
+    var w = 560, h = 44, x0 = 14, x1 = w - 20;
     var svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("viewBox", "0 0 " + w + " " + h);
     svg.setAttribute("width", w); svg.setAttribute("height", h); svg.setAttribute("class", "strip");
@@ -58,6 +59,10 @@
     }
     function xOf(d) { return x0 + Math.max(0, Math.min(100, d)) / 100 * (x1 - x0); }
     add("rect", { x: x0, y: 12, width: x1 - x0, height: 8, fill: "#e6e9ef", rx: 3 }, "prompt: " + num(promptTokens) + " tokens");
+    [0, 50, 100].forEach(function (p) {
+      var t = add("text", { x: xOf(p), y: 40, "text-anchor": "middle", "font-size": 10, fill: "#5d6677" });
+      t.textContent = p + "%";
+    });
     add("line", { x1: xOf(depth), x2: xOf(depth), y1: 4, y2: 28, stroke: "#1c2230", "stroke-dasharray": "3 2" }, "requested depth " + depth + "%");
     needles.forEach(function (n) {
       if (n[4] === null || n[4] === undefined) return;
@@ -83,10 +88,10 @@
     });
     return t;
   }
-  function excerpt(x) {
+  function excerpt(x, needles) {
     var pre = el("pre");
     pre.appendChild(document.createTextNode(x[1]));
-    pre.appendChild(el("mark", "needle", x[2]));
+    pre.appendChild(el("mark", "needle", typeof x[2] === "number" ? needles[x[2]][2] : x[2]));
     pre.appendChild(document.createTextNode(x[3]));
     var wrap = el("div");
     wrap.appendChild(el("div", "caption", "around token " + num(x[0])));
@@ -104,18 +109,18 @@
     s.appendChild(el("span", "", t.duration + " · " + t.tps + " tok/s"));
     d.appendChild(s);
     var box = el("div");
-    if (t.error !== null) { box.appendChild(el("h3", "err", "Error")); box.appendChild(el("pre", "err", t.error)); }
+    if (t.error !== null) { box.appendChild(el("h3", "err", "Error")); box.appendChild(el("pre", "err", str(t.error))); }
     var dl = el("dl");
-    row(dl, "question", t.question);
+    row(dl, "question", str(t.question));
     var exp = el("div");
     t.expected.forEach(function (e) { exp.appendChild(el("code", "mono", e)); exp.appendChild(document.createTextNode(" ")); });
     row(dl, "expected", t.expected.length ? exp : "\u2014");
     row(dl, "model output", t.output === null ? "\u2014 (no output)" : highlighted(t.output, t.expected));
-    row(dl, "metric", t.metric);
+    row(dl, "metric", str(t.metric));
     row(dl, "seed", t.seed);
     row(dl, "prefill", t.prefill);
     row(dl, "peak memory", t.mem);
-    row(dl, "finished (UTC)", t.time);
+    row(dl, "finished (UTC)", str(t.time));
     row(dl, "rank", t.rank);
     row(dl, "row", t.source + " (" + t.cell + ")");
     box.appendChild(dl);
@@ -126,7 +131,8 @@
     }
     if (t.excerpts.length) {
       box.appendChild(el("h3", "", "Prompt around each needle"));
-      t.excerpts.forEach(function (x) { box.appendChild(excerpt(x)); });
+      box.appendChild(el("p", "caption", "Up to " + data.excerpt_chars + " characters on each side; the full prompt is not stored in the report."));
+      t.excerpts.forEach(function (x) { box.appendChild(excerpt(x, t.needles)); });
     }
     d.appendChild(box);
     return d;
