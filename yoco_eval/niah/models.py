@@ -1,0 +1,369 @@
+"""Models the needle runner can drive: a Protocol, an lm-eval adapter (any lm-eval LM, e.g. ``hf``), a fake for
+tests, and the place where the YOCO engine adapter goes.
+
+Every model goes through the same prompt builder and scorer, so baselines and YOCO are comparable cell by cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from yoco_eval.errors import YocoEvalError
+from yoco_eval.niah.builder import PromptFormat
+from yoco_eval.niah.tokens import HFTokenizerAdapter, as_tokenizer, encode
+from yoco_eval.niah.variants import VARIANTS
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    n_generated: int
+    prefill_s: float | None
+    total_s: float
+    peak_mem_bytes: int | None
+
+
+@runtime_checkable
+class NeedleModel(Protocol):
+    """What the runner needs from a model.
+
+    Optional attributes the runner also reads when present (``getattr`` with a default):
+
+    * ``kind`` (str, default ``"custom"``), ``checkpoint`` (path or None): recorded in run.json;
+    * ``prompt_prefix_tokens`` (int, default 0): tokens the model itself puts in front of ``prompt_ids`` (a BOS);
+      the builder subtracts them so the model sees exactly the requested length;
+    * ``prompt_format`` (:class:`PromptFormat`, default none): chat-template text around the user message;
+    * ``device`` (str): recorded under ``hardware``.
+    """
+
+    name: str
+    tokenizer: Any
+    max_context: int | None
+
+    def generate(
+        self, prompt_ids: list[int], prompt_text: str, *, max_new_tokens: int, stop: list[str]
+    ) -> GenerationResult: ...
+
+
+def _cuda_peak_reset() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    except Exception:  # noqa: BLE001 - telemetry only
+        pass
+
+
+def _cuda_peak() -> int | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.max_memory_allocated())
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+def _cut_at_stop(text: str, stop: list[str]) -> str:
+    cut = len(text)
+    for s in stop:
+        if s and s in text:
+            cut = min(cut, text.index(s))
+    return text[:cut]
+
+
+# --- fake model (tests, dry runs) ---------------------------------------------------------------------------
+
+
+def _template_regex(template: str) -> re.Pattern:
+    parts = re.split(r"(\{key\}|\{value\}|\{type\}|\{types\})", template)
+    out = []
+    for p in parts:
+        if p == "{key}":
+            out.append(r"(?P<key>[^\n]+?)")
+        elif p == "{value}":
+            out.append(r"(?P<value>[\w-]+)")
+        elif p in ("{type}", "{types}"):
+            out.append(r"\w+")
+        else:
+            out.append(re.escape(p))
+    return re.compile("".join(out))
+
+
+class FakeNeedleModel:
+    """A model that needs no weights. ``mode="oracle"`` reads the needles out of the prompt and answers with
+    the values whose key the question names (perfect retrieval); ``"wrong"`` always answers ``0``.
+
+    Knobs for tests: ``sleep_s`` per call, ``sleep_per_1k`` per 1,000 prompt tokens, ``fail_lengths`` (prompt
+    lengths that raise ``RuntimeError``), ``oom_lengths`` (raise ``MemoryError``)."""
+
+    kind = "fake"
+
+    def __init__(
+        self,
+        tokenizer=None,
+        *,
+        mode: str = "oracle",
+        sleep_s: float = 0.0,
+        sleep_per_1k: float = 0.0,
+        fail_lengths: tuple[int, ...] | set[int] = (),
+        oom_lengths: tuple[int, ...] | set[int] = (),
+        max_context: int | None = None,
+        name: str | None = None,
+        needle_templates: list[str] | None = None,
+    ):
+        if mode not in ("oracle", "wrong"):
+            raise YocoEvalError(f"unknown fake model mode {mode!r}: use oracle or wrong")
+        if tokenizer is None:
+            from yoco_eval.tokenizer import YOCOTokenizer
+
+            tokenizer = YOCOTokenizer()
+        self.tokenizer = as_tokenizer(tokenizer)
+        self.mode = mode
+        self.sleep_s, self.sleep_per_1k = float(sleep_s), float(sleep_per_1k)
+        self.fail_lengths, self.oom_lengths = set(fail_lengths), set(oom_lengths)
+        self.max_context = max_context
+        self.name = name or f"fake-{mode}"
+        self.checkpoint = None
+        templates = needle_templates or sorted({v.needle for v in VARIANTS.values()}, key=len, reverse=True)
+        self._patterns = [_template_regex(t) for t in templates]
+
+    def answer(self, prompt_text: str) -> str:
+        if self.mode == "wrong":
+            return " 0."
+        found = []
+        for pat in self._patterns:
+            for m in pat.finditer(prompt_text):
+                found.append((m.start(), m.end(), m.groupdict().get("key"), m.groupdict().get("value") or m.group(0)))
+        if not found:
+            return " I could not find it."
+        found.sort()
+        tail = prompt_text[max(e for _, e, _, _ in found) :]
+        values = [v for _, _, k, v in found if k is None or k in tail]
+        return " " + ", ".join(dict.fromkeys(values)) + "."
+
+    def generate(self, prompt_ids, prompt_text, *, max_new_tokens, stop) -> GenerationResult:
+        t0 = time.perf_counter()
+        n = len(prompt_ids)
+        if self.sleep_s or self.sleep_per_1k:
+            time.sleep(self.sleep_s + self.sleep_per_1k * n / 1000)
+        if n in self.fail_lengths:
+            raise RuntimeError(f"fake failure at {n} tokens")
+        if n in self.oom_lengths:
+            raise MemoryError(f"fake out of memory at {n} tokens")
+        text = _cut_at_stop(self.answer(prompt_text), stop)
+        ids = encode(self.tokenizer, text)[:max_new_tokens]
+        text = self.tokenizer.decode(ids) if len(ids) == max_new_tokens else text
+        total = time.perf_counter() - t0
+        return GenerationResult(text=text, n_generated=len(ids), prefill_s=None, total_s=total, peak_mem_bytes=None)
+
+
+# --- any lm-eval model ---------------------------------------------------------------------------------------
+
+
+class LMEvalTokenizer:
+    """The tokenizer of an lm-eval LM, through ``lm.tok_encode``/``lm.tok_decode`` (no special tokens added)."""
+
+    def __init__(self, lm, name: str | None = None, spec: dict | None = None):
+        self.lm = lm
+        hf = getattr(lm, "tokenizer", None)
+        self._hf = hf if callable(getattr(hf, "encode", None)) else None
+        self.name = name or f"lm-eval:{getattr(hf, 'name_or_path', type(lm).__name__)}"
+        self.bos_id = getattr(hf, "bos_token_id", None)
+        self.eos_id = getattr(lm, "eot_token_id", None)
+        self.pad_id = getattr(hf, "pad_token_id", None)
+        self.spec = spec
+
+    def encode(self, text: str, bos: bool = False) -> list[int]:
+        try:
+            ids = list(self.lm.tok_encode(text, add_special_tokens=False))
+        except TypeError:
+            ids = list(self.lm.tok_encode(text))
+        return [self.bos_id, *ids] if bos and self.bos_id is not None else ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self._hf is not None:
+            return self._hf(texts, add_special_tokens=False)["input_ids"]
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids) -> str:
+        return self.lm.tok_decode(list(ids))
+
+
+def chat_frame(hf_tokenizer, system: str | None = None) -> PromptFormat:
+    """Split a HF chat template around the user message: (text before it, text after it incl. the assistant
+    opener). Raises when the tokenizer has no chat template."""
+    if not getattr(hf_tokenizer, "chat_template", None):
+        raise YocoEvalError("--chat-template was asked for but this tokenizer has no chat template: drop the flag")
+    marker = "\u2063NEEDLE_USER_MESSAGE\u2063"
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": marker}]
+    text = hf_tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    if text.count(marker) != 1:
+        raise YocoEvalError("the chat template does not place the user message once: run without --chat-template")
+    head, tail = text.split(marker)
+    bos = getattr(hf_tokenizer, "bos_token", None)
+    if bos and head.startswith(bos):
+        head = head[len(bos) :]  # the model adds BOS itself (counted via prompt_prefix_tokens)
+    return PromptFormat(head=head, tail=tail, chat_template=True)
+
+
+def file_sha256(path: str | Path | None) -> str | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class LMEvalNeedleModel:
+    """Drives any lm-eval LM through ``generate_until`` (greedy) with the prompt text.
+
+    The prompt length is counted with ``lm.tok_encode`` exactly as lm-eval will encode it: if the LM adds a BOS
+    by itself, that token is counted (``prompt_prefix_tokens``). ``chat_template=True`` wraps the prompt in the
+    tokenizer's chat template (counted too; lm-eval is called directly, so it adds no template of its own)."""
+
+    kind = "lm-eval"
+
+    def __init__(
+        self,
+        lm,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+        checkpoint: str | None = None,
+        chat_template: bool = False,
+        system_prompt: str | None = None,
+        max_context: int | None = None,
+        tokenizer_spec: dict | None = None,
+    ):
+        self.lm = lm
+        hf = getattr(lm, "tokenizer", None)
+        tok_name = None
+        if tokenizer_spec and tokenizer_spec.get("kind") == "hf":
+            tok_name = f"hf:{Path(tokenizer_spec['path']).name}" + (
+                f"/{tokenizer_spec['gguf_file']}" if tokenizer_spec.get("gguf_file") else ""
+            )
+        self.tokenizer = LMEvalTokenizer(lm, name=tok_name, spec=tokenizer_spec)
+        self.name = name or str(getattr(hf, "name_or_path", type(lm).__name__))
+        if kind:
+            self.kind = kind
+        self.checkpoint = checkpoint
+        try:
+            ctx = max_context or int(lm.max_length)
+        except (AttributeError, TypeError, NotImplementedError):
+            ctx = max_context
+        self.max_context = ctx
+        probe = "The grass is green."
+        try:
+            with_specials = len(lm.tok_encode(probe))
+        except Exception:  # noqa: BLE001
+            with_specials = len(self.tokenizer.encode(probe))
+        self.prompt_prefix_tokens = max(0, with_specials - len(self.tokenizer.encode(probe)))
+        self.prompt_format = chat_frame(hf, system_prompt) if chat_template else PromptFormat()
+        dev = getattr(lm, "device", None)
+        self.device = str(dev) if dev is not None else "cpu"
+
+    def generate(self, prompt_ids, prompt_text, *, max_new_tokens, stop) -> GenerationResult:
+        from lm_eval.api.instance import Instance
+
+        gen_kwargs = {"until": list(stop), "max_gen_toks": int(max_new_tokens), "do_sample": False}
+        inst = Instance(request_type="generate_until", doc={}, arguments=(prompt_text, gen_kwargs), idx=0)
+        _cuda_peak_reset()
+        t0 = time.perf_counter()
+        try:
+            out = self.lm.generate_until([inst], disable_tqdm=True)
+        except TypeError:
+            out = self.lm.generate_until([inst])
+        total = time.perf_counter() - t0
+        text = out[0] if out else ""
+        return GenerationResult(
+            text=text, n_generated=len(self.tokenizer.encode(text)), prefill_s=None, total_s=total,
+            peak_mem_bytes=_cuda_peak(),
+        )  # fmt: skip
+
+
+def parse_model_args(s: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (s or "").split(","):
+        if not part.strip():
+            continue
+        k, eq, v = part.partition("=")
+        if not eq or not k.strip():
+            raise YocoEvalError(f"bad --model-args item {part!r}: use key=value pairs separated by commas")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_lm_eval_model(model: str, model_args: str | None, *, chat_template: bool = False, batch_size: int = 1,
+                       device: str | None = None) -> LMEvalNeedleModel:  # fmt: skip
+    """Instantiate an lm-eval model by registry name (``hf``, ``vllm``, ...) from its model_args string."""
+    try:
+        from lm_eval.api.registry import get_model
+    except ImportError as e:
+        raise YocoEvalError("lm-eval models need lm-eval installed: pip install lm-eval==0.4.13") from e
+    try:
+        cls = get_model(model)
+    except (ValueError, KeyError) as e:
+        raise YocoEvalError(f"unknown model {model!r}: use fake, yoco, or an lm-eval model name such as hf") from e
+    args = parse_model_args(model_args)
+    extra: dict[str, Any] = {"batch_size": batch_size}
+    if device:
+        extra["device"] = device
+    lm = cls.create_from_arg_string(model_args or "", extra)
+    pretrained = args.get("pretrained")
+    gguf = args.get("gguf_file")
+    checkpoint = str(Path(pretrained) / gguf) if pretrained and gguf else pretrained
+    spec = None
+    if pretrained and Path(pretrained).is_dir():
+        spec = {"kind": "hf", "path": str(Path(pretrained).resolve()), "gguf_file": gguf}
+    sha = file_sha256(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
+    if sha is None and pretrained and Path(pretrained).is_dir():
+        for cand in ("model.safetensors", "pytorch_model.bin"):
+            if (Path(pretrained) / cand).is_file():
+                sha = file_sha256(Path(pretrained) / cand)
+                break
+    name = Path(gguf).stem if gguf else (Path(pretrained).name if pretrained else model)
+    m = LMEvalNeedleModel(lm, name=name, kind=f"lm-eval:{model}", checkpoint=checkpoint, chat_template=chat_template,
+                          tokenizer_spec=spec)  # fmt: skip
+    m.checkpoint_sha256 = sha
+    return m
+
+
+# --- YOCO engine ------------------------------------------------------------------------------------------
+# >>> YOCONeedleModel goes here (owned by the lead). It implements NeedleModel on top of yoco_eval's engine:
+#     name, tokenizer (YOCOTokenizer), max_context, kind="yoco", checkpoint, checkpoint_sha256, device,
+#     prompt_prefix_tokens (1 if it prepends BOS), and generate(prompt_ids, ...) -> GenerationResult with
+#     prefill_s and peak_mem_bytes filled in. load_needle_model() below picks it up by name.
+# <<<
+
+
+def load_needle_model(model: str, model_args: str | None = None, *, tokenizer=None, chat_template: bool = False,
+                      fake_options: dict | None = None, device: str | None = None):  # fmt: skip
+    """Build a NeedleModel from CLI-style arguments: ``fake``, ``yoco`` or an lm-eval model name."""
+    if model == "fake":
+        opts = dict(fake_options or {})
+        return FakeNeedleModel(tokenizer, **opts)
+    if model == "yoco":
+        cls = globals().get("YOCONeedleModel")
+        if cls is None:
+            raise YocoEvalError("the YOCO engine adapter (YOCONeedleModel) is not wired in yet: use --model hf or fake")
+        return cls.from_args(parse_model_args(model_args), tokenizer=tokenizer, device=device)
+    return load_lm_eval_model(model, model_args, chat_template=chat_template, device=device)
+
+
+__all__ = [
+    "GenerationResult", "NeedleModel", "FakeNeedleModel", "LMEvalNeedleModel", "LMEvalTokenizer",
+    "HFTokenizerAdapter", "chat_frame", "load_needle_model", "load_lm_eval_model", "parse_model_args",
+]  # fmt: skip
