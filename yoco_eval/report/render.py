@@ -33,6 +33,7 @@ from yoco_eval.report.views import (
     failed_rows,
     heatmap_view,
     metadata_rows,
+    run_subtitle,
     run_table,
 )
 
@@ -117,6 +118,7 @@ def _run_context(run: NeedleRun, out: Path, index: Path | None, generated_at: st
         by_length=by_len,
         by_depth=by_depth,
         meta=metadata_rows(run),
+        subtitle=run_subtitle(run),
         failed=failed[:MAX_ERROR_ROWS],
         n_failed=len(failed),
         drill=drill_data(run),

@@ -334,6 +334,19 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def run_subtitle(run: NeedleRun) -> str:
+    """One line under the title: model · haystack · variant · hardware · created, skipping what is unknown."""
+    g = run.get
+    parts = [
+        g("model.name") and str(g("model.name")),
+        g("haystack.name") and f"haystack {g('haystack.name')}",
+        g("variant.name") and str(g("variant.name")),
+        g("hardware.name") and str(g("hardware.name")),
+        g("created_utc") and f"created {g('created_utc')}",
+    ]
+    return " · ".join(p for p in parts if p) or "no run.json metadata"
+
+
 def metadata_rows(run: NeedleRun) -> list[tuple[str, list[tuple[str, str]]]]:
     """Metadata grouped in sections of (label, text) pairs; anything missing reads "—"."""
     g, t = run.get, fmt.text
