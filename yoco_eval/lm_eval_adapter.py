@@ -1,0 +1,350 @@
+"""lm-evaluation-harness adapter: ``lm_eval --model yoco --model_args pretrained=DIR ...``.
+
+A thin :class:`~lm_eval.api.model.TemplateLM`; every model call goes through :class:`yoco_eval.generate.Engine`,
+so the same adapter runs YOCO checkpoints (ours or official) and HF Llama folders (loaded into the Transformer
+baseline) and the two can be compared on one task.
+
+Model args (``--model_args k=v,...``): ``pretrained`` (checkpoint folder or preset name, required), ``dtype``
+(``auto`` = float32 on CPU, bfloat16 on CUDA), ``device``, ``max_length`` (default: the model's ``max_seq_len``),
+``chunk_size``, ``attn_backend``, ``retention_backend``, ``tokenizer``, ``max_gen_toks`` (256), ``add_bos``,
+``prefix_token_id``, ``truncate``. ``--batch_size`` N or ``auto`` (= 8, capped by ``--max_batch_size``).
+
+Request semantics (same numbers as lm-eval's ``hf`` model on the same weights):
+    * ``loglikelihood``: the model reads ``(ctx + cont)[:-1]``; requests sharing that prefix are prefilled once and
+      logits are made only at continuation positions (never ``[T, vocab]``).
+    * ``loglikelihood_rolling``: a document of at most ``max_length`` tokens is scored in ONE pass conditioned on
+      ``prefix_token_id`` (BOS, else EOS); a longer one is cut into lm-eval's disjoint windows
+      (``get_rolling_token_windows`` + ``make_disjoint_window``, ``context_len=1``) scored in batches. The
+      document is encoded without special tokens (the prefix token already starts it).
+    * ``generate_until``: stop strings (``until``) and EOS end a row; ``max_gen_toks`` tokens at most; batches mix
+      prompt lengths without padding leaking into the model.
+    * A request that does not fit ``max_length`` is an error unless ``truncate=true``, which left-truncates as the
+      ``hf`` model does (generation contexts to ``max_length - max_gen_toks``).
+    * Chat templates come from an HF tokenizer folder; the YOCO tokenizer has none, so ``--apply_chat_template``
+      is then a one-line error.
+
+Data parallel (``torchrun --nproc_per_node N -m yoco_eval.lm_eval_cli ...`` or ``accelerate launch``): rank and
+world size come from ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; each rank runs its own copy on ``cuda:LOCAL_RANK``
+(or the CPU) and the evaluator's collectives use ``torch.distributed`` (nccl on GPU, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+
+import lm_eval.models  # noqa: F401  (built-ins must be registered before ours: lm-eval's registry gotcha)
+import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm import tqdm
+
+from yoco_eval.errors import YocoEvalError
+from yoco_eval.generate import Engine
+
+log = logging.getLogger(__name__)
+AUTO_BATCH_SIZE = 8
+_CLI_DEFAULT_DEVICE = "cuda:0"  # what the lm_eval CLI passes when --device is not given
+
+
+def _resolve_device(device: str | None, explicit: bool, local_rank: int) -> torch.device:
+    cuda = torch.cuda.is_available()
+    if device is None or (device == _CLI_DEFAULT_DEVICE and not explicit and not cuda):
+        if device is not None:
+            log.warning("CUDA is not available: running on the CPU (pass --device to choose)")
+        return torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise YocoEvalError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not cuda:
+            raise YocoEvalError(f"device {device!r} was asked for but CUDA is not available: pass --device cpu")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            dev = torch.device(f"cuda:{local_rank}")  # data parallel: one GPU per rank
+    return dev
+
+
+def _parse_batch_size(batch_size, max_batch_size) -> int:
+    text = str(batch_size).strip().lower()
+    if text.startswith("auto"):
+        return max(1, min(AUTO_BATCH_SIZE, int(max_batch_size or AUTO_BATCH_SIZE)))
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise YocoEvalError(f"bad --batch_size {batch_size!r}: use a positive integer or 'auto'")
+    return value
+
+
+@register_model("yoco", "yoco-eval")
+class YOCOLM(TemplateLM):
+    """``lm_eval`` model backed by :class:`~yoco_eval.generate.Engine` (see the module docstring for the args)."""
+
+    def __init__(self, pretrained: str | None = None, dtype: str = "auto", device: str | None = None,
+                 max_length: int | None = None, chunk_size: int = 4096, attn_backend: str = "auto",
+                 retention_backend: str = "auto", tokenizer: str | None = None, max_gen_toks: int = 256,
+                 add_bos: bool | None = None, prefix_token_id: int | None = None, truncate: bool = False,
+                 batch_size: int | str = 1, max_batch_size: int | None = None, **unknown):  # fmt: skip
+        super().__init__()
+        explicit_device = unknown.pop("_explicit_device", device is not None)
+        if unknown:
+            raise YocoEvalError(
+                f"unknown --model_args key(s) {', '.join(sorted(unknown))} for model yoco: use pretrained, dtype, "
+                "device, max_length, chunk_size, attn_backend, retention_backend, tokenizer, max_gen_toks, "
+                "add_bos, prefix_token_id, truncate"
+            )
+        if not pretrained:
+            raise YocoEvalError("model yoco needs a checkpoint: pass --model_args pretrained=DIR (or a preset name)")
+        self._world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self._rank = int(os.environ.get("RANK", "0")) if self._world_size > 1 else 0
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self._device = _resolve_device(None if device is None else str(device), explicit_device, local_rank)
+        if dtype == "auto":
+            dtype = "bfloat16" if self._device.type == "cuda" else "float32"
+        self.batch_size = _parse_batch_size(batch_size, max_batch_size)
+        self.engine = Engine.load(str(pretrained), self._device, dtype, attn_backend, retention_backend,
+                                  int(chunk_size), int(max_length) if max_length else None, tokenizer)  # fmt: skip
+        self.tok = self.engine.tokenizer
+        hf = getattr(self.tok, "hf_tokenizer", None)
+        self.tokenizer = hf  # lm-eval reads chat templates and special tokens from here; None without HF
+        self.pretrained, self.dtype, self.truncate = str(pretrained), str(dtype), bool(truncate)
+        self._max_gen_toks = int(max_gen_toks)
+        # HF tokenizers keep their own default (what lm-eval's hf model does); ours get BOS like Llama's
+        self.add_bos = add_bos if add_bos is not None else (None if hf is not None else self.tok.bos_id is not None)
+        self._prefix = prefix_token_id
+        if self._world_size > 1:
+            self._init_distributed()
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict, additional_config=None):
+        # `device` from --model_args is explicit; the CLI's own default ("cuda:0") may fall back to the CPU
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        explicit = "device" in arg_dict or extra.get("device") not in (None, _CLI_DEFAULT_DEVICE) or any(
+            a == "--device" or a.startswith("--device=") for a in sys.argv
+        )
+        return cls(**{**extra, **arg_dict, "_explicit_device": explicit})
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    # -- properties lm-eval reads -------------------------------------------------------------------------------
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tok.eos_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        if self._prefix is not None:
+            return int(self._prefix)
+        return self.tok.bos_id if self.tok.bos_id is not None else self.tok.eos_id
+
+    @property
+    def max_length(self) -> int:
+        return self.engine.max_length
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return getattr(self.tokenizer, "name_or_path", None) or self.tok.name.replace("/", "__")
+
+    # -- tokenization ---------------------------------------------------------------------------------------
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        add = self.add_bos if add_special_tokens is None else add_special_tokens
+        bos = self.tok.bos_id
+        bos_text = self.tok_decode([bos], False) if bos is not None else ""
+        if add_special_tokens is None and bos_text and string.startswith(bos_text):
+            add = False  # the text already starts with BOS (as lm-eval's hf model checks)
+        if self.tokenizer is not None:
+            ids = self.tokenizer.encode(string, **({} if add is None else {"add_special_tokens": bool(add)}))
+            if self.add_bos and add and bos is not None and ids[:1] != [bos]:
+                ids = [bos, *ids]
+        else:
+            ids = self.tok.encode(string, bos=bool(add) and bos is not None)
+        return ids
+
+    def tok_decode(self, tokens, skip_special_tokens: bool = True) -> str:
+        tokens = [tokens] if isinstance(tokens, int) else list(tokens)
+        if self.tokenizer is not None:
+            return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+        return self.tok.decode(tokens)
+
+    # -- scoring --------------------------------------------------------------------------------------------
+
+    def _check_fits(self, n_input: int, n_cont: int, what: str) -> None:
+        if n_cont > self.max_length:
+            raise YocoEvalError(
+                f"a {what} request scores {n_cont} tokens, more than max_length={self.max_length}: "
+                "raise max_length in --model_args"
+            )
+        if n_input > self.max_length and not self.truncate:
+            raise YocoEvalError(
+                f"a {what} request needs {n_input} tokens, more than max_length={self.max_length}: raise max_length "
+                "or pass truncate=true in --model_args (left-truncates like lm-eval's hf model)"
+            )
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        pairs = []
+        for _key, ctx, cont in requests:
+            self._check_fits(len(ctx) + len(cont) - 1, len(cont), "loglikelihood")
+            pairs.append((ctx, cont))
+        with tqdm(total=len(pairs), disable=disable_tqdm or self.rank != 0, desc="yoco loglikelihood") as bar:
+            out = self.engine.loglikelihood(pairs, batch_size=self.batch_size, progress=bar.update)
+        for (key, _, _), answer in zip(requests, out):
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, answer)
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        prefix = self.prefix_token_id
+        totals = [0.0] * len(requests)
+        windows: list[tuple[int, list[int], list[int]]] = []
+        for i, (text,) in enumerate(tqdm([r.args for r in requests], disable=disable_tqdm or self.rank != 0,
+                                         desc="yoco loglikelihood_rolling")):  # fmt: skip
+            tokens = self.tok_encode(text, add_special_tokens=False)
+            if not tokens:
+                continue
+            if len(tokens) <= self.max_length:  # the whole document in one pass
+                totals[i] = self.engine.score_tokens(tokens, [prefix])
+                continue
+            for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(tokens, prefix, self.max_length, 1)):
+                windows.append((i, ctx, cont))
+        if windows:
+            scores = self._loglikelihood_tokens([(None, c, t) for _, c, t in windows], disable_tqdm=True)
+            for (i, _, _), (logprob, _) in zip(windows, scores):
+                totals[i] += logprob
+        for r, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", r.args, total)
+        return totals
+
+    # -- generation -----------------------------------------------------------------------------------------
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        eos_text = self.tok_decode([self.eot_token_id], False) if self.tokenizer is not None else None
+        encoded = {}
+
+        def encode(ctx: str) -> list[int]:
+            if ctx not in encoded:
+                encoded[ctx] = self.tok_encode(ctx)
+            return encoded[ctx]
+
+        coll = Collator([r.args for r in requests], sort_fn=lambda a: (-len(encode(a[0])), a[0]),
+                        group_by="gen_kwargs", group_fn=lambda a: a[1])  # fmt: skip
+        out = []
+        bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="yoco generate_until")
+        for chunk in coll.get_batched(n=self.batch_size):
+            contexts, all_kwargs = zip(*chunk)
+            kw = normalize_gen_kwargs(all_kwargs[0], self.max_gen_toks)
+            until = handle_stop_sequences(kw.pop("until", None), eos=eos_text)
+            new = int(kw.pop("max_gen_toks"))
+            room = self.max_length - new
+            if room < 1:
+                raise YocoEvalError(
+                    f"max_gen_toks={new} leaves no room for a prompt in max_length={self.max_length}: "
+                    "lower max_gen_toks or raise max_length"
+                )
+            prompts = []
+            for ctx in contexts:
+                ids = encode(ctx)
+                self._check_fits(len(ids) + new, 0, "generate_until")
+                prompts.append(ids[-room:] or [self.prefix_token_id])
+            sample = bool(kw.get("do_sample")) and float(kw.get("temperature", 1.0) or 0.0) > 0
+            gens = self.engine.generate(
+                prompts, max_new_tokens=new, stop=[s for s in until if s], seed=kw.get("seed"),
+                temperature=float(kw.get("temperature", 1.0)) if sample else 0.0,
+                top_p=float(kw.get("top_p", 1.0) or 1.0) if sample else 1.0,
+                top_k=int(kw.get("top_k", 0) or 0) if sample else 0,
+            )  # fmt: skip
+            for ctx, gk, g in zip(contexts, all_kwargs, gens):
+                text = postprocess_generated_text(g.text, until, None)
+                out.append(text)
+                self.cache_hook.add_partial("generate_until", (ctx, gk), text)
+                bar.update(1)
+        bar.close()
+        return coll.get_original(out)
+
+    # -- chat templates -------------------------------------------------------------------------------------
+
+    def _template_or_error(self):
+        template = getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            raise YocoEvalError(
+                f"tokenizer {self.tok.name} of {self.pretrained} has no chat template: drop --apply_chat_template, "
+                "or pass tokenizer=<HF tokenizer folder with a chat template> in --model_args"
+            )
+        return template
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        if chat_template is False or chat_template is None:
+            return None
+        self._template_or_error()
+        return super().chat_template(chat_template)
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        self._template_or_error()
+        kw = dict(tokenize=False, add_generation_prompt=add_generation_prompt,
+                  continue_final_message=not add_generation_prompt)  # fmt: skip
+        try:
+            return self.tokenizer.apply_chat_template(chat_history, **kw)
+        except Exception:  # templates that reject a system turn (as lm-eval's hf model retries)
+            return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kw)
+
+    def get_model_info(self) -> dict:
+        cfg = self.engine.model.config
+        return {"yoco_source": getattr(self.engine, "source", ""), "yoco_arch": type(self.engine.model).__name__,
+                "yoco_config": getattr(cfg, "name", ""), "yoco_dtype": self.dtype, "yoco_tokenizer": self.tok.name,
+                "yoco_num_params": sum(p.numel() for p in self.engine.model.parameters())}  # fmt: skip
+
+    # -- data parallel --------------------------------------------------------------------------------------
+
+    def _init_distributed(self) -> None:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if self._device.type == "cuda":
+                torch.cuda.set_device(self._device)
+            dist.init_process_group("nccl" if self._device.type == "cuda" else "gloo")
+            atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+        log.info("yoco data parallel: rank %d of %d on %s", self._rank, self._world_size, self._device)
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self._world_size == 1:
+            return tensor
+        import torch.distributed as dist
+
+        tensor = tensor.reshape(-1) if tensor.dim() == 0 else tensor
+        parts = [torch.empty_like(tensor) for _ in range(self._world_size)]
+        dist.all_gather(parts, tensor)
+        return torch.cat(parts)
+
+    def gather_object(self, obj, dst: int = 0):
+        if self._world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self._world_size if self._rank == dst else None
+        dist.gather_object(obj, out, dst=dst)
+        return out
+
+    def barrier(self) -> None:
+        if self._world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
