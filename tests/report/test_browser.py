@@ -60,7 +60,8 @@ INDEX_INTERACTIONS = """
   await new Promise(r => setTimeout(r, 50));
   const tables = document.querySelectorAll('#cmp-out table.cmp').length;
   const heads = Array.from(document.querySelectorAll('#cmp-out h3')).map(h => h.textContent);
-  return {filtered, lm, byScore, tables, heads, shown: document.getElementById('shown').textContent};
+  return {filtered, lm, byScore, tables, heads, shown: document.getElementById('shown').textContent,
+          imgs: document.querySelectorAll('img').length};
 })()
 """
 
@@ -105,8 +106,13 @@ def test_index_filters_sorts_and_compares(browser, rendered, shots):
     v = r.value
     assert v["filtered"] == ["card-r2"] and v["lm"] == 2
     assert v["byScore"] == ["card-r0", "card-r1", "card-r2"]  # 86.7 %, 83.3 %, 50 %
-    assert v["tables"] == 3 and v["heads"] == ["A: alpha", "B: gamma", "B − A (points)"]
-    assert v["shown"] == "6 of 6 shown"
+    assert v["tables"] == 3
+    assert v["heads"] == [
+        "A: alpha",
+        'B: gamma <!-- <script>alert(1)</script>"><img src=x onerror=alert(1)>',
+        "B − A (points)",
+    ]  # hostile run names arrive as text
+    assert v["shown"] == "6 of 6 shown" and v["imgs"] == 0
 
 
 def test_comparison_lm_eval_and_profile_pages(browser, rendered, shots):

@@ -104,7 +104,7 @@ def _needle_card(i: int, run: NeedleRun, table: HeatmapTable, href: str) -> Card
         id=f"r{i}",
         title=run.name,
         href=href,
-        subtitle=f"{fmt.text(run.get('model.name'))} · {fmt.text(run.get('hardware.name'))}",
+        subtitle=" · ".join(str(x) for x in (run.get("model.name"), run.get("hardware.name")) if x) or "needle run",
         facts=facts,
         sort={
             "name": run.name.lower(),

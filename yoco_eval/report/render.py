@@ -28,6 +28,7 @@ from yoco_eval.report.profile import load_profile, profile_charts
 from yoco_eval.report.views import (
     MAX_ERROR_ROWS,
     accuracy_charts,
+    cell_key,
     diff_view,
     drill_data,
     failed_rows,
@@ -69,6 +70,7 @@ def _make_env() -> Environment:
     env.filters.update(fmt.FILTERS)
     env.filters["json_script"] = json_script
     env.globals["asset"] = _asset
+    env.globals["cell_key"] = cell_key
     env.globals["version"] = yoco_eval.__version__
     return env
 

@@ -19,6 +19,7 @@ from yoco_eval.report.heatmap import (
     HeatmapTable,
     Tally,
     build_heatmap,
+    depth_key,
     diff_colour,
     score_colour,
 )
@@ -36,7 +37,7 @@ MAX_ERROR_ROWS = 200
 
 def cell_key(length: int, depth: float) -> str:
     """Key of one heatmap cell (all trials at one length and depth), used in URLs (#cell=KEY) and the data."""
-    return f"L{length}_D{fmt.depth(depth)}"
+    return f"L{length}_D{depth_key(depth):g}"
 
 
 @dataclass(frozen=True)
