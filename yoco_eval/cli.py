@@ -50,6 +50,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _cpu_threads() -> None:
+    """CPU runs use ONE intra-op thread unless YOCO_EVAL_THREADS says otherwise: on small CPU machines OpenMP's
+    second thread made our models several times slower (see tests/conftest.py for the measurement)."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("YOCO_EVAL_THREADS", "1")))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "lm-eval":
@@ -62,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(only)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    _cpu_threads()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

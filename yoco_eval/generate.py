@@ -57,6 +57,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop: Sequence[str] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # profiling: always generate max_new_tokens
 
 
 class Engine:
@@ -210,7 +211,7 @@ class Engine:
             for i in range(B):
                 if done[i]:
                     continue
-                if host[i] == self.tokenizer.eos_id:
+                if host[i] == self.tokenizer.eos_id and not p.ignore_eos:
                     done[i], reason[i] = True, "eos"
                     continue
                 out[i].append(host[i])

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.gpu
 @torch.inference_mode()
 def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k():
     torch.manual_seed(0)
-    cfg = get_config("yoco-3b")
-    model = init_weights(build_model(cfg), seed=0, std=0.02).to("cuda", torch.bfloat16).eval()
+    from yoco_eval.profile import build_random
+
+    model = build_random("yoco-3b")
     T, n_dec = 8192, 16
     ids = torch.randint(4, 100_000, (1, T + n_dec), device="cuda")
     t0 = time.perf_counter()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# GPU suite, run on the device machine from the repo root (see reports/gpu/README.md):
+#   bash reports/gpu/suite.sh [tests] [profile] [throughput] [loglik] [peers]
+# Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} || exit 1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt"
+steps=${*:-tests profile throughput loglik}
+for s in $steps; do
+  t0=$(date +%s)
+  case $s in
+    tests) timeout 300 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" ;;
+    profile) timeout 400 python3 -m yoco_eval profile --models yoco-3b,transformer-3b \
+               --lengths 32k,64k,128k,256k,512k,1m --gen 32 --chunk-size ${CHUNK:-16384} --out "$OUT/profile.json" ;;
+    throughput) for b in 1 4; do timeout 300 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 \
+               --batch $b --chunk-size ${CHUNK:-16384} --out "$OUT/throughput_b$b.json"; done ;;
+    loglik) timeout 200 python3 -c "import json,os; from yoco_eval.profile import bench_loglikelihood as b; \
+               json.dump(b(), open(os.environ['OUT']+'/loglik_32k.json','w'), indent=1)" ;;
+    peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
+               --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
+  esac
+  echo "== step $s took $(( $(date +%s) - t0 )) s"
+done

@@ -1,0 +1,5 @@
+import sys
+
+from yoco_eval.cli import main
+
+sys.exit(main())

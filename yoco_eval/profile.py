@@ -1,0 +1,237 @@
+"""``yoco-eval profile``: memory, prefill latency, decode speed and throughput against context length.
+
+Reproduces the paper's Figures 7-10 (YOCO against a same-size Transformer) on one GPU, with random weights (the
+timing does not depend on them), and optionally re-measures peers in the same run (FLA's YOCO, HF Llama).
+Writes ``profile.json`` (schema ``yoco-eval/profile/1``) that ``yoco-eval report`` renders as charts.
+
+Method: each model is built once; kernels are warmed at a short length first; times are taken after a device
+synchronize (wall clock around the synchronized region); peak memory is ``torch.cuda.max_memory_allocated``
+after a reset, so it counts weights + caches + activations. A length that does not fit is recorded as
+``oom`` with its estimated need (weights + caches at that length + the activation overhead measured at the
+largest length that fit).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from yoco_eval.errors import YocoEvalError
+
+
+def parse_lengths(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        mult = {"k": 1024, "m": 1024 * 1024}.get(part[-1], 1)
+        try:
+            out.append(int(float(part[:-1] if mult != 1 else part) * mult))
+        except ValueError:
+            raise YocoEvalError(f"bad length {part!r}: use numbers like 32k, 512k, 1m or 4096") from None
+    return out
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _peak() -> int | None:
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+
+
+def _reset_peak() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def build_random(name: str, device="cuda", dtype=None, **backends):
+    from yoco_eval.config import get_config
+    from yoco_eval.model.checkpoint import build_model
+
+    cfg = get_config(name)
+    with torch.device("meta"):
+        model = build_model(cfg, **backends)
+    model = model.to_empty(device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02, generator=g)
+    return model.to(dtype or (torch.bfloat16 if device != "cpu" else torch.float32)).eval()
+
+
+def kv_bytes_per_token(model) -> int:
+    c = model.setup_cache(1, 1, device="meta", dtype=torch.bfloat16)
+    return sum((x.k.numel() + x.v.numel()) * 2 for x in c.kv)
+
+
+@torch.inference_mode()
+def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: int = 1, warm: int = 8192,
+                  log=print, device: str = "cuda", **backends) -> list[dict]:  # fmt: skip
+    from yoco_eval.generate import Engine
+    from yoco_eval.tokenizer import YOCOTokenizer
+
+    model = build_random(name, device=device, **backends)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    per_tok = kv_bytes_per_token(model)
+    engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=max(lengths) + gen + 1)
+    V = model.config.vocab_size
+    engine.generate([[4 + i % (V - 4) for i in range(warm)]] * batch, max_new_tokens=4, ignore_eos=True)  # warm kernels
+    rows, overhead = [], None
+    for T in lengths:
+        row = {"model": name, "context_length": T, "batch": batch, "status": "ok", "error": None,
+               "weights_bytes": weights, "kv_cache_bytes": per_tok * (T + gen) * batch}  # fmt: skip
+        _reset_peak()
+        try:
+            prompt = torch.randint(4, V, (T,)).tolist()
+            out = engine.generate([prompt] * batch, max_new_tokens=gen, ignore_eos=True)
+            _sync()
+            o = out[0]
+            peak = _peak() or 0
+            row.update(prefill_s=o.prefill_s, decode_ms_per_token=1000 * o.decode_s / max(1, gen - 1),
+                       peak_mem_bytes=peak,
+                       throughput_tok_s=batch * gen / (o.prefill_s + o.decode_s))  # fmt: skip
+            overhead = max(overhead or 0, peak - weights - row["kv_cache_bytes"])
+        except torch.OutOfMemoryError as e:
+            row.update(status="oom", error=str(e).splitlines()[0][:200], prefill_s=None, decode_ms_per_token=None,
+                       peak_mem_bytes=None, throughput_tok_s=None)  # fmt: skip
+            if overhead is not None:
+                row["estimated_mem_bytes"] = weights + row["kv_cache_bytes"] + overhead
+        engine._graphs.clear()
+        rows.append(row)
+        log(_fmt(row))
+        if row["status"] == "oom":
+            for T2 in lengths[lengths.index(T) + 1 :]:
+                r2 = {**row, "context_length": T2, "kv_cache_bytes": per_tok * (T2 + gen) * batch}
+                if overhead is not None:
+                    r2["estimated_mem_bytes"] = weights + r2["kv_cache_bytes"] + overhead
+                rows.append(r2)
+                log(_fmt(r2))
+            break
+    del engine, model
+    _reset_peak()
+    return rows
+
+
+def _fmt(r: dict) -> str:
+    if r["status"] != "ok":
+        est = r.get("estimated_mem_bytes")
+        return f"{r['model']:>16} {r['context_length']:>8} {r['status']}" + (
+            f" (needs ~{est / 2**30:.1f} GiB)" if est else ""
+        )
+    return (f"{r['model']:>16} {r['context_length']:>8} b{r['batch']} prefill {r['prefill_s']:7.3f} s  "
+            f"decode {r['decode_ms_per_token']:7.2f} ms/tok  peak {r['peak_mem_bytes'] / 2**30:6.2f} GiB  "
+            f"thr {r['throughput_tok_s']:7.1f} tok/s")  # fmt: skip
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("profile", help="memory / prefill / decode / throughput against context length (GPU)")
+    p.add_argument("--models", default="yoco-3b,transformer-3b", help="comma-separated presets")
+    p.add_argument("--lengths", default="32k,64k,128k,256k,512k,1m")
+    p.add_argument("--gen", type=int, default=32, help="tokens generated per length (decode timing)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--chunk-size", type=int, default=32768)
+    p.add_argument("--retention-backend", default="auto")
+    p.add_argument("--peers", default="", help="also re-measure peers in this run: fla, hf (comma-separated)")
+    p.add_argument("--peer-lengths", default="128k,256k,512k,1m")
+    p.add_argument("--out", default="reports/profile/profile.json")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    if not torch.cuda.is_available():
+        raise YocoEvalError("profile needs a CUDA GPU (it measures GPU memory and latency)")
+    lengths = parse_lengths(args.lengths)
+    rows = []
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        rows += profile_model(name, lengths, args.gen, args.chunk_size, args.batch,
+                              retention_backend=args.retention_backend)  # fmt: skip
+    for peer in [x.strip() for x in args.peers.split(",") if x.strip()]:
+        from yoco_eval.profile_peers import measure
+
+        try:
+            rows += measure(peer, parse_lengths(args.peer_lengths))
+        except ImportError as e:
+            print(f"peer {peer} skipped: {e}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": "yoco-eval/profile/1", "card": torch.cuda.get_device_name(),
+           "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": _git_commit(),
+           "command": "yoco-eval profile " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                                     if k not in ("func", "command", "verbose")),
+           "rows": rows}  # fmt: skip
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
+def wallclock(fn, *a, **kw):
+    _sync()
+    t = time.perf_counter()
+    r = fn(*a, **kw)
+    _sync()
+    return r, time.perf_counter() - t
+
+
+@torch.inference_mode()
+def bench_loglikelihood(name: str = "yoco-3b", ctx_len: int = 32768, n_ctx: int = 4, n_choices: int = 4,
+                        cont_len: int = 16, chunk: int = 16384, batch_size: int = 4, log=print,
+                        device: str = "cuda") -> dict:  # fmt: skip
+    """lm-eval style loglikelihood requests with long contexts: time, tokens/s, and peak memory against
+    weights + one cache + one chunk (no ``[T, vocab]`` logits are ever made)."""
+    from yoco_eval.generate import Engine
+    from yoco_eval.tokenizer import YOCOTokenizer
+
+    model = build_random(name, device=device)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=ctx_len + cont_len + 8)
+    g = torch.Generator().manual_seed(0)
+    reqs = []
+    for _ in range(n_ctx):
+        ctx = torch.randint(4, model.config.vocab_size, (ctx_len,), generator=g).tolist()
+        for _ in range(n_choices):
+            reqs.append((ctx, torch.randint(4, model.config.vocab_size, (cont_len,), generator=g).tolist()))
+    engine.loglikelihood(reqs[:2], batch_size=batch_size)  # warm-up
+    _reset_peak()
+    _sync()
+    t = time.perf_counter()
+    out = engine.loglikelihood(reqs, batch_size=batch_size)
+    _sync()
+    dt = time.perf_counter() - t
+    peak = _peak() or 0
+    cache_bytes = kv_bytes_per_token(model) * (ctx_len + cont_len) * n_choices
+    res = {"model": name, "context_length": ctx_len, "requests": len(reqs), "contexts": n_ctx, "choices": n_choices,
+           "continuation_tokens": cont_len, "seconds": dt, "requests_per_s": len(reqs) / dt,
+           "context_tokens_per_s": n_ctx * ctx_len / dt, "peak_mem_bytes": peak, "weights_bytes": weights,
+           "cache_bytes_for_one_context_forked": cache_bytes, "chunk_size": chunk,
+           "full_logits_bytes_avoided": ctx_len * model.config.vocab_size * 4,
+           "finite": all(math.isfinite(lp) for lp, _ in out)}  # fmt: skip
+    log(f"loglikelihood {name} ctx {ctx_len}: {len(reqs)} requests in {dt:.2f} s "
+        f"({res['context_tokens_per_s']:.0f} context tok/s), peak {peak / 2**30:.2f} GiB "
+        f"(weights {weights / 2**30:.2f} GiB)")  # fmt: skip
+    return res
