@@ -62,6 +62,7 @@ def test_json_data_round_trips_the_exact_text(root):
     assert trial["needles"][0][2] == "Needle <script>alert(1)</script> </script>"
     assert data["strings"][trial["question"]] == "Which number? " + XSS[1]
     assert trial["excerpts"][0][2] == 0  # the excerpt's needle is the first needle's text, stored once
+    assert trial["seed"] == "1285"  # as text: real seeds exceed 2**53 and JavaScript numbers would round them
 
 
 def test_json_script_escapes_breakouts():

@@ -467,7 +467,7 @@ def _trial_data(c: CellResult, strings: _Strings, cut: int) -> dict[str, Any]:
     return {
         "trial": c.trial,
         "cell": c.cell,
-        "seed": c.seed,
+        "seed": None if c.seed is None else str(c.seed),  # seeds may exceed 2**53, JavaScript's exact integers
         "status": c.status,
         "error": strings(c.error),
         "score": c.score,
