@@ -176,7 +176,7 @@ def test_generation_context_is_left_truncated_only_with_truncate():
     tail = lm.tok_encode(long)[-(32 - 4) :]
     expect = lm.engine.generate([tail], max_new_tokens=4, stop=["\n"])[0].text.split("\n")[0]
     assert out == [expect]
-    (lp, _), = lm.loglikelihood([ll("y" * 80, "z")], disable_tqdm=True)
+    ((lp, _),) = lm.loglikelihood([ll("y" * 80, "z")], disable_tqdm=True)
     assert math.isfinite(lp)
 
 

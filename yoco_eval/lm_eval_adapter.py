@@ -125,8 +125,10 @@ class YOCOLM(TemplateLM):
     def create_from_arg_obj(cls, arg_dict, additional_config=None):
         # `device` from --model_args is explicit; the CLI's own default ("cuda:0") may fall back to the CPU
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        explicit = "device" in arg_dict or extra.get("device") not in (None, _CLI_DEFAULT_DEVICE) or any(
-            a == "--device" or a.startswith("--device=") for a in sys.argv
+        explicit = (
+            "device" in arg_dict
+            or extra.get("device") not in (None, _CLI_DEFAULT_DEVICE)
+            or any(a == "--device" or a.startswith("--device=") for a in sys.argv)
         )
         return cls(**{**extra, **arg_dict, "_explicit_device": explicit})
 
