@@ -131,6 +131,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--system-prompt", default=S, help="system message for --chat-template")
     g.add_argument("--device", default=S, help="device for lm-eval models (cpu, cuda:0)")
+    g.add_argument("--threads", type=int, default=S, help="torch CPU threads (torch.set_num_threads)")
     g = p.add_argument_group("grid")
     g.add_argument("--lengths", default=S, help="e.g. 1k,4k,128k,1M or 128k:1M:128k (k = 1024)")
     g.add_argument("--depths", default=S, help="e.g. 0:100:11 or 0,50,100 (percent)")
@@ -180,7 +181,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 DEFAULTS = {
     "model": "fake", "model_args": None, "tokenizer": None, "chat_template": False, "system_prompt": None,
-    "device": None, "lengths": None, "depths": "0:100:11", "trials": 1, "seed": 0, "variant": "single",
+    "device": None, "threads": None, "lengths": None, "depths": "0:100:11", "trials": 1, "seed": 0, "variant": "single",
     "num_needles": None, "key_type": None, "value_type": None, "placement": None, "metric": None,
     "needle_template": None, "question_template": None, "answer_prefix": None, "instruction": None,
     "haystack": "pg-essays", "haystack_field": "text", "haystack_normalize": None, "max_new_tokens": 32,
@@ -282,6 +283,10 @@ def _main(args: argparse.Namespace) -> int:
     lengths_spec = s["lengths"]
     if "max" not in str(lengths_spec):
         parse_lengths(lengths_spec)
+    if s["threads"]:
+        import torch
+
+        torch.set_num_threads(int(s["threads"]))
     model = load_needle_model(s["model"], s["model_args"], tokenizer=tokenizer, chat_template=bool(s["chat_template"]),
                               fake_options=fake, device=s["device"])  # fmt: skip
     if s["model"] != "fake" and s["system_prompt"] and s["chat_template"]:

