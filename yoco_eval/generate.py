@@ -85,6 +85,10 @@ class Engine:
         self.max_length = int(max_length or model.config.max_seq_len)
         self.name = name or model.config.name
         self.cuda_graphs = cuda_graphs  # decode steps replayed as one CUDA graph (GPU only)
+        if not model.training:
+            from yoco_eval.model.yoco import fuse_projections
+
+            fuse_projections(model)
         self._graphs: dict[tuple[int, int], _GraphDecoder] = {}
 
     @classmethod

@@ -235,3 +235,35 @@ def bench_loglikelihood(name: str = "yoco-3b", ctx_len: int = 32768, n_ctx: int 
         f"({res['context_tokens_per_s']:.0f} context tok/s), peak {peak / 2**30:.2f} GiB "
         f"(weights {weights / 2**30:.2f} GiB)")  # fmt: skip
     return res
+
+
+@torch.inference_mode()
+def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: int = 50, log=print) -> dict:
+    """Where the time goes: kernel table of one prefill chunk, and graph-replayed vs eager decode steps at ``ctx``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from yoco_eval.generate import Engine
+    from yoco_eval.tokenizer import YOCOTokenizer
+
+    model = build_random(name)
+    engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=ctx + 128)
+    V = model.config.vocab_size
+    g = engine._graph_decoder(1, ctx + 64)
+    prompt = torch.randint(4, V, (ctx,)).tolist()
+    engine.prefill_only([prompt[:chunk]], g.cache)  # warm
+    g.cache.reset()
+    x = torch.tensor([prompt[:chunk]], device="cuda")
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        model(x, cache=g.cache, start_pos=0, logits_from=0)
+        _sync()
+    log(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+    g.cache.reset()
+    _, t_pre = wallclock(engine.prefill, [prompt], g.cache)
+    tok = torch.zeros(1, dtype=torch.long, device="cuda")
+    pos = torch.tensor([ctx], device="cuda")
+    for _ in range(3):
+        g.step(tok, pos)
+    _, t_graph = wallclock(lambda: [g.step(tok, pos) for _ in range(steps)])
+    res = {"model": name, "context": ctx, "prefill_s": t_pre, "graph_decode_ms": 1000 * t_graph / steps}
+    log(json.dumps(res))
+    return res

@@ -20,6 +20,11 @@ for s in $steps; do
                --batch $b --chunk-size ${CHUNK:-16384} --out "$OUT/throughput_b$b.json"; done ;;
     loglik) timeout 200 python3 -c "import json,os; from yoco_eval.profile import bench_loglikelihood as b; \
                json.dump(b(), open(os.environ['OUT']+'/loglik_32k.json','w'), indent=1)" ;;
+    trace) timeout 300 python3 -c "from yoco_eval.profile import trace; trace(ctx=${CTX:-524288}, chunk=${CHUNK:-16384})" ;;
+    ours) timeout 400 python3 -m yoco_eval profile --models yoco-3b --lengths 32k,64k,128k,256k,512k,1m --gen 32 \
+               --chunk-size ${CHUNK:-16384} --out "$OUT/profile_yoco.json" && \
+          timeout 200 python3 -m yoco_eval profile --models transformer-3b --lengths 32k,64k,128k,256k --gen 32 \
+               --chunk-size ${CHUNK:-16384} --out "$OUT/profile_transformer.json" ;;
     peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
   esac

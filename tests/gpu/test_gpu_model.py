@@ -18,14 +18,19 @@ pytestmark = pytest.mark.gpu
 
 @torch.inference_mode()
 def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k():
-    torch.manual_seed(0)
+    """Derived tolerance: both bf16 paths are compared with the same weights run in fp32; the cached path's error
+    must be within 2x the bf16 full forward's error (they differ only in rounding order)."""
+    from yoco_eval.model.yoco import fuse_projections
     from yoco_eval.profile import build_random
 
-    model = build_random("yoco-3b")
+    torch.manual_seed(0)
+    model = build_random("yoco-3b", dtype=torch.float32)
     T, n_dec = 8192, 16
     ids = torch.randint(4, 100_000, (1, T + n_dec), device="cuda")
+    ref = model(ids, logits_from=n_dec + 1).float()  # fp32: logits of the last prompt token + the decoded ones
+    model = fuse_projections(model.to(torch.bfloat16))
     t0 = time.perf_counter()
-    full = model(ids, logits_from=n_dec + 1).float()  # logits of the last prompt token + the decoded ones
+    full = model(ids, logits_from=n_dec + 1).float()
     torch.cuda.synchronize()
     t_full = time.perf_counter() - t0
     cache = model.setup_cache(1, T + n_dec)
@@ -36,14 +41,12 @@ def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k():
     for t in range(T, T + n_dec):
         got.append(model(ids[:, t : t + 1], cache=cache, start_pos=t)[:, -1].float())
     got = torch.stack(got, 1)
-    rel = (got - full).norm() / full.norm()
-    top_agree = (got.argmax(-1) == full.argmax(-1)).float().mean().item()
-    print(
-        f"yoco-3b bf16 8K: chunked+decode vs full forward: rel. L2 {rel:.3g}, max abs {(got - full).abs().max():.3g}, "
-        f"argmax agreement {top_agree:.3f}; full forward {t_full:.2f} s"
-    )
-    assert rel < 2e-2  # bf16 operands: relative error 1e-3..1e-2 expected (device METHOD.md)
-    assert top_agree >= 0.9
+    rel = lambda a: ((a - ref).norm() / ref.norm()).item()  # noqa: E731
+    agree = lambda a: (a.argmax(-1) == ref.argmax(-1)).float().mean().item()  # noqa: E731
+    print(f"yoco-3b 8K vs fp32: bf16 full forward rel.L2 {rel(full):.3g} (argmax {agree(full):.3f}); "
+          f"bf16 chunked prefill+decode rel.L2 {rel(got):.3g} (argmax {agree(got):.3f}); full {t_full:.2f} s")
+    assert rel(got) <= 2 * rel(full) + 1e-3
+    assert agree(got) >= agree(full) - 0.1
 
 
 @torch.inference_mode()

@@ -127,3 +127,26 @@ def test_score_tokens_one_pass_equals_full_forward(name):
     seq = torch.tensor([[0] + doc])
     logp = torch.log_softmax(model(seq)[0, :-1].double(), -1)
     assert abs(got - logp.gather(-1, seq[0, 1:, None]).sum().item()) < 1e-3
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@torch.inference_mode()
+def test_fused_projections_compute_the_same_function(name, tmp_path):
+    """Inference fusion (one GEMM for q/k/v/g/gt and fc1/gate) changes no key, value or output."""
+    from yoco_eval.model.checkpoint import save_model
+    from yoco_eval.model.yoco import fuse_projections
+
+    torch.manual_seed(6)
+    model = make(name)
+    ids = torch.randint(4, 260, (2, 40))
+    before = model(ids)
+    sd_before = {k: v.clone() for k, v in model.state_dict().items()}
+    fuse_projections(model)
+    assert model.state_dict().keys() == sd_before.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in sd_before.items())
+    assert any(getattr(m, "_fused", None) is not None for m in model.modules())
+    after = model(ids)
+    assert_close_to_ref(after, before, ref64(model, ids))
+    save_model(model, tmp_path / "m")  # fused views share storage: saving must still work
+    model.load_state_dict(sd_before)  # copies into the views: fused weights follow
+    assert torch.allclose(model(ids), before, atol=1e-5)

@@ -234,7 +234,7 @@ def save_model(model: nn.Module, folder: str | Path, **extra_config) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # clone: fused views share storage
     if model.config.tie_embeddings:
         sd.pop("output_projection.weight", None)
     tmp = folder / "model.safetensors.tmp"
@@ -250,6 +250,6 @@ def save_official(model: nn.Module, folder: str | Path) -> Path:
         raise CheckpointError("only YOCO models can be saved in the official YOCO format")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "checkpoint.pth")
+    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, folder / "checkpoint.pth")
     (folder / "params.json").write_text(json.dumps(model.config.to_params_json(), indent=2) + "\n")
     return folder

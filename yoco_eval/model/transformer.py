@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from yoco_eval.config import TransformerConfig
 from yoco_eval.model.cache import Cache, new_kv
@@ -20,12 +21,13 @@ from yoco_eval.model.yoco import (
     Step,
     attend_kv,
     commit_step,
+    fused_weight,
     make_step,
     select_positions,
     write_kv,
 )
 from yoco_eval.ops import Backends, resolve_backends
-from yoco_eval.ops.rope import apply_rope, inv_freq
+from yoco_eval.ops.rope import apply_rope, inv_freq, rope_tables
 
 
 class SelfAttention(nn.Module):
@@ -41,9 +43,16 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
-        q = apply_rope(self.q_proj(x).view(B, T, self.n_heads, self.head_dim), step.pos, freqs, interleaved=False)
-        k = apply_rope(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim), step.pos, freqs, interleaved=False)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        H, Hk, D = self.n_heads, self.n_kv_heads, self.head_dim
+        w = fused_weight(self, ("q_proj", "k_proj", "v_proj"))
+        if w is not None:  # one GEMM for q, k, v (inference)
+            q, k, v = F.linear(x, w).split([H * D, Hk * D, Hk * D], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        tables = rope_tables(step.pos, freqs, x.dtype)
+        q = apply_rope(q.reshape(B, T, H, D), step.pos, freqs, False, tables)
+        k = apply_rope(k.reshape(B, T, Hk, D), step.pos, freqs, False, tables)
+        v = v.reshape(B, T, Hk, D)
         if step.cache is not None:
             k, v = write_kv(step.cache.kv[self.index], k, v, step)
         o = attend_kv(q, k, v, step.pos, step, q_is_tail=True)

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 from yoco_eval.config import YOCOConfig
 from yoco_eval.model.cache import Cache, KVCache, new_kv, new_window
-from yoco_eval.ops import Backends, resolve_backends
+from yoco_eval.ops import Backends, fused, resolve_backends
 from yoco_eval.ops.attention import attention, decode_attention
 from yoco_eval.ops.retention import recurrent_retention_step, torch_chunk_retention, triton_chunk_retention
-from yoco_eval.ops.rope import apply_rope, inv_freq
+from yoco_eval.ops.rope import apply_rope, inv_freq, rope_tables
 
 _SPLIT_DECODE_MIN = 8192  # keys from which decode attention is split along the keys
 
@@ -92,6 +92,44 @@ def commit_step(step: Step) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Inference-time weight fusion: several projections of the same input become ONE GEMM. The official parameters
+# become views into the fused tensor (no extra memory; state_dict keys unchanged); if anything replaces them
+# (``.to()``, ``load_state_dict`` with new tensors), the views no longer match and the plain path is used.
+
+
+def fuse_projections(model: nn.Module) -> nn.Module:
+    """Fuse q/k/v(/g/gt) and fc1/gate weights of every layer for inference (see above). Returns the model."""
+    groups = {"GatedRetention": ("q_proj", "k_proj", "v_proj", "g_proj", "gt_proj"),
+              "SlidingWindowAttention": ("q_proj", "k_proj", "v_proj"),
+              "SelfAttention": ("q_proj", "k_proj", "v_proj"), "FeedForward": ("fc1", "gate")}  # fmt: skip
+    with torch.no_grad():
+        for mod in model.modules():
+            names = groups.get(type(mod).__name__)
+            if names is None:
+                continue
+            params = [getattr(mod, n).weight for n in names]
+            w = torch.cat([p.detach() for p in params], 0)
+            off = 0
+            for n, p in zip(names, params):
+                getattr(mod, n).weight.data = w[off : off + p.shape[0]]
+                off += p.shape[0]
+            mod._fused = (names, w)
+    return model
+
+
+def fused_weight(mod: nn.Module, names: tuple[str, ...]) -> torch.Tensor | None:
+    f = getattr(mod, "_fused", None)
+    if f is None or mod.training:
+        return None
+    w = f[1]
+    first = getattr(mod, names[0]).weight
+    if first.data_ptr() != w.data_ptr() or first.dtype != w.dtype or first.device != w.device:
+        mod._fused = None  # parameters were replaced: fall back to the separate projections
+        return None
+    return w
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Blocks shared with the Transformer baseline
 
 
@@ -104,9 +142,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        out = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
-        return out * self.weight if self.weight is not None else out
+        return fused.rms_norm(x, self.weight, self.eps)
 
 
 class FeedForward(nn.Module):
@@ -119,7 +155,11 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.silu(self.fc1(x)) * self.gate(x))
+        w = fused_weight(self, ("fc1", "gate"))
+        if w is not None:  # one GEMM for both branches (inference)
+            a, b = F.linear(x, w).chunk(2, dim=-1)
+            return self.fc2(fused.silu_mul(a, b))
+        return self.fc2(fused.silu_mul(self.fc1(x), self.gate(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -197,12 +237,18 @@ class GatedRetention(nn.Module):
         self.subln = RMSNorm(self.head_dim, cfg.norm_eps, affine=False)
 
     def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
+        B, T, d = x.shape
         H, D = self.n_heads, self.head_dim
-        q = apply_rope(self.q_proj(x).view(B, T, H, D), step.pos, freqs, interleaved=True)
-        k = apply_rope(self.k_proj(x).view(B, T, H, D), step.pos, freqs, interleaved=True) * D**-0.5
-        v = self.v_proj(x).view(B, T, H, D)
-        log_g = F.logsigmoid(self.gt_proj(x).float()) / self.normalizer  # [B, T, H]
+        w = fused_weight(self, ("q_proj", "k_proj", "v_proj", "g_proj", "gt_proj"))
+        if w is not None:  # one GEMM for q, k, v, g and the gate logits (inference)
+            q, k, v, g, gt = F.linear(x, w).split([d, d, d, d, H], dim=-1)
+        else:
+            q, k, v, g, gt = self.q_proj(x), self.k_proj(x), self.v_proj(x), self.g_proj(x), self.gt_proj(x)
+        tables = rope_tables(step.pos, freqs, x.dtype)
+        q = apply_rope(q.view(B, T, H, D), step.pos, freqs, True, tables)
+        k = apply_rope(k.view(B, T, H, D), step.pos, freqs, True, tables, scale=D**-0.5)
+        v = v.reshape(B, T, H, D)
+        log_g = fused.gate_log(gt, self.normalizer)  # [B, T, H] fp32
         if step.valid is not None:  # padding: no decay and no contribution, so the state skips it
             log_g = log_g.masked_fill(~step.valid[..., None], 0.0)
             k = k.masked_fill(~step.valid[..., None, None], 0.0)
@@ -216,7 +262,7 @@ class GatedRetention(nn.Module):
         if state is not None:
             state.copy_(new_state)
         o = self.subln(o).reshape(B, T, H * D)
-        return self.out_proj(F.silu(self.g_proj(x)) * o)
+        return self.out_proj(fused.silu_mul(g, o))
 
 
 class SlidingWindowAttention(nn.Module):
@@ -234,9 +280,12 @@ class SlidingWindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         H, D, C = self.n_heads, self.head_dim, self.window
-        q = apply_rope(self.q_proj(x).view(B, T, H, D), step.pos, freqs, interleaved=True)
-        k = apply_rope(self.k_proj(x).view(B, T, H, D), step.pos, freqs, interleaved=True)
-        v = self.v_proj(x).view(B, T, H, D)
+        w = fused_weight(self, ("q_proj", "k_proj", "v_proj"))
+        q, k, v = F.linear(x, w).chunk(3, dim=-1) if w is not None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        tables = rope_tables(step.pos, freqs, x.dtype)
+        q = apply_rope(q.reshape(B, T, H, D), step.pos, freqs, True, tables)
+        k = apply_rope(k.reshape(B, T, H, D), step.pos, freqs, True, tables)
+        v = v.reshape(B, T, H, D)
         valid = step.valid if step.valid is not None else torch.ones_like(step.pos, dtype=torch.bool)
         if step.cache is None:
             o = attention(q, k, v, step.pos, step.pos, step.valid, window=C, backend=step.backends.attn)
@@ -287,7 +336,7 @@ class CrossAttention(nn.Module):
 
     def forward(self, x, k, v, q_pos, step: Step, freqs: torch.Tensor, q_is_tail: bool) -> torch.Tensor:
         B, N, _ = x.shape
-        q = apply_rope(self.q_proj(x).view(B, N, self.n_heads, self.head_dim), q_pos, freqs, interleaved=True)
+        q = apply_rope(self.q_proj(x).view(B, N, self.n_heads, self.head_dim), q_pos, freqs, True)
         o = attend_kv(q, k, v, q_pos, step, q_is_tail)
         return self.out_proj(o.reshape(B, N, -1))
 

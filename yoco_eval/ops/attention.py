@@ -144,6 +144,14 @@ def _split_attn_cuda(q, k, v, bias, scale):
     return out.float(), lse[..., :L]
 
 
+def _even_splits(Tk: int) -> int | None:
+    """The largest split count <= 64 that cuts Tk into equal parts of a multiple of 64 keys (no padding)."""
+    for s in range(64, 7, -1):
+        if Tk % (64 * s) == 0:
+            return s
+    return None
+
+
 def decode_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -169,19 +177,20 @@ def decode_attention(
     G = H // Hk
     scale = D**-0.5 if scale is None else scale
     if splits is None:
-        splits = max(1, min(64, -(-264 // (B * Hk)), Tk // 1024))
+        splits = _even_splits(Tk) or max(1, min(64, Tk // 1024))
     Ts = -(-Tk // splits)
     Ts = -(-Ts // 64) * 64  # split length, a multiple of 64 (kernel alignment)
     pad = splits * Ts - Tk
     valid = torch.ones(B, Tk, dtype=torch.bool, device=q.device) if k_valid is None else k_valid
-    if pad:
+    if pad:  # only when Tk has no even split: costs a copy of the keys/values
         k = F.pad(k, (0, 0, 0, 0, 0, pad))
         v = F.pad(v, (0, 0, 0, 0, 0, pad))
         valid = F.pad(valid, (0, pad), value=False)
     qg = q.view(B, Tq, Hk, G, D).permute(0, 2, 1, 3, 4).reshape(B, Hk, Tq * G, D)
     qs = qg[:, None].expand(B, splits, Hk, Tq * G, D).reshape(B * splits, Hk, Tq * G, D)
-    ks = k.view(B, splits, Ts, Hk, D).permute(0, 1, 3, 2, 4).reshape(B * splits, Hk, Ts, D)
-    vs = v.view(B, splits, Ts, Hk, D).permute(0, 1, 3, 2, 4).reshape(B * splits, Hk, Ts, D)
+    # [B, Tk, Hk, D] -> [B*S, Hk, Ts, D] as a strided VIEW (no copy of the cache)
+    ks = k.reshape(B * splits, Ts, Hk, D).transpose(1, 2)
+    vs = v.reshape(B * splits, Ts, Hk, D).transpose(1, 2)
     bias = torch.zeros(B * splits, 1, 1, Ts, dtype=q.dtype, device=q.device)
     bias = bias.masked_fill(~valid.view(B * splits, 1, 1, Ts), float("-inf"))
     fn = _split_attn_cuda if (backend == "sdpa" and q.is_cuda) else _split_attn_torch

@@ -20,16 +20,23 @@ def inv_freq(head_dim: int, theta: float, style: str, device=None) -> torch.Tens
     raise ValueError(f"unknown rope style {style!r}; use 'yoco' or 'llama'")
 
 
-def apply_rope(x: torch.Tensor, pos: torch.Tensor, freqs: torch.Tensor, interleaved: bool) -> torch.Tensor:
-    """Rotate ``x`` ``[B, T, H, D]`` by the angles of positions ``pos`` ``[B, T]`` (int64); returns x's dtype."""
+def rope_tables(pos: torch.Tensor, freqs: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin ``[B, T, 1, D/2]`` (fp32 values rounded to ``dtype``, as the official code feeds its kernel)."""
     ang = pos.float()[..., None] * freqs  # [B, T, D/2]
-    cos = ang.cos().to(x.dtype).float()[:, :, None, :]
-    sin = ang.sin().to(x.dtype).float()[:, :, None, :]
-    xf = x.float()
-    if interleaved:
-        x1, x2 = xf[..., 0::2], xf[..., 1::2]
-        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    else:
-        x1, x2 = xf.chunk(2, dim=-1)
-        out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return out.to(x.dtype)
+    return ang.cos().to(dtype).float()[:, :, None, :], ang.sin().to(dtype).float()[:, :, None, :]
+
+
+def apply_rope(
+    x: torch.Tensor,
+    pos: torch.Tensor,
+    freqs: torch.Tensor,
+    interleaved: bool,
+    tables: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Rotate ``x`` ``[B, T, H, D]`` by the angles of positions ``pos`` ``[B, T]`` (int64), then multiply by
+    ``scale``; returns x's dtype. ``tables`` (from :func:`rope_tables`) can be shared between calls."""
+    from yoco_eval.ops.fused import rope
+
+    cos, sin = tables if tables is not None else rope_tables(pos, freqs, x.dtype)
+    return rope(x, cos, sin, interleaved, scale)
