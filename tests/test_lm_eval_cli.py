@@ -218,3 +218,36 @@ def test_tasks_load_from_the_installed_wheel_location(wheel, tmp_path):
     done = _run([sys.executable, "-c", code], cwd=tmp_path, PYTHONPATH=str(tmp_path / "site"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "('yoco_gen_arith', 50), ('yoco_mc_facts', 40), ('yoco_ppl_shakespeare', 12)" in done.stdout
+
+
+def test_offline_overrides_of_standard_tasks(tmp_path, fixtures):
+    """The two `dataset_path: json` recipes of tasks/README.md: arc_easy and hellaswag from local JSONL files."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from yoco_eval.lm_eval_adapter import YOCOLM
+
+    data = fixtures / "lm_eval"
+    (tmp_path / "arc_easy.yaml").write_text(
+        "task: arc_easy\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data / 'arc_easy_sample.jsonl'}\n"
+        "output_type: multiple_choice\ntest_split: test\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        'doc_to_target: "{{choices.label.index(answerKey)}}"\ndoc_to_choice: "{{choices.text}}"\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\nmetadata:\n  version: 1.0\n"
+    )
+    (tmp_path / "hellaswag.yaml").write_text(
+        "task: hellaswag\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    validation: {data / 'hellaswag_sample.jsonl'}\n"
+        "output_type: multiple_choice\nvalidation_split: validation\n"
+        "process_docs: !function lm_eval.tasks.hellaswag.utils.process_docs\n"
+        'doc_to_text: "{{query}}"\ndoc_to_target: "{{label}}"\ndoc_to_choice: "choices"\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    tm = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    lm = YOCOLM(pretrained="yoco-debug", max_length=256, device="cpu", batch_size=4)
+    res = lm_eval.simple_evaluate(model=lm, tasks=["arc_easy", "hellaswag"], task_manager=tm, bootstrap_iters=0)
+    assert res["n-samples"]["arc_easy"]["effective"] == 3 and res["n-samples"]["hellaswag"]["effective"] == 2
+    assert 0.0 <= res["results"]["hellaswag"]["acc,none"] <= 1.0
+    docs = tm.load(["hellaswag"])["tasks"]["hellaswag"].eval_docs
+    assert docs[1]["query"].startswith("Washing a car. Rinse the car.: A woman")  # process_docs ran
