@@ -241,3 +241,21 @@ def test_chat_template_without_one_is_a_clear_error(lm):
 def test_model_info_has_no_network_and_names_the_model(lm):
     info = lm.get_model_info()
     assert info["yoco_arch"] == "YOCO" and info["yoco_tokenizer"] == "bytes" and info["yoco_num_params"] > 0
+
+
+def test_long_windows_and_continuations_respect_the_logits_budget(lm, monkeypatch):
+    """Windows too long for the logits budget are scored chunk by chunk (same numbers); batches shrink."""
+    import yoco_eval.lm_eval_adapter as adapter
+
+    doc = [rolling("Now is the winter of our discontent " * 5)]
+    batched = lm.loglikelihood_rolling(doc, disable_tqdm=True)
+    sizes = []
+    real_ll = lm.engine.loglikelihood
+    monkeypatch.setattr(
+        lm.engine, "loglikelihood", lambda r, batch_size, **k: sizes.append(batch_size) or real_ll(r, batch_size, **k)
+    )
+    monkeypatch.setattr(adapter, "LOGITS_BUDGET", 40 * lm.engine.model.config.vocab_size)
+    chunked = lm.loglikelihood_rolling(doc, disable_tqdm=True)  # 64-token windows > budget: score_tokens
+    assert sizes == [] and chunked[0] == pytest.approx(batched[0], abs=1e-3)
+    lm.loglikelihood([ll("ab", "c" * 20), ll("ab", "d")], disable_tqdm=True)
+    assert sizes == [2]  # 40 // 20 rows fit the budget (batch_size is 4)

@@ -14,8 +14,9 @@ Request semantics (same numbers as lm-eval's ``hf`` model on the same weights):
       logits are made only at continuation positions (never ``[T, vocab]``).
     * ``loglikelihood_rolling``: a document of at most ``max_length`` tokens is scored in ONE pass conditioned on
       ``prefix_token_id`` (BOS, else EOS); a longer one is cut into lm-eval's disjoint windows
-      (``get_rolling_token_windows`` + ``make_disjoint_window``, ``context_len=1``) scored in batches. The
-      document is encoded without special tokens (the prefix token already starts it).
+      (``get_rolling_token_windows`` + ``make_disjoint_window``, ``context_len=1``) scored in batches (a window too
+      long for ``LOGITS_BUDGET`` alone goes through ``score_tokens``). The document is encoded without special
+      tokens (the prefix token already starts it).
     * ``generate_until``: stop strings (``until``) and EOS end a row; ``max_gen_toks`` tokens at most; batches mix
       prompt lengths without padding leaking into the model.
     * A request that does not fit ``max_length`` is an error unless ``truncate=true``, which left-truncates as the
@@ -31,12 +32,14 @@ world size come from ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; each rank runs its 
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import sys
 
 import lm_eval.models  # noqa: F401  (built-ins must be registered before ours: lm-eval's registry gotcha)
 import torch
+import torch.distributed as dist
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
@@ -48,6 +51,7 @@ from yoco_eval.generate import Engine
 
 log = logging.getLogger(__name__)
 AUTO_BATCH_SIZE = 8
+LOGITS_BUDGET = 2**27  # fp32 logits elements (rows x continuation x vocab) one scoring batch may hold: 512 MiB
 _CLI_DEFAULT_DEVICE = "cuda:0"  # what the lm_eval CLI passes when --device is not given
 
 
@@ -73,10 +77,7 @@ def _parse_batch_size(batch_size, max_batch_size) -> int:
     text = str(batch_size).strip().lower()
     if text.startswith("auto"):
         return max(1, min(AUTO_BATCH_SIZE, int(max_batch_size or AUTO_BATCH_SIZE)))
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text) if text.isdigit() else 0
     if value < 1:
         raise YocoEvalError(f"bad --batch_size {batch_size!r}: use a positive integer or 'auto'")
     return value
@@ -207,8 +208,11 @@ class YOCOLM(TemplateLM):
         for _key, ctx, cont in requests:
             self._check_fits(len(ctx) + len(cont) - 1, len(cont), "loglikelihood")
             pairs.append((ctx, cont))
+        # fewer rows per batch when continuations are long, so the continuation logits stay within LOGITS_BUDGET
+        per_row = max((len(c) for _, c in pairs), default=1) * self.engine.model.config.vocab_size
+        rows = max(1, min(self.batch_size, LOGITS_BUDGET // per_row))
         with tqdm(total=len(pairs), disable=disable_tqdm or self.rank != 0, desc="yoco loglikelihood") as bar:
-            out = self.engine.loglikelihood(pairs, batch_size=self.batch_size, progress=bar.update)
+            out = self.engine.loglikelihood(pairs, batch_size=rows, progress=bar.update)
         for (key, _, _), answer in zip(requests, out):
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, answer)
@@ -227,7 +231,10 @@ class YOCOLM(TemplateLM):
                 totals[i] = self.engine.score_tokens(tokens, [prefix])
                 continue
             for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(tokens, prefix, self.max_length, 1)):
-                windows.append((i, ctx, cont))
+                if len(cont) * self.engine.model.config.vocab_size > LOGITS_BUDGET:
+                    totals[i] += self.engine.score_tokens(cont, ctx)  # a long window: logits made chunk by chunk
+                else:
+                    windows.append((i, ctx, cont))
         if windows:
             scores = self._loglikelihood_tokens([(None, c, t) for _, c, t in windows], disable_tqdm=True)
             for (i, _, _), (logprob, _) in zip(windows, scores):
@@ -240,13 +247,7 @@ class YOCOLM(TemplateLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         eos_text = self.tok_decode([self.eot_token_id], False) if self.tokenizer is not None else None
-        encoded = {}
-
-        def encode(ctx: str) -> list[int]:
-            if ctx not in encoded:
-                encoded[ctx] = self.tok_encode(ctx)
-            return encoded[ctx]
-
+        encode = functools.lru_cache(maxsize=None)(self.tok_encode)
         coll = Collator([r.args for r in requests], sort_fn=lambda a: (-len(encode(a[0])), a[0]),
                         group_by="gen_kwargs", group_fn=lambda a: a[1])  # fmt: skip
         out = []
@@ -284,14 +285,12 @@ class YOCOLM(TemplateLM):
 
     # -- chat templates -------------------------------------------------------------------------------------
 
-    def _template_or_error(self):
-        template = getattr(self.tokenizer, "chat_template", None)
-        if not template:
+    def _template_or_error(self) -> None:
+        if not getattr(self.tokenizer, "chat_template", None):
             raise YocoEvalError(
                 f"tokenizer {self.tok.name} of {self.pretrained} has no chat template: drop --apply_chat_template, "
                 "or pass tokenizer=<HF tokenizer folder with a chat template> in --model_args"
             )
-        return template
 
     def chat_template(self, chat_template: bool | str = False) -> str | None:
         if chat_template is False or chat_template is None:
@@ -309,16 +308,14 @@ class YOCOLM(TemplateLM):
             return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kw)
 
     def get_model_info(self) -> dict:
-        cfg = self.engine.model.config
-        return {"yoco_source": getattr(self.engine, "source", ""), "yoco_arch": type(self.engine.model).__name__,
-                "yoco_config": getattr(cfg, "name", ""), "yoco_dtype": self.dtype, "yoco_tokenizer": self.tok.name,
-                "yoco_num_params": sum(p.numel() for p in self.engine.model.parameters())}  # fmt: skip
+        m = self.engine.model
+        return {"yoco_source": getattr(self.engine, "source", ""), "yoco_arch": type(m).__name__,
+                "yoco_config": m.config.name, "yoco_dtype": self.dtype, "yoco_tokenizer": self.tok.name,
+                "yoco_num_params": sum(p.numel() for p in m.parameters())}  # fmt: skip
 
     # -- data parallel --------------------------------------------------------------------------------------
 
     def _init_distributed(self) -> None:
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             if self._device.type == "cuda":
                 torch.cuda.set_device(self._device)
@@ -329,8 +326,6 @@ class YOCOLM(TemplateLM):
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         if self._world_size == 1:
             return tensor
-        import torch.distributed as dist
-
         tensor = tensor.reshape(-1) if tensor.dim() == 0 else tensor
         parts = [torch.empty_like(tensor) for _ in range(self._world_size)]
         dist.all_gather(parts, tensor)
@@ -339,14 +334,10 @@ class YOCOLM(TemplateLM):
     def gather_object(self, obj, dst: int = 0):
         if self._world_size == 1:
             return [obj]
-        import torch.distributed as dist
-
         out = [None] * self._world_size if self._rank == dst else None
         dist.gather_object(obj, out, dst=dst)
         return out
 
     def barrier(self) -> None:
         if self._world_size > 1:
-            import torch.distributed as dist
-
             dist.barrier()
