@@ -118,3 +118,13 @@ def test_results_do_not_depend_on_batch_size(parity):
     assert max(abs(a[0] - b[0]) for a, b in zip(one["mc"], eight["mc"])) <= 1e-4
     assert max(abs(a - b) for a, b in zip(one["rolling"], eight["rolling"])) <= 1e-4
     assert one["gen"] == eight["gen"]
+
+
+def test_chat_template_of_an_hf_folder_matches_hf(parity):
+    _, models, _ = parity
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
+    ours, ref = models["yoco"], models["hf"]
+    assert ours.chat_template(True) == ref.chat_template(True) and ours.chat_template(True)
+    assert ours.apply_chat_template(chat) == ref.apply_chat_template(chat)
+    assert ours.apply_chat_template(chat).endswith("<|im_start|>assistant\n")
+    assert ours.tokenizer_name == ref.tokenizer_name

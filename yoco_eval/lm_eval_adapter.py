@@ -165,7 +165,7 @@ class YOCOLM(TemplateLM):
 
     @property
     def tokenizer_name(self) -> str:
-        return getattr(self.tokenizer, "name_or_path", None) or self.tok.name.replace("/", "__")
+        return (getattr(self.tokenizer, "name_or_path", None) or self.tok.name).replace("/", "__")
 
     # -- tokenization ---------------------------------------------------------------------------------------
 
