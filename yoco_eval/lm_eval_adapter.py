@@ -119,6 +119,7 @@ class YOCOLM(TemplateLM):
         # HF tokenizers keep their own default (what lm-eval's hf model does); ours get BOS like Llama's
         self.add_bos = add_bos if add_bos is not None else (None if hf is not None else self.tok.bos_id is not None)
         self._prefix = prefix_token_id
+        self._bos_text = self.tok_decode([self.tok.bos_id], False) if self.tok.bos_id is not None else ""
         if self._world_size > 1:
             self._init_distributed()
 
@@ -172,8 +173,7 @@ class YOCOLM(TemplateLM):
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         add = self.add_bos if add_special_tokens is None else add_special_tokens
         bos = self.tok.bos_id
-        bos_text = self.tok_decode([bos], False) if bos is not None else ""
-        if add_special_tokens is None and bos_text and string.startswith(bos_text):
+        if add_special_tokens is None and self._bos_text and string.startswith(self._bos_text):
             add = False  # the text already starts with BOS (as lm-eval's hf model checks)
         if self.tokenizer is not None:
             ids = self.tokenizer.encode(string, **({} if add is None else {"add_special_tokens": bool(add)}))
