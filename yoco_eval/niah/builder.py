@@ -72,9 +72,16 @@ class PlacedNeedle:
     rendered: str  # the needle as inserted, with its separator
 
     def to_row(self) -> dict:
-        return {"key": self.key, "value": self.value, "text": self.text, "token_position": self.token_position,
-                "depth_actual": round(self.depth_actual, 4), "is_target": self.is_target,
-                "depth_requested": self.depth_requested, "n_tokens": self.n_tokens}  # fmt: skip
+        return {
+            "key": self.key,
+            "value": self.value,
+            "text": self.text,
+            "token_position": self.token_position,
+            "depth_actual": round(self.depth_actual, 4),
+            "is_target": self.is_target,
+            "depth_requested": self.depth_requested,
+            "n_tokens": self.n_tokens,
+        }
 
 
 @dataclass
@@ -104,8 +111,14 @@ class Prompt:
         out = []
         for nd in self.needles:
             c, e = nd.char_position, nd.char_position + len(nd.text)
-            out.append({"token_position": nd.token_position, "before": self.text[max(0, c - width) : c],
-                        "needle": self.text[c:e], "after": self.text[e : e + width]})  # fmt: skip
+            out.append(
+                {
+                    "token_position": nd.token_position,
+                    "before": self.text[max(0, c - width) : c],
+                    "needle": self.text[c:e],
+                    "after": self.text[e : e + width],
+                }
+            )
         return out
 
 
@@ -383,10 +396,17 @@ class PromptBuilder:
                 spec = sample.needles[i]
                 lead = len(piece.text) - len(piece.text.lstrip(" "))
                 needles[i] = PlacedNeedle(
-                    key=spec.key, value=spec.value, text=spec.text, is_target=spec.is_target,
-                    depth_requested=spec.depth, token_position=tok_at, n_tokens=len(piece.ids),
-                    depth_actual=100.0 * t / H, char_position=char_at + lead, rendered=piece.text,
-                )  # fmt: skip
+                    key=spec.key,
+                    value=spec.value,
+                    text=spec.text,
+                    is_target=spec.is_target,
+                    depth_requested=spec.depth,
+                    token_position=tok_at,
+                    n_tokens=len(piece.ids),
+                    depth_actual=100.0 * t / H,
+                    char_position=char_at + lead,
+                    rendered=piece.text,
+                )
                 ids_parts.append(np.asarray(piece.ids, dtype=np.int64))
                 text_parts.append(piece.text)
                 tok_at += len(piece.ids)
@@ -406,10 +426,17 @@ class PromptBuilder:
                 return None
             verified = True
         return Prompt(
-            text=text, ids=ids, n_tokens=self.prefix_tokens + len(ids), target_length=length,
-            needles=[nd for nd in needles if nd is not None], question=sample.question,
-            answer_prefix=sample.answer_prefix, expected=sample.expected, metric=sample.metric,
-            haystack_tokens=H, corpus_tokens=tc.n_tokens,
+            text=text,
+            ids=ids,
+            n_tokens=self.prefix_tokens + len(ids),
+            target_length=length,
+            needles=[nd for nd in needles if nd is not None],
+            question=sample.question,
+            answer_prefix=sample.answer_prefix,
+            expected=sample.expected,
+            metric=sample.metric,
+            haystack_tokens=H,
+            corpus_tokens=tc.n_tokens,
             window={"start_unit": a, "end_unit": g, "ragged_start": ragged, "corpus_units": n},
             verified=verified,
-        )  # fmt: skip
+        )

@@ -104,9 +104,11 @@ def parse_depths(spec) -> list[float]:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "needle", help="needle-in-a-haystack sweep (exact token lengths, resumable)", description=__doc__,
+        "needle",
+        help="needle-in-a-haystack sweep (exact token lengths, resumable)",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     _add_arguments(p)
     p.set_defaults(func=main)
     return p
@@ -138,9 +140,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trials", type=int, default=S, help="trials per (length, depth) cell (default 1)")
     g.add_argument("--seed", type=int, default=S, help="sweep seed (default 0)")
     g = p.add_argument_group("needles")
-    g.add_argument("--variant", default=S,
-                   help="single (YOCO wording), gkamradt, multi (YOCO Table 4), multikey, multivalue, multiquery, "
-                   "ruler-single")  # fmt: skip
+    g.add_argument(
+        "--variant",
+        default=S,
+        help="single (YOCO wording), gkamradt, multi (YOCO Table 4), multikey, multivalue, multiquery, ruler-single",
+    )
     g.add_argument("--num-needles", type=int, default=S, help="needles per prompt (multi-needle variants)")
     g.add_argument("--key-type", default=S, help="city, word, number, uuid")
     g.add_argument("--value-type", default=S, help="number (7 digits), number:D, word, uuid")
@@ -180,15 +184,44 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 DEFAULTS = {
-    "model": "fake", "model_args": None, "tokenizer": None, "chat_template": False, "system_prompt": None,
-    "device": None, "threads": None, "lengths": None, "depths": "0:100:11", "trials": 1, "seed": 0, "variant": "single",
-    "num_needles": None, "key_type": None, "value_type": None, "placement": None, "metric": None,
-    "needle_template": None, "question_template": None, "answer_prefix": None, "instruction": None,
-    "haystack": "pg-essays", "haystack_field": "text", "haystack_normalize": None, "max_new_tokens": 32,
-    "out": None, "run_name": None, "dry_run": False, "tokens_per_s": None, "retry_errors": False, "verify": True,
-    "progress": True, "show": None, "fake_mode": "oracle", "fake_sleep": 0.0, "fake_fail_lengths": None,
+    "model": "fake",
+    "model_args": None,
+    "tokenizer": None,
+    "chat_template": False,
+    "system_prompt": None,
+    "device": None,
+    "threads": None,
+    "lengths": None,
+    "depths": "0:100:11",
+    "trials": 1,
+    "seed": 0,
+    "variant": "single",
+    "num_needles": None,
+    "key_type": None,
+    "value_type": None,
+    "placement": None,
+    "metric": None,
+    "needle_template": None,
+    "question_template": None,
+    "answer_prefix": None,
+    "instruction": None,
+    "haystack": "pg-essays",
+    "haystack_field": "text",
+    "haystack_normalize": None,
+    "max_new_tokens": 32,
+    "out": None,
+    "run_name": None,
+    "dry_run": False,
+    "tokens_per_s": None,
+    "retry_errors": False,
+    "verify": True,
+    "progress": True,
+    "show": None,
+    "fake_mode": "oracle",
+    "fake_sleep": 0.0,
+    "fake_fail_lengths": None,
     "fake_max_context": None,
-}  # fmt: skip
+}
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -223,10 +256,17 @@ def _variant(s: dict):
     from yoco_eval.niah.variants import get_variant
 
     return get_variant(
-        s["variant"], num_needles=s["num_needles"], key_type=s["key_type"], value_type=s["value_type"],
-        placement=s["placement"], metric=s["metric"], needle=s["needle_template"], question=s["question_template"],
-        answer_prefix=s["answer_prefix"], instruction=s["instruction"],
-    )  # fmt: skip
+        s["variant"],
+        num_needles=s["num_needles"],
+        key_type=s["key_type"],
+        value_type=s["value_type"],
+        placement=s["placement"],
+        metric=s["metric"],
+        needle=s["needle_template"],
+        question=s["question_template"],
+        answer_prefix=s["answer_prefix"],
+        instruction=s["instruction"],
+    )
 
 
 def _slug(text: str) -> str:
@@ -242,8 +282,10 @@ def show(run_dir: str) -> int:
         raise YocoEvalError(f"{run_dir} is not a needle run folder (no run.json): give the --out of a run")
     meta = json.loads((p / "run.json").read_text())
     rows = load_results(p)
-    print(f"{meta['run_name']}: model {meta['model']['name']}, variant {meta['variant']['name']}, "
-          f"haystack {meta['haystack']['name']}, {len(rows)} cells")  # fmt: skip
+    print(
+        f"{meta['run_name']}: model {meta['model']['name']}, variant {meta['variant']['name']}, "
+        f"haystack {meta['haystack']['name']}, {len(rows)} cells"
+    )
     if rows:
         print(format_table(aggregate(rows)))
     return 0
@@ -251,8 +293,9 @@ def show(run_dir: str) -> int:
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
     if args is None or isinstance(args, list):
-        parser = argparse.ArgumentParser(prog="yoco-eval needle", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        parser = argparse.ArgumentParser(
+            prog="yoco-eval needle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         _add_arguments(parser)
         args = parser.parse_args(args)
     try:
@@ -287,8 +330,14 @@ def _main(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(int(s["threads"]))
-    model = load_needle_model(s["model"], s["model_args"], tokenizer=tokenizer, chat_template=bool(s["chat_template"]),
-                              fake_options=fake, device=s["device"])  # fmt: skip
+    model = load_needle_model(
+        s["model"],
+        s["model_args"],
+        tokenizer=tokenizer,
+        chat_template=bool(s["chat_template"]),
+        fake_options=fake,
+        device=s["device"],
+    )
     if s["model"] != "fake" and s["system_prompt"] and s["chat_template"]:
         from yoco_eval.niah.models import chat_frame
 
@@ -298,15 +347,30 @@ def _main(args: argparse.Namespace) -> int:
     run_name = s["run_name"] or _slug(f"needle-{model.name}-{variant.name}-{Path(str(s['haystack'])).name}")
     out = s["out"] or f"reports/runs/{run_name}"
     cfg = SweepConfig(
-        lengths=lengths, depths=depths, trials=int(s["trials"]), seed=int(s["seed"]), variant=variant,
-        haystack=str(s["haystack"]), haystack_normalize=s["haystack_normalize"], haystack_field=s["haystack_field"],
-        max_new_tokens=int(s["max_new_tokens"]), out=out, run_name=run_name, verify=bool(s["verify"]),
+        lengths=lengths,
+        depths=depths,
+        trials=int(s["trials"]),
+        seed=int(s["seed"]),
+        variant=variant,
+        haystack=str(s["haystack"]),
+        haystack_normalize=s["haystack_normalize"],
+        haystack_field=s["haystack_field"],
+        max_new_tokens=int(s["max_new_tokens"]),
+        out=out,
+        run_name=run_name,
+        verify=bool(s["verify"]),
         retry_errors=bool(s["retry_errors"]),
-    )  # fmt: skip
+    )
     command = "yoco-eval needle " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = run_sweep(model, cfg, tokenizer=tokenizer if s["model"] != "fake" else None,
-                        progress=bool(s["progress"]), dry_run=bool(s["dry_run"]), tokens_per_s=s["tokens_per_s"],
-                        command=command)  # fmt: skip
+    summary = run_sweep(
+        model,
+        cfg,
+        tokenizer=tokenizer if s["model"] != "fake" else None,
+        progress=bool(s["progress"]),
+        dry_run=bool(s["dry_run"]),
+        tokens_per_s=s["tokens_per_s"],
+        command=command,
+    )
     if summary.get("dry_run"):
         return 0
     if summary.get("rank", 0) == 0 and "aggregate" in summary:

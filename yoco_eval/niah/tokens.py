@@ -84,8 +84,10 @@ def load_hf_tokenizer(path: str, gguf_file: str | None = None) -> HFTokenizerAda
     try:
         hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **kwargs)
     except (OSError, ValueError) as e:
-        raise YocoEvalError(f"cannot load a tokenizer from {path} ({type(e).__name__}): give a local tokenizer "
-                            "folder (and gguf_file for a GGUF checkpoint)") from e  # fmt: skip
+        raise YocoEvalError(
+            f"cannot load a tokenizer from {path} ({type(e).__name__}): give a local tokenizer "
+            "folder (and gguf_file for a GGUF checkpoint)"
+        ) from e
     name = f"hf:{Path(path).name}" + (f"/{gguf_file}" if gguf_file else "")
     return HFTokenizerAdapter(hf, name=name, spec={"kind": "hf", "path": str(path), "gguf_file": gguf_file})
 

@@ -1,0 +1,119 @@
+"""`yoco-eval needle` (python -m yoco_eval.niah.cli): argument parsing, one-line errors, dry run, --show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from yoco_eval.errors import YocoEvalError
+from yoco_eval.niah import cli
+from yoco_eval.niah.runner import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_parse_lengths():
+    assert cli.parse_lengths("1k,4k,128k,1M") == [1024, 4096, 131072, 1048576]
+    assert cli.parse_lengths("1000, 1.5k") == [1000, 1536]
+    assert cli.parse_lengths("128k:1M:128k") == [131072 * i for i in range(1, 9)]
+    assert cli.parse_lengths("1k,max", max_length=8176) == [1024, 8176]
+    assert cli.parse_lengths([2048, "1k"]) == [1024, 2048]
+    for bad in ("4kb", "-1", "0.3k", "x", ""):
+        with pytest.raises(YocoEvalError):
+            cli.parse_lengths(bad)
+    with pytest.raises(YocoEvalError, match="known context"):
+        cli.parse_lengths("max")
+
+
+def test_parse_depths():
+    assert cli.parse_depths("0:100:11") == [float(x) for x in range(0, 101, 10)]
+    assert cli.parse_depths("0:100:5") == [0.0, 25.0, 50.0, 75.0, 100.0]
+    assert cli.parse_depths("0,33.3,100") == [0.0, 33.3, 100.0]
+    assert cli.parse_depths("50:50:1") == [50.0]
+    with pytest.raises(YocoEvalError, match="outside 0–100"):
+        cli.parse_depths("0:120:3")
+    with pytest.raises(YocoEvalError, match="bad depths"):
+        cli.parse_depths("a,b")
+
+
+def _run(*argv, out=None):
+    args = ["--model", "fake", "--haystack", "noise", "--no-progress", *argv]
+    if out is not None:
+        args += ["--out", str(out)]
+    return cli.main(args)
+
+
+def test_subcommand_wiring():
+    parser = argparse.ArgumentParser(prog="yoco-eval")
+    sub = parser.add_subparsers(dest="cmd")
+    cli.add_parser(sub)
+    args = parser.parse_args(
+        ["needle", "--lengths", "1k", "--depths", "50", "--dry-run", "--haystack", "noise", "--tokens-per-s", "100"]
+    )
+    assert args.func is cli.main and args.func(args) == 0
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--lengths", "20", "--depths", "50"], "below the prompt template's own size"),
+        (["--lengths", "1k", "--depths", "0,101"], "outside 0–100"),
+        (["--lengths", "1k", "--variant", "haystack-soup"], "unknown needle variant"),
+        (["--lengths", "1k", "--haystack", "EMPTY"], "holds no text"),
+        (["--lengths", "4kb"], "bad length"),
+        (["--depths", "50"], "no context lengths"),
+        (["--lengths", "1k", "--model", "no-such-model"], "unknown model"),
+        (["--lengths", "1k", "--fake-max-context", "1024"], "exceeds the model's context"),
+    ],
+)
+def test_bad_input_one_line_error_nothing_written(tmp_path, capsys, argv, message):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    argv = [str(empty) if a == "EMPTY" else a for a in argv]
+    out = tmp_path / "run"
+    assert _run(*argv, out=out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert "Traceback" not in err[0]
+    assert not out.exists()
+
+
+def test_run_show_and_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(
+        "description: test\nmodel: fake\nhaystack: noise\nlengths: 1k,2k\ndepths: 0:100:3\ntrials: 2\n"
+        "variant: multiquery\nnum_needles: 3\nvalue_type: uuid\nprogress: false\nmax_new_tokens: 128\n"
+    )
+    assert cli.main(["--config", str(cfg), "--out", str(out), "--trials", "1"]) == 0  # flag beats the file
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == 6 and all(len(r["needles"]) == 3 and r["score"] == 1.0 for r in rows)
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["variant"]["value_type"] == "uuid" and meta["grid"]["trials"] == 1
+    capsys.readouterr()
+    assert cli.main(["--show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "overall" in shown and "multiquery" in shown
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lenghts: 1k\n")
+    assert cli.main(["--config", str(bad)]) == 2
+    assert "unknown keys lenghts" in capsys.readouterr().err
+
+
+def test_module_entry_point_prints_no_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run(
+        [sys.executable, "-m", "yoco_eval.niah.cli", "--lengths", "1k", "--depths", "200"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: depth 200 is outside 0–100: give depths in percent, e.g. 0:100:11"

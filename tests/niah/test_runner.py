@@ -1,0 +1,322 @@
+"""The sweep runner: run folder layout, resume, failing cells, crash safety (real SIGKILL), torchrun shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from yoco_eval.errors import YocoEvalError
+from yoco_eval.niah import FakeNeedleModel, SweepConfig, get_variant, load_results, reconstruct_prompt, run_sweep
+from yoco_eval.niah.runner import JsonlAppender, read_jsonl
+from yoco_eval.niah.tokens import TiktokenTokenizer
+from yoco_eval.tokenizer import YOCOTokenizer, cl100k_encoding
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_KEYS = {
+    "schema",
+    "run_name",
+    "created_utc",
+    "model",
+    "haystack",
+    "variant",
+    "grid",
+    "max_new_tokens",
+    "git_commit",
+    "hardware",
+    "command",
+    "yoco_eval_version",
+    "tolerance_tokens",
+}
+ROW_KEYS = {
+    "cell",
+    "context_length",
+    "depth_percent",
+    "trial",
+    "seed",
+    "status",
+    "error",
+    "prompt_tokens",
+    "needles",
+    "question",
+    "expected",
+    "output",
+    "score",
+    "metric",
+    "duration_s",
+    "prefill_s",
+    "tokens_per_s",
+    "peak_mem_bytes",
+    "timestamp_utc",
+    "rank",
+    "prompt_excerpts",
+}
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _cfg(out, **kw):
+    base = dict(lengths=[1024, 2048], depths=[0.0, 50.0, 100.0], trials=2, seed=5, haystack="noise", out=out)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+def _quiet(*a, **k):
+    pass
+
+
+def test_sweep_layout_scores_and_resume(tmp_path):
+    out = tmp_path / "run"
+    model = FakeNeedleModel(YOCOTokenizer())
+    s = run_sweep(model, _cfg(out, variant=get_variant("multi")), progress=False, command="test", log=_quiet)
+    assert s["ran"] == 12 and s["errors"] == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert RUN_KEYS <= set(meta)
+    assert meta["schema"] == "yoco-eval/needle-run/1" and meta["tolerance_tokens"] == 0
+    assert {"name", "kind", "checkpoint", "checkpoint_sha256", "tokenizer"} <= set(meta["model"])
+    assert {"name", "source", "n_tokens", "repeated", "passes"} <= set(meta["haystack"])
+    assert meta["grid"] == {"lengths": [1024, 2048], "depths": [0.0, 50.0, 100.0], "trials": 2, "seed": 5}
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == 12 and len({r["cell"] for r in rows}) == 12
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+        assert r["status"] == "ok" and r["score"] == 1.0 and r["prompt_tokens"] == r["context_length"]
+        assert len(r["needles"]) == 4 and sum(n["is_target"] for n in r["needles"]) == 1
+        for n, ex in zip(r["needles"], r["prompt_excerpts"]):
+            assert ex["needle"] == n["text"] and ex["token_position"] == n["token_position"]
+            assert len(ex["before"]) <= 200 and len(ex["after"]) <= 200
+    assert s["aggregate"]["overall"]["mean"] == 1.0 and s["aggregate"]["by_length"][1024]["n"] == 6
+    # rerun: nothing to do, nothing duplicated
+    s2 = run_sweep(model, _cfg(out, variant=get_variant("multi")), progress=False, command="test", log=_quiet)
+    assert s2["ran"] == 0 and len(read_jsonl(out / "results.jsonl")) == 12
+    # extending the grid runs only the new cells
+    s3 = run_sweep(
+        model,
+        _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000]),
+        progress=False,
+        command="test",
+        log=_quiet,
+    )
+    assert s3["ran"] == 6 and len(read_jsonl(out / "results.jsonl")) == 18
+    assert json.loads((out / "run.json").read_text())["grid"]["lengths"] == [1024, 2048, 3000]
+
+
+def test_reconstruct_prompt_matches_rows(tmp_path):
+    out = tmp_path / "run"
+    tok = TiktokenTokenizer(cl100k_encoding())
+    run_sweep(FakeNeedleModel(tok), _cfg(out, trials=1), progress=False, command="t", log=_quiet)
+    for r in read_jsonl(out / "results.jsonl"):
+        p = reconstruct_prompt(out, r["cell"])
+        assert len(tok.encode(p.text)) == r["prompt_tokens"]
+        assert [n.to_row()["token_position"] for n in p.needles] == [n["token_position"] for n in r["needles"]]
+        assert p.excerpts() == r["prompt_excerpts"] and p.expected == r["expected"]
+    with pytest.raises(YocoEvalError, match="tokenizer mismatch"):
+        reconstruct_prompt(out, "L1024_D0_T0", tokenizer=YOCOTokenizer())
+    with pytest.raises(YocoEvalError, match="bad cell id"):
+        reconstruct_prompt(out, "1024-0-0")
+
+
+def test_failing_cells_are_recorded_and_retried(tmp_path):
+    out = tmp_path / "run"
+    flaky = FakeNeedleModel(YOCOTokenizer(), fail_lengths={2048}, oom_lengths={3000})
+    s = run_sweep(flaky, _cfg(out, lengths=[1024, 2048, 3000]), progress=False, command="t", log=_quiet)
+    assert s["ran"] == 18 and s["errors"] == 12
+    rows = {r["cell"]: r for r in read_jsonl(out / "results.jsonl")}
+    assert rows["L2048_D50_T1"]["status"] == "error" and "RuntimeError: fake failure" in rows["L2048_D50_T1"]["error"]
+    assert rows["L3000_D0_T0"]["error"].startswith("MemoryError")
+    assert rows["L1024_D0_T0"]["status"] == "ok"
+    assert s["aggregate"]["overall"]["n_error"] == 12 and s["aggregate"]["overall"]["mean"] == 1.0
+    # a plain rerun keeps the error cells; --retry-errors redoes them
+    healthy = FakeNeedleModel(YOCOTokenizer())
+    assert (
+        run_sweep(healthy, _cfg(out, lengths=[1024, 2048, 3000]), progress=False, command="t", log=_quiet)["ran"] == 0
+    )
+    s = run_sweep(
+        healthy, _cfg(out, lengths=[1024, 2048, 3000], retry_errors=True), progress=False, command="t", log=_quiet
+    )
+    assert s["ran"] == 12
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == 18 and all(r["status"] == "ok" for r in rows)
+
+
+def test_torn_last_line_is_repaired(tmp_path):
+    out = tmp_path / "run"
+    model = FakeNeedleModel(YOCOTokenizer())
+    run_sweep(model, _cfg(out, lengths=[1024]), progress=False, command="t", log=_quiet)
+    lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
+    # simulate a crash in the middle of writing the last line, two cells lost
+    (out / "results.jsonl").write_text("".join(lines[:-2]) + lines[-2][:37])
+    assert len(read_jsonl(out / "results.jsonl")) == 4
+    s = run_sweep(model, _cfg(out, lengths=[1024]), progress=False, command="t", log=_quiet)
+    assert s["ran"] == 2
+    rows = read_jsonl(out / "results.jsonl")
+    assert sorted(r["cell"] for r in rows) == sorted({r["cell"] for r in rows}) and len(rows) == 6
+
+
+def test_appender_writes_whole_lines(tmp_path):
+    w = JsonlAppender(tmp_path / "x.jsonl")
+    w.write({"cell": "a", "output": 'raw "quotes" and \u00e9 and <b>html</b>'})
+    w.close()
+    text = (tmp_path / "x.jsonl").read_text(encoding="utf-8")
+    assert text.endswith("\n") and "\u00e9" in text and "<b>html</b>" in text  # raw, unescaped model output
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    lines = []
+    s = run_sweep(FakeNeedleModel(YOCOTokenizer()), _cfg(out), dry_run=True, tokens_per_s=1000.0, log=lines.append)
+    assert not out.exists()
+    assert s["cells"] == 12 and s["tokens_total"] == 6 * 1024 + 6 * 2048
+    assert s["estimated_s"] == pytest.approx(s["tokens_todo"] / 1000.0)
+    text = "\n".join(lines)
+    assert "1024, 2048" in text and "18,432 prompt tokens" in text and "estimate" in text
+    # without a rate, one probe cell calibrates the estimate
+    s = run_sweep(FakeNeedleModel(YOCOTokenizer(), sleep_per_1k=0.01), _cfg(out), dry_run=True, log=lines.append)
+    assert s["estimated_s"] is not None and "probe" in s["estimate_basis"] and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(lengths=[30]), "below the prompt template's own size"),
+        (dict(depths=[0.0, 150.0]), "outside 0–100"),
+        (dict(depths=[-5.0]), "outside 0–100"),
+        (dict(lengths=[]), "no context lengths"),
+        (dict(trials=0), "at least 1"),
+        (dict(lengths=[1024, 1024]), "must not repeat"),
+    ],
+)
+def test_bad_input_writes_nothing(tmp_path, kw, match):
+    out = tmp_path / "run"
+    with pytest.raises(YocoEvalError, match=match) as e:
+        run_sweep(FakeNeedleModel(YOCOTokenizer()), _cfg(out, **kw), progress=False, log=_quiet)
+    assert "\n" not in str(e.value)
+    assert not out.exists()
+
+
+def test_empty_haystack_file(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n")
+    out = tmp_path / "run"
+    with pytest.raises(YocoEvalError, match="holds no text"):
+        run_sweep(FakeNeedleModel(YOCOTokenizer()), _cfg(out, haystack=str(empty)), progress=False, log=_quiet)
+    assert not out.exists()
+
+
+def test_tokenizer_mismatch_and_context_limit(tmp_path):
+    out = tmp_path / "run"
+    model = FakeNeedleModel(YOCOTokenizer())
+    with pytest.raises(YocoEvalError, match="tokenizer mismatch"):
+        run_sweep(model, _cfg(out), tokenizer=cl100k_encoding(), progress=False, log=_quiet)
+    short = FakeNeedleModel(YOCOTokenizer(), max_context=2048)
+    with pytest.raises(YocoEvalError, match="exceeds the model's context of 2048 tokens: use lengths ≤ 2016"):
+        run_sweep(short, _cfg(out), progress=False, log=_quiet)
+    assert not out.exists()
+    # the same tokenizer passes the check
+    run_sweep(model, _cfg(out, lengths=[1024]), tokenizer=YOCOTokenizer(), progress=False, log=_quiet)
+    # resuming a folder with another model's tokenizer is refused, and the folder is left as it was
+    before = (out / "results.jsonl").read_bytes()
+    with pytest.raises(YocoEvalError, match="different needle run"):
+        run_sweep(FakeNeedleModel(cl100k_encoding()), _cfg(out, lengths=[1024]), progress=False, log=_quiet)
+    assert (out / "results.jsonl").read_bytes() == before
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        return sum(1 for line in path.read_text().splitlines() if line.endswith("}"))
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_mid_sweep_then_resume(tmp_path):
+    """A real subprocess killed with SIGKILL after some cells; the rerun completes every cell exactly once."""
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "yoco_eval.niah.cli",
+        "--model",
+        "fake",
+        "--fake-sleep",
+        "0.15",
+        "--haystack",
+        "noise",
+        "--lengths",
+        "1k,2k",
+        "--depths",
+        "0:100:5",
+        "--trials",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 60
+    while _count_lines(out / "results.jsonl") < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    first = read_jsonl(out / "results.jsonl")
+    assert 4 <= len(first) < 20  # killed part-way
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = read_jsonl(out / "results.jsonl")
+    cells = [r["cell"] for r in rows]
+    assert len(cells) == 20 and len(set(cells)) == 20
+    assert all(r["status"] == "ok" and r["score"] == 1.0 for r in rows)
+    # cells finished before the kill were not redone
+    first_ts = {r["cell"]: r["timestamp_utc"] for r in first}
+    assert all(r["timestamp_utc"] == first_ts[r["cell"]] for r in rows if r["cell"] in first_ts)
+
+
+def test_torchrun_shards_and_merge(tmp_path):
+    pytest.importorskip("torch.distributed")
+    out = tmp_path / "sharded"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "yoco_eval.niah.cli",
+        "--model",
+        "fake",
+        "--haystack",
+        "noise",
+        "--lengths",
+        "1k,2k",
+        "--depths",
+        "0,50,100",
+        "--trials",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    env = _env()
+    env["MASTER_ADDR"] = "127.0.0.1"
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == 18 and len({r["cell"] for r in rows}) == 18
+    assert {r["rank"] for r in rows} == {0, 1}
+    order = [r["cell"] for r in rows]
+    for i, r in enumerate(rows):  # rank r ran cells i % 2 == r; merged back in grid order
+        assert r["rank"] == i % 2, order
+    assert not list(out.glob("results.rank*.jsonl"))  # shards folded in
+    assert len(load_results(out)) == 18
