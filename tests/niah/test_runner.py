@@ -263,12 +263,17 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
         "--no-progress",
     ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 60
-    while _count_lines(out / "results.jsonl") < 4 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.communicate()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    try:
+        deadline = time.time() + 60
+        while _count_lines(out / "results.jsonl") < 4 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
     first = read_jsonl(out / "results.jsonl")
     assert 4 <= len(first) < 20  # killed part-way
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
@@ -310,8 +315,16 @@ def test_torchrun_shards_and_merge(tmp_path):
     ]
     env = _env()
     env["MASTER_ADDR"] = "127.0.0.1"
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-3000:]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # never leave rank processes behind
+        proc.communicate()
+        pytest.fail("torchrun sweep did not finish in 120 s")
+    assert proc.returncode == 0, stderr[-3000:]
     rows = read_jsonl(out / "results.jsonl")
     assert len(rows) == 18 and len({r["cell"] for r in rows}) == 18
     assert {r["rank"] for r in rows} == {0, 1}
