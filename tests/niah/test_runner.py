@@ -333,3 +333,31 @@ def test_torchrun_shards_and_merge(tmp_path):
         assert r["rank"] == i % 2, order
     assert not list(out.glob("results.rank*.jsonl"))  # shards folded in
     assert len(load_results(out)) == 18
+
+
+def test_yoco_engine_through_the_same_runner(tmp_path):
+    """The YOCO engine (tiny official-format checkpoint, random weights) goes through the same builder and scorer;
+    the engine adds BOS itself and that token is counted."""
+    pytest.importorskip("lm_eval")
+    from yoco_eval.niah import load_needle_model
+
+    ckpt = ROOT / "tests" / "fixtures" / "official" / "gret-d96"
+    if not (ckpt / "params.json").exists():
+        pytest.skip("official tiny checkpoint fixture missing")
+    model = load_needle_model("yoco", f"pretrained={ckpt},tokenizer=bytes,device=cpu")
+    assert model.prompt_prefix_tokens == 1 and model.max_context == 1024
+    out = tmp_path / "yoco"
+    s = run_sweep(
+        model,
+        _cfg(out, lengths=[512, 992], depths=[0.0, 100.0], trials=1, max_new_tokens=8),
+        progress=False,
+        command="t",
+        log=_quiet,
+    )
+    assert s["errors"] == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["model"]["kind"] == "lm-eval:yoco" and meta["model"]["checkpoint_sha256"]
+    for r in read_jsonl(out / "results.jsonl"):
+        p = reconstruct_prompt(out, r["cell"])
+        assert len(model.lm.tok_encode(p.text)) == r["prompt_tokens"] == r["context_length"]  # BOS included
+        assert r["score"] in (0.0, 1.0) and isinstance(r["output"], str)

@@ -256,6 +256,8 @@ class LMEvalNeedleModel:
             tok_name = f"hf:{Path(tokenizer_spec['path']).name}" + (
                 f"/{tokenizer_spec['gguf_file']}" if tokenizer_spec.get("gguf_file") else ""
             )
+        if tok_name is None and hf is None and getattr(lm, "tok", None) is not None:
+            tok_name = getattr(lm.tok, "name", None)
         self.tokenizer = LMEvalTokenizer(lm, name=tok_name, spec=tokenizer_spec)
         self.name = name or str(getattr(hf, "name_or_path", type(lm).__name__))
         if kind:
@@ -349,11 +351,16 @@ def load_lm_eval_model(
     gguf = args.get("gguf_file")
     checkpoint = str(Path(pretrained) / gguf) if pretrained and gguf else pretrained
     spec = None
-    if pretrained and Path(pretrained).is_dir():
+    own_tok = getattr(lm, "tok", None)  # yoco_eval's YOCOLM keeps its own (non-HF) tokenizer here
+    if getattr(lm, "tokenizer", None) is None and own_tok is not None:
+        from yoco_eval.niah.tokens import tokenizer_spec
+
+        spec = tokenizer_spec(own_tok)
+    elif pretrained and Path(pretrained).is_dir():
         spec = {"kind": "hf", "path": str(Path(pretrained).resolve()), "gguf_file": gguf}
     sha = file_sha256(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
     if sha is None and pretrained and Path(pretrained).is_dir():
-        for cand in ("model.safetensors", "pytorch_model.bin"):
+        for cand in ("model.safetensors", "checkpoint.pth", "consolidated.00.pth", "pytorch_model.bin"):
             if (Path(pretrained) / cand).is_file():
                 sha = file_sha256(Path(pretrained) / cand)
                 break
@@ -388,9 +395,13 @@ def load_needle_model(
         return FakeNeedleModel(tokenizer, **opts)
     if model == "yoco":
         cls = globals().get("YOCONeedleModel")
-        if cls is None:
-            raise YocoEvalError("the YOCO engine adapter (YOCONeedleModel) is not wired in yet: use --model hf or fake")
-        return cls.from_args(parse_model_args(model_args), tokenizer=tokenizer, device=device)
+        if cls is not None:
+            return cls.from_args(parse_model_args(model_args), tokenizer=tokenizer, device=device)
+        # Until the direct adapter lands, the YOCO engine runs through its lm-eval model (yoco_eval.lm_eval_adapter).
+        try:
+            import yoco_eval.lm_eval_adapter  # noqa: F401  (registers lm-eval model "yoco")
+        except ImportError as e:
+            raise YocoEvalError(f"the YOCO engine is not importable ({e}): use --model hf or fake") from e
     return load_lm_eval_model(model, model_args, chat_template=chat_template, device=device)
 
 
