@@ -62,12 +62,8 @@ class YOCOConfig:
         for f in ("dim", "n_layers", "hidden_dim", "n_self_heads", "n_attn_heads", "n_attn_kv_heads", "vocab_size"):
             _check(isinstance(getattr(self, f), int) and getattr(self, f) > 0, f"{f} must be a positive integer")
         _check(self.n_layers % 2 == 0, f"n_layers must be even (half self-, half cross-decoder), got {self.n_layers}")
-        _check(
-            self.dim % self.n_self_heads == 0, f"dim {self.dim} not divisible by n_self_heads {self.n_self_heads}"
-        )
-        _check(
-            self.dim % self.n_attn_heads == 0, f"dim {self.dim} not divisible by n_attn_heads {self.n_attn_heads}"
-        )
+        _check(self.dim % self.n_self_heads == 0, f"dim {self.dim} not divisible by n_self_heads {self.n_self_heads}")
+        _check(self.dim % self.n_attn_heads == 0, f"dim {self.dim} not divisible by n_attn_heads {self.n_attn_heads}")
         _check(
             self.n_attn_heads % self.n_attn_kv_heads == 0,
             f"n_attn_heads {self.n_attn_heads} is not a multiple of n_attn_kv_heads {self.n_attn_kv_heads}",

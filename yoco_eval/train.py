@@ -67,7 +67,7 @@ class ExampleStream(torch.utils.data.IterableDataset):
         while True:
             if rng.random() < self.needle_share:
                 b = rng.choice(builders)
-                length = rng.randint(96, self.max_len - 12)
+                length = rng.randint(320, self.max_len - 12)
                 try:
                     p = b.build(length, rng.uniform(0, 100), rng.randrange(1 << 30))
                 except Exception:
@@ -119,7 +119,9 @@ def train(args) -> dict:
     for x, w_all, w_ans in loader:
         if step >= est_total or time.time() > deadline:
             break
-        lr = lr_at(step, est_total, args.lr, args.warmup)
+        # schedule on whichever budget runs out first: steps or wall-clock minutes
+        frac = max(step / est_total, (time.time() - t0) / (60 * args.minutes))
+        lr = lr_at(int(frac * 100_000), 100_000, args.lr, int(args.warmup / max(est_total, 1) * 100_000))
         for g in opt.param_groups:
             g["lr"] = lr
         x, w_all, w_ans = x.to(dev, non_blocking=True), w_all.to(dev), w_ans.to(dev)
@@ -165,9 +167,43 @@ def main(argv=None) -> int:
     p.add_argument("--needle-share", type=float, default=0.7)
     p.add_argument("--workers", type=int, default=min(6, os.cpu_count() or 1))
     p.add_argument("--seed", type=int, default=0)
-    train(p.parse_args(argv))
+    p.add_argument("--eval-haystack", default=None, help="after training: needle accuracy on this (unseen) haystack")
+    p.add_argument("--eval-lengths", default="256,512,1024,2048,4096,8192")
+    args = p.parse_args(argv)
+    summary = train(args)
+    if args.eval_haystack:
+        lengths = [int(x) for x in args.eval_lengths.split(",")]
+        ev = evaluate(args.out, args.eval_haystack, lengths, [0, 25, 50, 75, 100], trials=4)
+        print(json.dumps(ev), flush=True)
+        summary["eval"] = ev
+        (Path(args.out) / "train_log.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@torch.inference_mode()
+def evaluate(model_dir: str, haystack: str, lengths: list[int], depths: list[float], trials: int, seed: int = 1,
+             variant: str = "single", device: str | None = None) -> dict:  # fmt: skip
+    """Needle retrieval of a trained small model: fraction of (length, depth, trial) cells whose greedy answer
+    contains the needle's value. Prompts come from the sweep's own builder (BOS added by the engine)."""
+    from yoco_eval.generate import Engine
+    from yoco_eval.niah.builder import PromptBuilder
+    from yoco_eval.niah.variants import VARIANTS
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    engine = Engine.load(model_dir, device=dev, dtype="float32", max_length=max(lengths) + 64)
+    tok = engine.tokenizer
+    builder = PromptBuilder(tok, haystack, VARIANTS[variant], prefix_tokens=1)
+    by_len = {}
+    for L in lengths:
+        hits = []
+        for d in depths:
+            for t in range(trials):
+                p = builder.build(L, d, seed * 1_000_003 + L * 101 + int(d * 10) * 7 + t)
+                out = engine.generate([[tok.bos_id, *p.ids.tolist()]], max_new_tokens=12, stop=["\n"])[0].text
+                hits.append(float(p.expected[0] in out))
+        by_len[L] = sum(hits) / len(hits)
+    return {"haystack": haystack, "variant": variant, "depths": depths, "trials": trials, "accuracy_by_length": by_len}
