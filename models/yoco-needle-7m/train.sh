@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} || exit 1
 export PYTHONUNBUFFERED=1
-common="--haystack .data/shakespeare --max-len 4096 --batch 16 --lr 2e-3 --warmup 300 --steps 100000 \
+common="--haystack .data/shakespeare --max-len 4096 --batch 16 --lr 2e-3 --warmup 2000 --steps 100000 \
   --minutes ${MINUTES:-6.5} --workers 6 --eval-haystack .data/pg --eval-lengths 512,1024,2048,4096,8192"
 # smoke test first: fail fast instead of losing the whole run
 timeout 120 python3 -m yoco_eval.train --arch yoco --out /tmp/smoke --haystack .data/shakespeare --max-len 512 \
