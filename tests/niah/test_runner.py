@@ -115,8 +115,16 @@ def test_sweep_layout_scores_and_resume(tmp_path):
 def test_reconstruct_prompt_matches_rows(tmp_path):
     out = tmp_path / "run"
     tok = TiktokenTokenizer(cl100k_encoding())
-    run_sweep(FakeNeedleModel(tok), _cfg(out, trials=1), progress=False, command="t", log=_quiet)
-    for r in read_jsonl(out / "results.jsonl"):
+    run_sweep(
+        FakeNeedleModel(tok),
+        _cfg(out, trials=1, depths=[0.0, 9.090909, 100.0]),
+        progress=False,
+        command="t",
+        log=_quiet,
+    )
+    rows = read_jsonl(out / "results.jsonl")
+    assert "L1024_D9.090909_T0" in {r["cell"] for r in rows}
+    for r in rows:
         p = reconstruct_prompt(out, r["cell"])
         assert len(tok.encode(p.text)) == r["prompt_tokens"]
         assert [n.to_row()["token_position"] for n in p.needles] == [n["token_position"] for n in r["needles"]]

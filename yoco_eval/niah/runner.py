@@ -80,8 +80,13 @@ class Cell:
         return cell_id(self.length, self.depth, self.trial)
 
 
+def depth_str(depth: float) -> str:
+    """Depth as written in cell ids and seeds: shortest form that round-trips (``50``, ``33.3``, ``9.090909``)."""
+    return format(float(depth), ".12g")
+
+
 def cell_id(length: int, depth: float, trial: int) -> str:
-    return f"L{int(length)}_D{float(depth):g}_T{int(trial)}"
+    return f"L{int(length)}_D{depth_str(depth)}_T{int(trial)}"
 
 
 def parse_cell_id(cell: str) -> tuple[int, float, int]:
@@ -95,7 +100,7 @@ def parse_cell_id(cell: str) -> tuple[int, float, int]:
 
 def cell_seed(seed: int, length: int, depth: float, trial: int) -> int:
     """Per-cell seed: a hash of the sweep seed and the cell coordinates (stable across runs and machines)."""
-    h = hashlib.sha256(f"{int(seed)}|{int(length)}|{float(depth):g}|{int(trial)}".encode()).digest()
+    h = hashlib.sha256(f"{int(seed)}|{int(length)}|{depth_str(depth)}|{int(trial)}".encode()).digest()
     return int.from_bytes(h[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
@@ -665,6 +670,7 @@ def reconstruct_prompt(run_dir: str | Path, cell: str, tokenizer=None) -> Prompt
     except FileNotFoundError as e:
         raise YocoEvalError(f"{run_dir} has no run.json: give a needle run folder") from e
     L, d, t = parse_cell_id(cell)
+    d = next((float(x) for x in meta["grid"]["depths"] if depth_str(x) == depth_str(d)), d)
     m = meta["model"]
     if tokenizer is None:
         if not m.get("tokenizer_spec"):

@@ -107,7 +107,7 @@ def aggregate(rows: Iterable[dict]) -> dict:
         elif k[0] == "depth":
             out["by_depth"][k[1]] = _stat(groups[k], errors[k])
         elif k[0] == "cell":
-            out["by_cell"][f"{k[1]}|{k[2]:g}"] = _stat(groups[k], errors[k])
+            out["by_cell"][f"{k[1]}|{format(k[2], '.12g')}"] = _stat(groups[k], errors[k])
     return out
 
 
@@ -119,7 +119,7 @@ def format_table(agg: dict) -> str:
     for d in depths:
         cells = []
         for L in lengths:
-            st = agg["by_cell"].get(f"{L}|{d:g}")
+            st = agg["by_cell"].get(f"{L}|{format(d, '.12g')}")
             cells.append(f"{st['mean']:>8.2f}" if st and st["mean"] is not None else f"{'-':>8}")
         lines.append(f"{d:>9g} " + " ".join(cells))
     lines.append("")
