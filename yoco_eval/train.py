@@ -180,9 +180,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 @torch.inference_mode()
 def evaluate(model_dir: str, haystack: str, lengths: list[int], depths: list[float], trials: int, seed: int = 1,
@@ -207,3 +204,7 @@ def evaluate(model_dir: str, haystack: str, lengths: list[int], depths: list[flo
                 hits.append(float(p.expected[0] in out))
         by_len[L] = sum(hits) / len(hits)
     return {"haystack": haystack, "variant": variant, "depths": depths, "trials": trials, "accuracy_by_length": by_len}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
