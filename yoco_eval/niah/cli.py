@@ -273,6 +273,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:80] or "run"
 
 
+def _command_line() -> str:
+    """How this process was invoked, as a shell line (recorded in run.json)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.endswith(str(Path("niah") / "cli.py")):
+        head = "python -m yoco_eval.niah.cli"
+    elif argv0.endswith("__main__.py"):
+        head = "python -m " + Path(argv0).parent.name
+    else:
+        head = Path(argv0).name or "python"
+    return " ".join([head, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
 def show(run_dir: str) -> int:
     from yoco_eval.niah.runner import load_results
     from yoco_eval.niah.score import aggregate, format_table
@@ -361,7 +373,7 @@ def _main(args: argparse.Namespace) -> int:
         verify=bool(s["verify"]),
         retry_errors=bool(s["retry_errors"]),
     )
-    command = "yoco-eval needle " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command_line()
     summary = run_sweep(
         model,
         cfg,
