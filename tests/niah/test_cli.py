@@ -67,7 +67,7 @@ def test_subcommand_wiring():
         (["--lengths", "1k", "--variant", "haystack-soup"], "unknown needle variant"),
         (["--lengths", "1k", "--haystack", "EMPTY"], "holds no text"),
         (["--lengths", "4kb"], "bad length"),
-        (["--depths", "50"], "no context lengths"),
+        (["--lengths", "", "--depths", "50"], "no context lengths"),
         (["--lengths", "1k", "--model", "no-such-model"], "unknown model"),
         (["--lengths", "1k", "--fake-max-context", "1024"], "exceeds the model's context"),
     ],
@@ -117,3 +117,21 @@ def test_module_entry_point_prints_no_traceback(tmp_path):
     )
     assert res.returncode == 2
     assert res.stderr.strip() == "error: depth 200 is outside 0–100: give depths in percent, e.g. 0:100:11"
+
+
+def test_no_grid_runs_the_default_sweep_file(capsys):
+    assert cli.default_sweep_file() is not None
+    argv = [
+        "--model",
+        "fake",
+        "--fake-max-context",
+        "2048",
+        "--haystack",
+        "noise",
+        "--dry-run",
+        "--tokens-per-s",
+        "1e3",
+    ]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "256, 512, 1024, 2032" in err and "trials     4" in err

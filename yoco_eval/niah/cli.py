@@ -230,6 +230,18 @@ def _settings(args: argparse.Namespace) -> dict:
     return {**DEFAULTS, **cfg, **given}
 
 
+def default_sweep_file() -> Path | None:
+    """``tasks/sweeps/default.yaml`` of the checkout, or of the installed wheel (``yoco_eval/_tasks``)."""
+    here = Path(__file__).resolve()
+    for cand in (
+        here.parents[2] / "tasks" / "sweeps" / "default.yaml",
+        here.parents[1] / "_tasks" / "sweeps" / "default.yaml",
+    ):
+        if cand.is_file():
+            return cand
+    return None
+
+
 def load_sweep_file(path: str) -> dict:
     import yaml
 
@@ -326,6 +338,10 @@ def _main(args: argparse.Namespace) -> int:
     s = _settings(args)
     if s["show"]:
         return show(s["show"])
+    if "lengths" not in vars(args) and not getattr(args, "config", None):
+        default = default_sweep_file()
+        if default is not None:  # no grid given: the default sweep (flags given still override it)
+            s = {**DEFAULTS, **load_sweep_file(str(default)), **{k: v for k, v in vars(args).items() if k in DEFAULTS}}
     if not s["lengths"]:
         raise YocoEvalError("no context lengths given: pass --lengths, e.g. 1k,4k,16k (or --config FILE)")
     variant = _variant(s)
