@@ -231,3 +231,25 @@ def test_one_million_tokens_exact(yoco_tok, builders):
     p = builders["yoco"].build(MB, 73.0, seed=99)
     check_prompt(p, yoco_tok, MB)
     assert p.passes > 7.0 and p.verified
+
+
+def test_same_prompt_in_another_process(yoco_tok):
+    """Seeded prompts do not depend on the process (hash randomization, import order)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import hashlib; from yoco_eval.niah import PromptBuilder, get_variant; "
+        "from yoco_eval.tokenizer import YOCOTokenizer; "
+        "p = PromptBuilder(YOCOTokenizer(), 'pg-essays', get_variant('multiquery')).build(5000, 42.0, seed=9); "
+        "print(hashlib.sha256(p.text.encode()).hexdigest())"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=root, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    here = PromptBuilder(yoco_tok, "pg-essays", get_variant("multiquery")).build(5000, 42.0, seed=9)
+    assert out.stdout.strip() == hashlib.sha256(here.text.encode()).hexdigest()
