@@ -3,7 +3,7 @@
 Examples::
 
     # the YOCO paper's single-needle grid at 1M with the YOCO engine
-    yoco-eval needle --model yoco --model-args checkpoint=models/yoco-3b --lengths 128k:1M:128k \\
+    yoco-eval needle --model yoco --model-args pretrained=models/yoco-3b --lengths 128k:1M:128k \\
         --depths 0:100:11 --trials 10 --out reports/runs/yoco-1m
 
     # any lm-eval model, same generator and scorer (SmolLM2 from its GGUF, chat template on)
