@@ -193,9 +193,11 @@ def attend_kv(q, k, v, q_pos, step: Step, q_is_tail: bool) -> torch.Tensor:
     """Causal attention of queries at ``q_pos`` over keys at positions ``[0, k.shape[1])``.
 
     ``q_is_tail``: the queries are the last positions of every row, in order (lets kernels skip the mask)."""
-    if step.uniform and q_is_tail:
-        return attention(q, k, v, kind="lower_right", backend=step.backends.attn)
     Tk = k.shape[1]
+    if step.uniform and q_is_tail:
+        if q.shape[1] == 1 and Tk >= _SPLIT_DECODE_MIN:  # e.g. the last prompt token after prefill
+            return decode_attention(q, k, v, None, backend=step.backends.attn)
+        return attention(q, k, v, kind="lower_right", backend=step.backends.attn)
     if step.cache is not None and q.shape[1] == 1 and step.valid is None and Tk >= _SPLIT_DECODE_MIN:
         # decode: every query sees every key written so far (its own included): split the keys across the GPU
         k_valid = torch.arange(Tk, device=k.device)[None] <= step.pos[:, -1:]

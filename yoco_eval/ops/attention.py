@@ -51,11 +51,17 @@ def _sdpa(q, k, v, mask, scale, lower_right=False):
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
     gqa = q.shape[2] != k.shape[2]
     if lower_right:
-        if gqa:  # the CausalBias path has no GQA switch: expand key/value heads
-            rep = q.shape[2] // k.shape[2]
-            kt, vt = kt.repeat_interleave(rep, 1), vt.repeat_interleave(rep, 1)
         bias = causal_lower_right(q.shape[1], k.shape[1])
-        o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=bias, scale=scale)
+        if gqa:  # the CausalBias path has no GQA switch: one key/value head at a time, expanded to its group
+            G, Hk = q.shape[2] // k.shape[2], k.shape[2]
+            outs = [
+                F.scaled_dot_product_attention(qt[:, j * G : (j + 1) * G], kt[:, j : j + 1].expand(-1, G, -1, -1),
+                                               vt[:, j : j + 1].expand(-1, G, -1, -1), attn_mask=bias, scale=scale)
+                for j in range(Hk)
+            ]  # fmt: skip
+            o = torch.cat(outs, 1)
+        else:
+            o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=bias, scale=scale)
     else:
         m = None if mask is None else mask[:, None]
         o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=m, scale=scale, enable_gqa=gqa)
@@ -88,7 +94,7 @@ def attention(
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     Tq = q.shape[1]
-    if kind == "lower_right" and Tq == k.shape[1] == 1:
+    if kind == "lower_right" and Tq == 1:  # one bottom-right query sees every key
         kind = "full"
     if backend == "torch":
         if kind == "full":
