@@ -110,7 +110,7 @@ def train(args) -> dict:
     model = init_weights(build_model(cfg, retention_backend="torch"), args.seed, std=0.02).to(dev).train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=dev == "cuda")
-    stream = ExampleStream(args.haystack, args.max_len, args.needle_share, args.seed)
+    stream = ExampleStream(args.haystack, args.max_len, args.needle_share, args.seed, tuple(args.variants.split(",")))
     loader = torch.utils.data.DataLoader(stream, batch_size=args.batch, num_workers=args.workers,
                                          collate_fn=lambda b: collate(b, ByteTokenizer.pad_id), prefetch_factor=4
                                          if args.workers else None)  # fmt: skip
@@ -168,6 +168,7 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--needle-share", type=float, default=0.8)
     p.add_argument("--answer-weight", type=float, default=4.0, help="weight of the answer-token loss")
+    p.add_argument("--variants", default="single,multi", help="needle variants mixed into training")
     p.add_argument("--workers", type=int, default=min(6, os.cpu_count() or 1))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-haystack", default=None, help="after training: needle accuracy on this (unseen) haystack")

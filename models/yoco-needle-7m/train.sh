@@ -8,8 +8,8 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} || exit 1
 export PYTHONUNBUFFERED=1 YOCO_EVAL_COMPILE=0  # small model: skip torch.compile warm-up, eager elementwise is fine
-common="--haystack .data/shakespeare --max-len 2048 --batch 32 --lr 2e-3 --warmup 2000 --steps 100000 \
-  --minutes ${MINUTES:-6.5} --workers 6 --eval-haystack .data/pg --eval-lengths 512,1024,2048,4096"
+common="--haystack .data/shakespeare --max-len ${MAXLEN:-768} --batch 64 --variants single --lr 2e-3 --warmup 2000 --steps 100000 \
+  --minutes ${MINUTES:-6.5} --workers 6 --eval-haystack .data/pg --eval-lengths 512,768,1024,2048"
 python3 -m yoco_eval.train --arch yoco --out "$OUT/yoco-needle-7m" $common > "$OUT/train_yoco.log" 2>&1 &
 python3 -m yoco_eval.train --arch transformer --out "$OUT/transformer-needle-7m" $common > "$OUT/train_transformer.log" 2>&1 &
 wait
