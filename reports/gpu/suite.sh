@@ -25,6 +25,12 @@ for s in $steps; do
                --chunk-size ${CHUNK:-16384} --out "$OUT/profile_yoco.json" && \
           timeout 200 python3 -m yoco_eval profile --models transformer-3b --lengths 32k,64k,128k,256k --gen 32 \
                --chunk-size ${CHUNK:-16384} --out "$OUT/profile_transformer.json" ;;
+    final) timeout 150 python3 -m yoco_eval profile --models yoco-3b --lengths 32k,128k,512k,1m --gen 32 \
+               --chunk-size ${CHUNK:-16384} --out "$OUT/profile_yoco_final.json"
+           timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 --batch 1 \
+               --chunk-size ${CHUNK:-16384} --out "$OUT/throughput_b1.json"
+           timeout 280 python3 -m yoco_eval profile --models "" --peers hf,fla --peer-lengths 128k,256k,512k \
+               --out "$OUT/peers.json" ;;
     peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
   esac
