@@ -29,8 +29,10 @@ for s in $steps; do
                --chunk-size ${CHUNK:-16384} --out "$OUT/profile_yoco_final.json"
            timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 --batch 1 \
                --chunk-size ${CHUNK:-16384} --out "$OUT/throughput_b1.json"
-           timeout 280 python3 -m yoco_eval profile --models "" --peers hf,fla --peer-lengths 128k,256k,512k \
-               --out "$OUT/peers.json" ;;
+           timeout 200 python3 -m yoco_eval profile --models "" --peers fla --peer-lengths 128k,256k,512k,1m \
+               --out "$OUT/peer_fla.json"
+           timeout 90 python3 -m yoco_eval profile --models "" --peers hf --peer-lengths 128k,256k \
+               --out "$OUT/peer_hf.json" ;;
     peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
   esac
