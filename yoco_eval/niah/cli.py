@@ -404,7 +404,19 @@ def _main(args: argparse.Namespace) -> int:
     if summary.get("rank", 0) == 0 and "aggregate" in summary:
         print(f"{out}: {summary['rows']} cells ({summary['ran']} run now, {summary['errors']} errors)")
         print(format_table(summary["aggregate"]))
+        _render(Path(out))
     return 0
+
+
+def _render(out: Path) -> None:
+    """The run's HTML report, then the index of the reports folder that holds it (regenerated after each run)."""
+    from yoco_eval.report import render_index, render_run
+
+    page = render_run(out)
+    parts = out.resolve().parts
+    root = Path(*parts[: len(parts) - parts[::-1].index("reports")]) if "reports" in parts else out.parent
+    index = render_index(root)
+    print(f"report: {page}\nindex:  {index}")
 
 
 if __name__ == "__main__":

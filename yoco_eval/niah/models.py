@@ -373,11 +373,63 @@ def load_lm_eval_model(
 
 
 # --- YOCO engine ------------------------------------------------------------------------------------------
-# >>> YOCONeedleModel goes here (owned by the lead). It implements NeedleModel on top of yoco_eval's engine:
-#     name, tokenizer (YOCOTokenizer), max_context, kind="yoco", checkpoint, checkpoint_sha256, device,
-#     prompt_prefix_tokens (1 if it prepends BOS), and generate(prompt_ids, ...) -> GenerationResult with
-#     prefill_s and peak_mem_bytes filled in. load_needle_model() below picks it up by name.
-# <<<
+
+
+class YOCONeedleModel:
+    """The YOCO engine (or its Transformer baseline) as a :class:`NeedleModel`: token ids go straight in (no text
+    round trip), BOS is prepended when the tokenizer has one, and prefill time and peak GPU memory are measured."""
+
+    kind = "yoco"
+
+    def __init__(self, engine, checkpoint: str | None = None, max_context: int | None = None):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.name = Path(checkpoint).name if checkpoint and Path(checkpoint).exists() else (checkpoint or engine.name)
+        self.checkpoint = checkpoint
+        self.checkpoint_sha256 = None
+        self.device = str(engine.device)
+        self.max_context = max_context or engine.max_length
+        self.prompt_prefix_tokens = 1 if self.tokenizer.bos_id is not None else 0
+        self.kind = getattr(engine.model.config, "arch", "yoco")
+
+    @classmethod
+    def from_args(cls, args: dict[str, str], tokenizer=None, device: str | None = None) -> YOCONeedleModel:
+        from yoco_eval.generate import Engine
+        from yoco_eval.model.checkpoint import checkpoint_sha256
+
+        args = dict(args)
+        pretrained = args.pop("pretrained", None)
+        if not pretrained:
+            raise YocoEvalError("--model yoco needs --model-args pretrained=DIR (a checkpoint folder or preset name)")
+        dev = device or args.pop("device", None) or "auto"
+        import torch
+
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = args.pop("dtype", "bfloat16" if dev.startswith("cuda") else "float32")
+        max_length = args.pop("max_length", None)
+        kw = {k: args.pop(k) for k in ("attn_backend", "retention_backend") if k in args}
+        chunk = int(args.pop("chunk_size", 16384 if dev.startswith("cuda") else 2048))
+        if args:
+            raise YocoEvalError(
+                f"unknown --model-args for yoco: {sorted(args)}; allowed: pretrained, device, dtype, max_length, "
+                "chunk_size, attn_backend, retention_backend"
+            )
+        engine = Engine.load(pretrained, device=dev, dtype=dtype, chunk_size=chunk, max_length=int(max_length or 0)
+                             or None, tokenizer=tokenizer if isinstance(tokenizer, str) else None, **kw)  # fmt: skip
+        m = cls(engine, pretrained, int(max_length) if max_length else None)
+        m.checkpoint_sha256 = checkpoint_sha256(pretrained)
+        return m
+
+    def generate(self, prompt_ids, prompt_text, *, max_new_tokens, stop) -> GenerationResult:
+        ids = list(prompt_ids)
+        if self.prompt_prefix_tokens:
+            ids = [self.tokenizer.bos_id, *ids]
+        _cuda_peak_reset()
+        t0 = time.perf_counter()
+        out = self.engine.generate([ids], max_new_tokens=max_new_tokens, stop=list(stop))[0]
+        total = time.perf_counter() - t0
+        return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak())
 
 
 def load_needle_model(
@@ -394,14 +446,7 @@ def load_needle_model(
         opts = dict(fake_options or {})
         return FakeNeedleModel(tokenizer, **opts)
     if model == "yoco":
-        cls = globals().get("YOCONeedleModel")
-        if cls is not None:
-            return cls.from_args(parse_model_args(model_args), tokenizer=tokenizer, device=device)
-        # Until the direct adapter lands, the YOCO engine runs through its lm-eval model (yoco_eval.lm_eval_adapter).
-        try:
-            import yoco_eval.lm_eval_adapter  # noqa: F401  (registers lm-eval model "yoco")
-        except ImportError as e:
-            raise YocoEvalError(f"the YOCO engine is not importable ({e}): use --model hf or fake") from e
+        return YOCONeedleModel.from_args(parse_model_args(model_args), tokenizer=tokenizer, device=device)
     return load_lm_eval_model(model, model_args, chat_template=chat_template, device=device)
 
 
@@ -410,6 +455,7 @@ __all__ = [
     "NeedleModel",
     "FakeNeedleModel",
     "LMEvalNeedleModel",
+    "YOCONeedleModel",
     "LMEvalTokenizer",
     "HFTokenizerAdapter",
     "chat_frame",
