@@ -142,6 +142,10 @@ def resolve_tokenizer(name: str):
         return load_hf_tokenizer(str(p), gguf)
     if p.is_dir() and ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
         return load_hf_tokenizer(str(p))
+    if p.is_dir() and ((p / "config.json").exists() or (p / "params.json").exists()):
+        from yoco_eval.tokenizer import load_tokenizer as load_checkpoint_tokenizer
+
+        return load_checkpoint_tokenizer(p)  # a yoco-eval / official checkpoint folder: the tokenizer its config names
     raise YocoEvalError(f"unknown tokenizer {name!r}: use yoco-cl100k, cl100k, bytes or a tokenizer folder path")
 
 
