@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         from yoco_eval.lm_eval_cli import main as lm_eval_main
 
         return lm_eval_main(argv[1:])
-    if not argv:  # the default: the embedded model's needle sweep
-        argv = ["needle"]
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "-v", "--verbose")):
+        argv = ["needle", *argv]  # the default: the embedded model's needle sweep (flags override its grid)
     only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     parser = build_parser(only)
     args = parser.parse_args(argv)

@@ -134,4 +134,4 @@ def test_no_grid_runs_the_default_sweep_file(capsys):
     ]
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
-    assert "256, 512, 1024, 2032" in err and "trials     4" in err
+    assert "384, 512, 768, 1024, 1536, 2032" in err and "trials     4" in err

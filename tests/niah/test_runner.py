@@ -364,8 +364,8 @@ def test_yoco_engine_through_the_same_runner(tmp_path):
     )
     assert s["errors"] == 0
     meta = json.loads((out / "run.json").read_text())
-    assert meta["model"]["kind"] == "lm-eval:yoco" and meta["model"]["checkpoint_sha256"]
+    assert meta["model"]["kind"] == "yoco" and meta["model"]["checkpoint_sha256"]
     for r in read_jsonl(out / "results.jsonl"):
         p = reconstruct_prompt(out, r["cell"])
-        assert len(model.lm.tok_encode(p.text)) == r["prompt_tokens"] == r["context_length"]  # BOS included
+        assert 1 + len(model.tokenizer.encode(p.text)) == r["prompt_tokens"] == r["context_length"]  # BOS included
         assert r["score"] in (0.0, 1.0) and isinstance(r["output"], str)

@@ -338,10 +338,14 @@ def _main(args: argparse.Namespace) -> int:
     s = _settings(args)
     if s["show"]:
         return show(s["show"])
-    if "lengths" not in vars(args) and not getattr(args, "config", None):
+    if not getattr(args, "config", None):
         default = default_sweep_file()
-        if default is not None:  # no grid given: the default sweep (flags given still override it)
-            s = {**DEFAULTS, **load_sweep_file(str(default)), **{k: v for k, v in vars(args).items() if k in DEFAULTS}}
+        if default is not None:  # the default sweep (embedded model, grid) under whatever flags were given
+            given = {k: v for k, v in vars(args).items() if k in DEFAULTS}
+            base = load_sweep_file(str(default))
+            if "model" in given and given["model"] != base.get("model"):
+                base = {k: v for k, v in base.items() if k not in ("model_args", "tokenizer")}  # another model
+            s = {**DEFAULTS, **base, **given}
     if not s["lengths"]:
         raise YocoEvalError("no context lengths given: pass --lengths, e.g. 1k,4k,16k (or --config FILE)")
     variant = _variant(s)

@@ -409,14 +409,16 @@ class YOCONeedleModel:
         dtype = args.pop("dtype", "bfloat16" if dev.startswith("cuda") else "float32")
         max_length = args.pop("max_length", None)
         kw = {k: args.pop(k) for k in ("attn_backend", "retention_backend") if k in args}
+        tok_arg = args.pop("tokenizer", None)
         chunk = int(args.pop("chunk_size", 16384 if dev.startswith("cuda") else 2048))
         if args:
             raise YocoEvalError(
                 f"unknown --model-args for yoco: {sorted(args)}; allowed: pretrained, device, dtype, max_length, "
-                "chunk_size, attn_backend, retention_backend"
+                "chunk_size, attn_backend, retention_backend, tokenizer"
             )
-        engine = Engine.load(pretrained, device=dev, dtype=dtype, chunk_size=chunk, max_length=int(max_length or 0)
-                             or None, tokenizer=tokenizer if isinstance(tokenizer, str) else None, **kw)  # fmt: skip
+        tok_name = tok_arg or (tokenizer if isinstance(tokenizer, str) else None)
+        engine = Engine.load(pretrained, device=dev, dtype=dtype, chunk_size=chunk,
+                             max_length=int(max_length or 0) or None, tokenizer=tok_name, **kw)  # fmt: skip
         m = cls(engine, pretrained, int(max_length) if max_length else None)
         m.checkpoint_sha256 = checkpoint_sha256(pretrained)
         return m
