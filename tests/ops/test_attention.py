@@ -75,6 +75,7 @@ def test_split_key_decode_matches_reference(splits):
     q, k, v = rand(B, 1, H, D, seed=11), rand(B, Tk, Hk, D, seed=12), rand(B, Tk, Hk, D, seed=13)
     lengths = torch.tensor([1000, 517, 3])
     k_valid = torch.arange(Tk)[None] < lengths[:, None]
-    ref = naive_attention(q.double(), k.double(), v.double(), lengths[:, None] - 1, torch.arange(Tk).expand(B, Tk), k_valid)
+    k_pos = torch.arange(Tk).expand(B, Tk)
+    ref = naive_attention(q.double(), k.double(), v.double(), lengths[:, None] - 1, k_pos, k_valid)
     got = decode_attention(q, k, v, k_valid, splits=splits, backend="torch")
     assert (got.double() - ref).abs().max() < 1e-5

@@ -20,7 +20,7 @@ from yoco_eval.ops import retention as _retention
 
 log = logging.getLogger("yoco_eval")
 
-ATTN_BACKENDS = ("auto", "sdpa", "torch")
+ATTN_BACKENDS = ("auto", "sdpa", "torch", "flash_attn")
 RETENTION_BACKENDS = ("auto", "triton", "torch")
 _logged: set = set()
 
@@ -37,6 +37,13 @@ def resolve_backends(attn: str = "auto", retention: str = "auto", device: str | 
         raise BackendUnavailable(f"unknown attention backend {attn!r}; choose one of {ATTN_BACKENDS}")
     if retention not in RETENTION_BACKENDS:
         raise BackendUnavailable(f"unknown retention backend {retention!r}; choose one of {RETENTION_BACKENDS}")
+    if attn == "flash_attn":
+        # PyTorch's SDPA already runs FlashAttention-2 kernels on CUDA; the separate flash-attn package has no
+        # prebuilt wheel for the GPU image we measure on, so this version does not call it directly.
+        raise BackendUnavailable(
+            "attention backend 'flash_attn' is not wired in this version: use attn_backend=sdpa (PyTorch's built-in "
+            "FlashAttention kernels) or auto"
+        )
     if attn == "auto":
         attn = "sdpa"
     if retention == "auto":
