@@ -64,14 +64,20 @@ _HF_LLAMA = [
 
 def from_hf_llama(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """HF ``LlamaForCausalLM`` state dict -> Transformer baseline keys (unknown keys are kept, to be reported)."""
+    sd = {k: t for k, t in sd.items() if not k.endswith("rotary_emb.inv_freq")}
+    return _rename(sd, _HF_LLAMA, keep_unknown=True)
+
+
+def _rename(sd: dict[str, torch.Tensor], table, keep_unknown: bool) -> dict[str, torch.Tensor]:
+    """Rename keys by the first matching (regex, replacement) of ``table``; unmatched keys kept or dropped."""
     out = {}
     for key, t in sd.items():
-        for pat, rep in _HF_LLAMA:
+        for pat, rep in table:
             if re.fullmatch(pat, key):
                 out[re.sub(pat, rep, key)] = t
                 break
         else:
-            if not key.endswith("rotary_emb.inv_freq"):
+            if keep_unknown:
                 out[key] = t
     return out
 
@@ -90,13 +96,7 @@ def to_hf_llama(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         (r"layers\.(\d+)\.mixer_layer_norm\.weight", r"model.layers.\1.input_layernorm.weight"),
         (r"layers\.(\d+)\.final_layer_norm\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
     ]
-    out = {}
-    for key, t in sd.items():
-        for pat, rep in inverse:
-            if re.fullmatch(pat, key):
-                out[re.sub(pat, rep, key)] = t
-                break
-    return out
+    return _rename(sd, inverse, keep_unknown=False)
 
 
 # --- strict loading with clear errors ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from yoco_eval.config import TransformerConfig
 from yoco_eval.model.cache import Cache, new_kv
 from yoco_eval.model.yoco import (
     DecoderLayer,
+    LanguageModel,
     RMSNorm,
     Step,
     attend_kv,
@@ -26,7 +27,6 @@ from yoco_eval.model.yoco import (
     select_positions,
     write_kv,
 )
-from yoco_eval.ops import Backends, resolve_backends
 from yoco_eval.ops.rope import apply_rope, inv_freq, rope_tables
 
 
@@ -61,13 +61,13 @@ class SelfAttention(nn.Module):
         return self.out_proj(o.reshape(B, T, -1))
 
 
-class Transformer(nn.Module):
+class Transformer(LanguageModel):
     """Llama-style Transformer with the same inference interface as :class:`~yoco_eval.model.yoco.YOCO`."""
 
     def __init__(self, cfg: TransformerConfig, attn_backend: str = "auto", retention_backend: str = "auto"):
         super().__init__()
         self.config = cfg
-        self.attn_backend, self.retention_backend = attn_backend, retention_backend
+        self.attn_backend, self.retention_backend = attn_backend, "torch"  # no retention layers here
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(
             DecoderLayer(SelfAttention(cfg, i), cfg.dim, cfg.hidden_dim, cfg.norm_eps) for i in range(cfg.n_layers)
@@ -76,15 +76,6 @@ class Transformer(nn.Module):
         self.output_projection = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output_projection.weight = self.embed_tokens.weight
-        self._backends: Backends | None = None
-
-    @property
-    def backends(self) -> Backends:
-        dev = self.embed_tokens.weight.device
-        if self._backends is None or self._backends_device != dev:
-            self._backends = resolve_backends(self.attn_backend, "torch", dev)
-            self._backends_device = dev
-        return self._backends
 
     def setup_cache(self, batch_size: int, max_seq_len: int, device=None, dtype=None) -> Cache:
         cfg = self.config
@@ -115,10 +106,3 @@ class Transformer(nn.Module):
         x, _, _ = select_positions(x, step.pos, logits_from)
         return self.output_projection(self.layer_norm(x))
 
-    def num_params(self, embeddings: bool = True) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        if not embeddings:
-            n -= self.embed_tokens.weight.numel()
-            if not self.config.tie_embeddings:
-                n -= self.output_projection.weight.numel()
-        return n

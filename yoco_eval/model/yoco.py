@@ -384,7 +384,30 @@ def select_positions(x: torch.Tensor, pos: torch.Tensor, select) -> tuple[torch.
 # The model
 
 
-class YOCO(nn.Module):
+class LanguageModel(nn.Module):
+    """What YOCO and the Transformer baseline share: kernel backends resolved once per device, parameter counts."""
+
+    attn_backend = retention_backend = "auto"
+    _backends: Backends | None = None
+
+    @property
+    def backends(self) -> Backends:
+        dev = self.embed_tokens.weight.device
+        if self._backends is None or self._backends_device != dev:
+            self._backends = resolve_backends(self.attn_backend, self.retention_backend, dev)
+            self._backends_device = dev
+        return self._backends
+
+    def num_params(self, embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if not embeddings:
+            n -= self.embed_tokens.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.output_projection.weight.numel()
+        return n
+
+
+class YOCO(LanguageModel):
     """The YOCO decoder-decoder language model.
 
     Args:
@@ -404,15 +427,6 @@ class YOCO(nn.Module):
         self.output_projection = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output_projection.weight = self.embed_tokens.weight
-        self._backends: Backends | None = None
-
-    @property
-    def backends(self) -> Backends:
-        dev = self.embed_tokens.weight.device
-        if self._backends is None or self._backends_device != dev:
-            self._backends = resolve_backends(self.attn_backend, self.retention_backend, dev)
-            self._backends_device = dev
-        return self._backends
 
     def setup_cache(self, batch_size: int, max_seq_len: int, device=None, dtype=None) -> Cache:
         """Preallocate the state of ``batch_size`` sequences of up to ``max_seq_len`` tokens."""
@@ -460,10 +474,3 @@ class YOCO(nn.Module):
             return None
         return self.output_projection(self.layer_norm(x))
 
-    def num_params(self, embeddings: bool = True) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        if not embeddings:
-            n -= self.embed_tokens.weight.numel()
-            if not self.config.tie_embeddings:
-                n -= self.output_projection.weight.numel()
-        return n
