@@ -120,9 +120,10 @@ def profile_charts(profile: Profile) -> list[LineChart]:
                 if r.series != k:
                     continue
                 v = getattr(r, attr)
-                if r.status != "ok" or v is None:
-                    why = r.status.upper() if r.status != "ok" else "no value"
-                    pts.append((r.context_length, None, f"{name(k)} @ {r.context_length:,}: {why}"))
+                if r.status == "ok" and v is None:
+                    continue  # not measured (e.g. a peer without a throughput run): no point, and no failure mark
+                if r.status != "ok":
+                    pts.append((r.context_length, None, f"{name(k)} @ {r.context_length:,}: {r.status.upper()}"))
                 else:
                     pts.append(
                         (r.context_length, v * scale, f"{name(k)} @ {r.context_length:,}: {v * scale:,.3g} {unit}")
