@@ -112,16 +112,28 @@ class Engine:
     def prefill(self, prompts: Sequence[Sequence[int]], cache: Cache, start: int = 0) -> torch.Tensor:
         """Feed ``prompts`` (token lists, lengths may differ) into ``cache`` from position ``start``; return the
         fp32 logits ``[B, vocab]`` of each row's last prompt token."""
+        return self._prefill(prompts, cache, start, want_logits=True)
+
+    @torch.inference_mode()
+    def prefill_only(self, prompts: Sequence[Sequence[int]], cache: Cache, start: int = 0) -> None:
+        """Feed prompts into the cache without computing any logits (cross-decoder fully skipped)."""
+        self._prefill(prompts, cache, start, want_logits=False)
+
+    def _pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-pad token lists: ``(tokens [B, L] on device, lengths [B] on CPU, lengths on device)``."""
+        lens = torch.tensor([len(x) for x in seqs])
+        tokens = torch.full((len(seqs), int(lens.max())), self._pad_id(), dtype=torch.long)
+        for i, x in enumerate(seqs):
+            tokens[i, : len(x)] = torch.tensor(list(x), dtype=torch.long)
+        return tokens.to(self.device), lens, lens.to(self.device)
+
+    def _prefill(self, prompts, cache: Cache, start: int, want_logits: bool) -> torch.Tensor | None:
         B = len(prompts)
-        lens = torch.tensor([len(p) for p in prompts])
-        if (lens == 0).any():
+        if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token (e.g. BOS)")
-        L = int(lens.max())
-        tokens = torch.full((B, L), self._pad_id(), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            tokens[i, : len(p)] = torch.tensor(p, dtype=torch.long)
-        tokens, lens_d = tokens.to(self.device), lens.to(self.device)
-        out = torch.empty(B, self.model.config.vocab_size, device=self.device)
+        tokens, lens, lens_d = self._pad(prompts)
+        L = tokens.shape[1]
+        out = torch.empty(B, self.model.config.vocab_size, device=self.device) if want_logits else None
         for s in range(0, L, self.chunk_size):
             e = min(L, s + self.chunk_size)
             chunk = tokens[:, s:e]
@@ -129,7 +141,7 @@ class Engine:
             if int(lens.min()) < e:
                 valid = (s + torch.arange(e - s, device=self.device))[None] < lens_d[:, None]
             ends_here = (lens - 1 >= s) & (lens - 1 < e)
-            if not ends_here.any():
+            if not want_logits or not ends_here.any():
                 self.model(chunk, cache=cache, start_pos=start + s, valid=valid, logits_from=0)
                 continue
             if valid is None:  # every row ends at this chunk's last position
@@ -236,7 +248,7 @@ class Engine:
         for i in range(B):
             text = self.tokenizer.decode(out[i])
             if reason[i] == "stop":
-                text = _cut_at_stop(text, p.stop)
+                text = cut_at_stop(text, p.stop)
             results.append(Generation(text, out[i], reason[i], len(prompts[i]), t1 - t0, t2 - t1))
         return results
 
@@ -316,12 +328,7 @@ class Engine:
             cache = _scatter_rows(cache, sub, nonempty)
         rows = torch.tensor([g for g, _ in suffix_rows], device=self.device)
         cache = cache.select_rows(rows)
-        R = len(suffix_rows)
-        tokens = torch.full((R, max_suffix), self._pad_id(), dtype=torch.long)
-        lens = torch.tensor([len(m[1]) for _, m in suffix_rows])
-        for r, (_, m) in enumerate(suffix_rows):
-            tokens[r, : len(m[1])] = torch.tensor(m[1])
-        tokens, lens_d = tokens.to(self.device), lens.to(self.device)
+        tokens, _, lens_d = self._pad([m[1] for _, m in suffix_rows])
         start = torch.tensor([len(prefixes[g]) for g, _ in suffix_rows], device=self.device)
         valid = torch.arange(max_suffix, device=self.device)[None] < lens_d[:, None]
         if bool(valid.all()) and len(set(start.tolist())) == 1:
@@ -337,24 +344,7 @@ class Engine:
             greedy = bool((lp.argmax(-1) == cont).all())
             results[m[3]] = (total, greedy)
         if progress is not None:
-            progress(R)
-
-    @torch.inference_mode()
-    def prefill_only(self, prompts: Sequence[Sequence[int]], cache: Cache, start: int = 0) -> None:
-        """Feed prompts into the cache without computing any logits (cross-decoder fully skipped)."""
-        B = len(prompts)
-        lens = torch.tensor([len(p) for p in prompts])
-        L = int(lens.max())
-        tokens = torch.full((B, L), self._pad_id(), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            tokens[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-        tokens, lens_d = tokens.to(self.device), lens.to(self.device)
-        for s in range(0, L, self.chunk_size):
-            e = min(L, s + self.chunk_size)
-            valid = None
-            if int(lens.min()) < e:
-                valid = (s + torch.arange(e - s, device=self.device))[None] < lens_d[:, None]
-            self.model(tokens[:, s:e], cache=cache, start_pos=start + s, valid=valid, logits_from=0)
+            progress(len(suffix_rows))
 
     @torch.inference_mode()
     def score_tokens(self, tokens: Sequence[int], prefix: Sequence[int], chunk: int | None = None) -> float:
@@ -433,7 +423,8 @@ def _scatter_rows(dst: Cache, src: Cache, rows: list[int]) -> Cache:
     return dst
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any stop string."""
     cut = len(text)
     for s in stop:
         if s:

@@ -12,13 +12,7 @@ import time
 
 import torch
 
-
-def _timed(fn):
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    out = fn()
-    torch.cuda.synchronize()
-    return out, time.perf_counter() - t
+from yoco_eval.profile import wallclock
 
 
 def build_fla_yoco():
@@ -51,7 +45,7 @@ def measure(kind: str, lengths: list[int], decode_steps: int = 16, warm: int = 3
 
     def run(T):
         ids = torch.randint(4, 100_000, (1, T), device="cuda")
-        out, t_pre = _timed(lambda: model(ids, use_cache=True, logits_to_keep=1, **extra))
+        out, t_pre = wallclock(lambda: model(ids, use_cache=True, logits_to_keep=1, **extra))
         past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
 
         def dec():
@@ -60,7 +54,7 @@ def measure(kind: str, lengths: list[int], decode_steps: int = 16, warm: int = 3
                 o = model(nxt, past_key_values=past, use_cache=True)
                 past, nxt = o.past_key_values, o.logits[:, -1].argmax(-1, keepdim=True)
 
-        _, t_dec = _timed(dec)
+        _, t_dec = wallclock(dec)
         return t_pre, 1000 * t_dec / decode_steps
 
     t0 = time.perf_counter()

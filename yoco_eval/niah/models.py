@@ -71,14 +71,6 @@ def _cuda_peak() -> int | None:
     return None
 
 
-def _cut_at_stop(text: str, stop: list[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        if s and s in text:
-            cut = min(cut, text.index(s))
-    return text[:cut]
-
-
 # --- fake model (tests, dry runs) ---------------------------------------------------------------------------
 
 
@@ -158,7 +150,9 @@ class FakeNeedleModel:
             raise RuntimeError(f"fake failure at {n} tokens")
         if n in self.oom_lengths:
             raise MemoryError(f"fake out of memory at {n} tokens")
-        text = _cut_at_stop(self.answer(prompt_text), stop)
+        from yoco_eval.generate import cut_at_stop
+
+        text = cut_at_stop(self.answer(prompt_text), stop)
         ids = encode(self.tokenizer, text)[:max_new_tokens]
         text = self.tokenizer.decode(ids) if len(ids) == max_new_tokens else text
         total = time.perf_counter() - t0
