@@ -214,6 +214,7 @@ class Engine:
         logits = self.prefill(prompts, cache)
         self._sync()
         t1 = time.perf_counter()
+        stats = {"prefill_peak_bytes": torch.cuda.max_memory_allocated()} if self.device.type == "cuda" else {}
         banned = self._banned()
         pos = torch.tensor([len(x) for x in prompts], device=self.device)
         out: list[list[int]] = [[] for _ in range(B)]
@@ -249,7 +250,7 @@ class Engine:
             text = self.tokenizer.decode(out[i])
             if reason[i] == "stop":
                 text = cut_at_stop(text, p.stop)
-            results.append(Generation(text, out[i], reason[i], len(prompts[i]), t1 - t0, t2 - t1))
+            results.append(Generation(text, out[i], reason[i], len(prompts[i]), t1 - t0, t2 - t1, dict(stats)))
         return results
 
     def _graph_decoder(self, batch: int, need: int) -> _GraphDecoder:

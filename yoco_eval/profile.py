@@ -112,7 +112,7 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
             o = out[0]
             peak = _peak() or 0
             row.update(prefill_s=o.prefill_s, decode_ms_per_token=1000 * o.decode_s / max(1, gen - 1),
-                       peak_mem_bytes=peak,
+                       peak_mem_bytes=peak, prefill_peak_mem_bytes=o.stats.get("prefill_peak_bytes"),
                        throughput_tok_s=batch * gen / (o.prefill_s + o.decode_s))  # fmt: skip
             overhead = max(overhead or 0, peak - weights - row["kv_cache_bytes"])
         except torch.OutOfMemoryError as e:
@@ -253,10 +253,15 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     engine.prefill_only([prompt[:chunk]], g.cache)  # warm
     g.cache.reset()
     x = torch.tensor([prompt[:chunk]], device="cuda")
+    _, t_chunk = wallclock(model, x, cache=g.cache, start_pos=0, logits_from=0)
+    g.cache.reset()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         model(x, cache=g.cache, start_pos=0, logits_from=0)
         _sync()
-    log(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+    log(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+    busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
+    log(f"one {chunk}-token chunk: {1000 * t_chunk:.1f} ms wall, {busy:.1f} ms of kernels "
+        f"({1000 * t_chunk - busy:.1f} ms idle)")  # fmt: skip
     g.cache.reset()
     _, t_pre = wallclock(engine.prefill, [prompt], g.cache)
     tok = torch.zeros(1, dtype=torch.long, device="cuda")
@@ -264,6 +269,7 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     for _ in range(3):
         g.step(tok, pos)
     _, t_graph = wallclock(lambda: [g.step(tok, pos) for _ in range(steps)])
-    res = {"model": name, "context": ctx, "prefill_s": t_pre, "graph_decode_ms": 1000 * t_graph / steps}
+    res = {"model": name, "context": ctx, "chunk": chunk, "chunk_wall_ms": 1000 * t_chunk, "chunk_kernel_ms": busy,
+           "prefill_s": t_pre, "graph_decode_ms": 1000 * t_graph / steps}  # fmt: skip
     log(json.dumps(res))
     return res

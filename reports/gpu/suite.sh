@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite, run on the device machine from the repo root (see reports/gpu/README.md):
-#   bash reports/gpu/suite.sh [tests] [profile] [throughput] [loglik] [peers]
+#   bash reports/gpu/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] ...
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -20,6 +20,11 @@ for s in $steps; do
                --batch $b --chunk-size ${CHUNK:-16384} --out "$OUT/throughput_b$b.json"; done ;;
     loglik) timeout 200 python3 -c "import json,os; from yoco_eval.profile import bench_loglikelihood as b; \
                json.dump(b(), open(os.environ['OUT']+'/loglik_32k.json','w'), indent=1)" ;;
+    kernels) timeout 280 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider -k "triton or yoco_3b or cuda_graph" \
+               2>&1 | tee "$OUT/gpu_tests_kernels.log"
+             timeout 200 python3 reports/gpu/bench_decode.py "$OUT/bench_decode.json" 2>&1 | tee "$OUT/bench_decode.log" ;;
+    prefill) for c in ${CHUNKS:-16384 8192}; do timeout 200 python3 -m yoco_eval profile --models yoco-3b \
+               --lengths ${LENGTHS:-32k,512k,1m} --gen 32 --chunk-size $c --out "$OUT/profile_yoco_c$c.json"; done ;;
     trace) timeout 300 python3 -c "from yoco_eval.profile import trace; trace(ctx=${CTX:-524288}, chunk=${CHUNK:-16384})" ;;
     ours) timeout 400 python3 -m yoco_eval profile --models yoco-3b --lengths 32k,64k,128k,256k,512k,1m --gen 32 \
                --chunk-size ${CHUNK:-16384} --out "$OUT/profile_yoco.json" && \

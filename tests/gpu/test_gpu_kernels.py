@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from yoco_eval.ops import triton_kernels
 from yoco_eval.ops.attention import attention, decode_attention
 from yoco_eval.ops.naive import naive_attention, naive_parallel_retention
 from yoco_eval.ops.retention import fla_available, torch_chunk_retention, triton_chunk_retention
@@ -80,3 +81,52 @@ def test_split_decode_attention_matches_reference(Tk):
     ).bfloat16()
     fast = decode_attention(qb, kb, vb, valid, backend="sdpa")
     check(f"split decode Tk={Tk}", fast, base, ref)
+
+
+@pytest.mark.skipif(not triton_kernels.available(torch.empty(0, device=DEV)), reason="triton not installed")
+@pytest.mark.parametrize("Tk", [8192, 100_000, 524_288])
+def test_triton_decode_kernel_matches_reference(Tk):
+    """Flash-decoding over a 3x-GQA cache; rows stop at different key counts (read from the device)."""
+    B, H, Hk, D = 2, 24, 8, 128
+    g = torch.Generator(device=DEV).manual_seed(Tk)
+    q = torch.randn(B, 1, H, D, device=DEV, generator=g)
+    k, v = (torch.randn(B, Tk + 100, Hk, D, device=DEV, generator=g) for _ in range(2))  # spare slots never read
+    lengths = torch.tensor([Tk, Tk // 3 + 7], device=DEV)
+    kr, vr = k[:, :Tk], v[:, :Tk]
+    valid = torch.arange(Tk, device=DEV)[None] < lengths[:, None]
+    kpos = torch.arange(Tk, device=DEV).expand(B, Tk)
+    ref = naive_attention(q.double(), kr.double(), vr.double(), lengths[:, None] - 1, kpos, valid)
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    base = naive_attention(qb, kb[:, :Tk], vb[:, :Tk], lengths[:, None] - 1, kpos, valid).bfloat16()
+    kb[:, Tk:] = float("nan")  # poison: a read past a row's length would show
+    fast = triton_kernels.decode_attention_splitk(qb, kb, vb, lengths)
+    assert torch.isfinite(fast).all()
+    check(f"triton decode Tk={Tk}", fast, base, ref)
+    via_api = decode_attention(qb, kb, vb, None, backend="sdpa", kv_len=lengths)
+    assert torch.equal(via_api, fast)
+
+
+@pytest.mark.skipif(not triton_kernels.available(torch.empty(0, device=DEV)), reason="triton not installed")
+@pytest.mark.parametrize("interleaved", [True, False], ids=["yoco", "llama"])
+def test_triton_rope_matches_compiled_twin(interleaved):
+    """In-place RoPE on the q/k heads of a fused projection output equals the PyTorch twin: fp32 exactly up to
+    rounding, bf16 within one bf16 ulp (the two differ only in fp32 rounding before the cast)."""
+    from yoco_eval.ops.fused import _rope
+    from yoco_eval.ops.rope import apply_rope_qk, inv_freq, rope_tables
+
+    B, T, H, D = 2, 3000, 24, 128
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2**-7)):
+        g = torch.Generator(device=DEV).manual_seed(3)
+        buf = torch.randn(B, T, 4 * H * D + H, device=DEV, generator=g).to(dtype) * 4
+        pos = torch.arange(500_000, 500_000 + T, device=DEV).expand(B, T)
+        tables = rope_tables(pos, inv_freq(D, 10000.0, "yoco" if interleaved else "llama", DEV), dtype)
+        q, k = buf[..., : H * D].view(B, T, H, D), buf[..., H * D : 2 * H * D].view(B, T, H, D)
+        ref_q, ref_k = _rope(q.clone(), *tables, interleaved, 1.0), _rope(k.clone(), *tables, interleaved, D**-0.5)
+        rest = buf[..., 2 * H * D :].clone()
+        out_q, out_k = apply_rope_qk(q, k, tables, interleaved, D**-0.5)
+        assert out_q.data_ptr() == q.data_ptr() and out_k.data_ptr() == k.data_ptr()  # in place, one launch
+        assert torch.equal(buf[..., 2 * H * D :], rest)  # v, g, gate logits untouched
+        for name, a, b in (("q", out_q, ref_q), ("k", out_k, ref_k)):
+            rel = ((a.float() - b.float()).abs() / b.float().abs().clamp_min(1e-3)).max().item()
+            print(f"triton rope {dtype} {name}: max rel diff {rel:.3g} (tolerance {tol:.3g})")
+            assert rel <= tol

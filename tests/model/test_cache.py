@@ -150,3 +150,22 @@ def test_fused_projections_compute_the_same_function(name, tmp_path):
     save_model(model, tmp_path / "m")  # fused views share storage: saving must still work
     model.load_state_dict(sd_before)  # copies into the views: fused weights follow
     assert torch.allclose(model(ids), before, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["yoco-debug", "transformer-debug"])
+@torch.inference_mode()
+def test_feed_forward_in_row_slices_computes_the_same_function(name, monkeypatch):
+    """Inference runs the feed-forward over bounded row slices (a long prefill chunk's activation stays small);
+    slices that do and don't divide the rows give the unsliced outputs."""
+    import yoco_eval.model.yoco as yoco_mod
+    from yoco_eval.model.yoco import fuse_projections
+
+    torch.manual_seed(7)
+    model = make(name)
+    ids = torch.randint(4, 260, (2, 40))
+    before = model(ids)
+    fuse_projections(model)
+    ref = ref64(model, ids)
+    for rows in (7, 16):
+        monkeypatch.setattr(yoco_mod, "_FFN_ROWS", rows)
+        assert_close_to_ref(model(ids), before, ref)

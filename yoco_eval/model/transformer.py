@@ -27,7 +27,7 @@ from yoco_eval.model.yoco import (
     select_positions,
     write_kv,
 )
-from yoco_eval.ops.rope import apply_rope, inv_freq, rope_tables
+from yoco_eval.ops.rope import apply_rope_qk, inv_freq
 
 
 class SelfAttention(nn.Module):
@@ -49,9 +49,7 @@ class SelfAttention(nn.Module):
             q, k, v = F.linear(x, w).split([H * D, Hk * D, Hk * D], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        tables = rope_tables(step.pos, freqs, x.dtype)
-        q = apply_rope(q.reshape(B, T, H, D), step.pos, freqs, False, tables)
-        k = apply_rope(k.reshape(B, T, Hk, D), step.pos, freqs, False, tables)
+        q, k = apply_rope_qk(q.reshape(B, T, H, D), k.reshape(B, T, Hk, D), step.rope_tables(freqs, x.dtype), False)
         v = v.reshape(B, T, Hk, D)
         if step.cache is not None:
             k, v = write_kv(step.cache.kv[self.index], k, v, step)

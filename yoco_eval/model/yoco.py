@@ -20,7 +20,7 @@ unless requested.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -31,9 +31,10 @@ from yoco_eval.model.cache import Cache, KVCache, new_kv, new_window
 from yoco_eval.ops import Backends, fused, resolve_backends
 from yoco_eval.ops.attention import attention, decode_attention
 from yoco_eval.ops.retention import recurrent_retention_step, torch_chunk_retention, triton_chunk_retention
-from yoco_eval.ops.rope import apply_rope, inv_freq, rope_tables
+from yoco_eval.ops.rope import apply_rope, apply_rope_qk, inv_freq, rope_tables
 
 _SPLIT_DECODE_MIN = 8192  # keys from which decode attention is split along the keys
+_FFN_ROWS = 8192  # inference: the feed-forward runs over at most this many tokens at a time (bounds its activation)
 
 # ---------------------------------------------------------------------------------------------------------------
 # The step: where the tokens of one call sit
@@ -56,6 +57,13 @@ class Step:
     end: int
     cache: Cache | None
     backends: Backends
+    rope: dict = field(default_factory=dict)  # cos/sin tables of ``pos``, computed once per call
+
+    def rope_tables(self, freqs: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (freqs.numel(), dtype)  # one model uses one theta and one style, so the head dim decides
+        if key not in self.rope:
+            self.rope[key] = rope_tables(self.pos, freqs, dtype)
+        return self.rope[key]
 
 
 def make_step(tokens: torch.Tensor, start_pos, cache: Cache | None, valid: torch.Tensor | None, backends) -> Step:
@@ -156,10 +164,19 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = fused_weight(self, ("fc1", "gate"))
-        if w is not None:  # one GEMM for both branches (inference)
-            a, b = F.linear(x, w).chunk(2, dim=-1)
-            return self.fc2(fused.silu_mul(a, b))
-        return self.fc2(fused.silu_mul(self.fc1(x), self.gate(x)))
+        if w is None:
+            return self.fc2(fused.silu_mul(self.fc1(x), self.gate(x)))
+        # inference: one GEMM for both branches, over at most _FFN_ROWS tokens at a time, so the
+        # [rows, 2 * hidden] activation stays bounded however long the prefill chunk
+        x2 = x.reshape(-1, x.shape[-1])
+        if x2.shape[0] <= _FFN_ROWS:
+            a, b = F.linear(x2, w).chunk(2, dim=-1)
+            return self.fc2(fused.silu_mul(a, b)).view(x.shape)
+        out = x2.new_empty(x2.shape)
+        for r in range(0, x2.shape[0], _FFN_ROWS):
+            a, b = F.linear(x2[r : r + _FFN_ROWS], w).chunk(2, dim=-1)
+            torch.mm(fused.silu_mul(a, b), self.fc2.weight.t(), out=out[r : r + _FFN_ROWS])
+        return out.view(x.shape)
 
 
 class DecoderLayer(nn.Module):
@@ -174,7 +191,9 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, *args, **kw) -> torch.Tensor:
         h = x + self.mixer(self.mixer_layer_norm(x), *args, **kw)
-        return h + self.ffn(self.final_layer_norm(h))
+        if torch.is_grad_enabled():
+            return h + self.ffn(self.final_layer_norm(h))
+        return h.add_(self.ffn(self.final_layer_norm(h)))  # inference: h is ours, add in place (one less [T, d])
 
 
 def write_kv(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,8 +219,7 @@ def attend_kv(q, k, v, q_pos, step: Step, q_is_tail: bool) -> torch.Tensor:
         return attention(q, k, v, kind="lower_right", backend=step.backends.attn)
     if step.cache is not None and q.shape[1] == 1 and step.valid is None and Tk >= _SPLIT_DECODE_MIN:
         # decode: every query sees every key written so far (its own included): split the keys across the GPU
-        k_valid = torch.arange(Tk, device=k.device)[None] <= step.pos[:, -1:]
-        return decode_attention(q, k, v, k_valid, backend=step.backends.attn)
+        return decode_attention(q, k, v, None, backend=step.backends.attn, kv_len=step.pos[:, -1] + 1)
     k_pos = torch.arange(Tk, device=k.device).expand(k.shape[0], Tk)
     if step.cache is not None:
         k_valid = k_pos < step.cache.lengths[:, None]
@@ -242,13 +260,12 @@ class GatedRetention(nn.Module):
         B, T, d = x.shape
         H, D = self.n_heads, self.head_dim
         w = fused_weight(self, ("q_proj", "k_proj", "v_proj", "g_proj", "gt_proj"))
-        if w is not None:  # one GEMM for q, k, v, g and the gate logits (inference)
+        if w is not None and not (step.backends.retention == "triton" and T > 1):
+            # one GEMM for q, k, v, g and the gate logits (inference; decode, or the PyTorch retention)
             q, k, v, g, gt = F.linear(x, w).split([d, d, d, d, H], dim=-1)
-        else:
+        else:  # separate GEMMs: contiguous q, k, v, which fla-core's kernels would otherwise copy
             q, k, v, g, gt = self.q_proj(x), self.k_proj(x), self.v_proj(x), self.g_proj(x), self.gt_proj(x)
-        tables = rope_tables(step.pos, freqs, x.dtype)
-        q = apply_rope(q.view(B, T, H, D), step.pos, freqs, True, tables)
-        k = apply_rope(k.view(B, T, H, D), step.pos, freqs, True, tables, scale=D**-0.5)
+        q, k = apply_rope_qk(q.view(B, T, H, D), k.view(B, T, H, D), step.rope_tables(freqs, x.dtype), True, D**-0.5)
         v = v.reshape(B, T, H, D)
         log_g = fused.gate_log(gt, self.normalizer)  # [B, T, H] fp32
         if step.valid is not None:  # padding: no decay and no contribution, so the state skips it
@@ -263,8 +280,8 @@ class GatedRetention(nn.Module):
             o, new_state = torch_chunk_retention(q, k, v, log_g, state)
         if state is not None:
             state.copy_(new_state)
-        o = self.subln(o).reshape(B, T, H * D)
-        return self.out_proj(fused.silu_mul(g, o))
+        # per-head RMSNorm (subln, no weight) and the SiLU output gate in one pass
+        return self.out_proj(fused.silu_gate_head_norm(g, o, self.subln.eps))
 
 
 class SlidingWindowAttention(nn.Module):
@@ -284,9 +301,7 @@ class SlidingWindowAttention(nn.Module):
         H, D, C = self.n_heads, self.head_dim, self.window
         w = fused_weight(self, ("q_proj", "k_proj", "v_proj"))
         q, k, v = F.linear(x, w).chunk(3, dim=-1) if w is not None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
-        tables = rope_tables(step.pos, freqs, x.dtype)
-        q = apply_rope(q.reshape(B, T, H, D), step.pos, freqs, True, tables)
-        k = apply_rope(k.reshape(B, T, H, D), step.pos, freqs, True, tables)
+        q, k = apply_rope_qk(q.reshape(B, T, H, D), k.reshape(B, T, H, D), step.rope_tables(freqs, x.dtype), True)
         v = v.reshape(B, T, H, D)
         valid = step.valid if step.valid is not None else torch.ones_like(step.pos, dtype=torch.bool)
         if step.cache is None:
@@ -338,7 +353,8 @@ class CrossAttention(nn.Module):
 
     def forward(self, x, k, v, q_pos, step: Step, freqs: torch.Tensor, q_is_tail: bool) -> torch.Tensor:
         B, N, _ = x.shape
-        q = apply_rope(self.q_proj(x).view(B, N, self.n_heads, self.head_dim), q_pos, freqs, True)
+        tables = step.rope_tables(freqs, x.dtype) if q_is_tail and N == step.pos.shape[1] else None
+        q = apply_rope(self.q_proj(x).view(B, N, self.n_heads, self.head_dim), q_pos, freqs, True, tables, inplace=True)
         o = attend_kv(q, k, v, q_pos, step, q_is_tail)
         return self.out_proj(o.reshape(B, N, -1))
 
@@ -359,7 +375,8 @@ class CrossDecoder(nn.Module):
         for the selected positions only (``select``: None = all, int n = last n, ``[B, N]`` = gathered)."""
         B, T, _ = x.shape
         m = self.kv_layer_norm(x)
-        k = apply_rope(self.k_proj(m).view(B, T, self.n_kv_heads, self.head_dim), step.pos, freqs, interleaved=True)
+        k = self.k_proj(m).view(B, T, self.n_kv_heads, self.head_dim)
+        k = apply_rope(k, step.pos, freqs, True, step.rope_tables(freqs, x.dtype), inplace=True)
         v = self.v_proj(m).view(B, T, self.n_kv_heads, self.head_dim)
         if step.cache is not None:
             k, v = write_kv(step.cache.kv[0], k, v, step)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from yoco_eval.ops import triton_kernels
+
 try:
     from torch.nn.attention.bias import causal_lower_right
 except ImportError:  # pragma: no cover
@@ -158,6 +160,12 @@ def _even_splits(Tk: int) -> int | None:
     return None
 
 
+def _triton_decode_ok(q, k, v) -> bool:
+    D = q.shape[-1]
+    return (triton_kernels.available(q) and D in (64, 128, 256) and q.shape[2] % k.shape[2] == 0
+            and k.stride(-1) == 1 and v.stride(-1) == 1 and k.stride(-2) == D and v.stride(-2) == D)  # fmt: skip
+
+
 def decode_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -166,6 +174,7 @@ def decode_attention(
     scale: float | None = None,
     splits: int | None = None,
     backend: str = "sdpa",
+    kv_len: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of a few queries that each see EVERY valid key (decode), split along the keys.
 
@@ -175,6 +184,9 @@ def decode_attention(
 
     Args:
         q: ``[B, Tq, H, D]`` (small Tq); k, v: ``[B, Tk, Hk, D]``; k_valid: ``[B, Tk]`` bool or None.
+        kv_len: ``[B]`` device ints, instead of ``k_valid``: the valid keys are the first ``kv_len[b]``. With one
+            query per row on CUDA, the Triton flash-decoding kernel
+            (:func:`yoco_eval.ops.triton_kernels.decode_attention_splitk`) then runs and reads only those keys.
     Returns:
         ``[B, Tq, H, D]`` in q's dtype (zeros for a row with no valid key).
     """
@@ -182,6 +194,12 @@ def decode_attention(
     Tk, Hk = k.shape[1], k.shape[2]
     G = H // Hk
     scale = D**-0.5 if scale is None else scale
+    if backend == "sdpa" and Tq == 1 and k_valid is None and _triton_decode_ok(q, k, v):
+        if kv_len is None:
+            kv_len = torch.full((B,), Tk, dtype=torch.int32, device=q.device)
+        return triton_kernels.decode_attention_splitk(q, k, v, kv_len, scale)
+    if k_valid is None and kv_len is not None:
+        k_valid = torch.arange(Tk, device=q.device)[None] < kv_len[:, None]
     if splits is None:
         splits = _even_splits(Tk) or max(1, min(64, Tk // 1024))
     Ts = -(-Tk // splits)

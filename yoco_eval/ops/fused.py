@@ -59,6 +59,11 @@ def _silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.silu(a) * b
 
 
+def _silu_gate_head_norm(g: torch.Tensor, o: torch.Tensor, eps: float) -> torch.Tensor:
+    """``silu(g) * rms_norm(o)`` with the norm over each head (no weight): g ``[B, T, H*D]``, o ``[B, T, H, D]``."""
+    return _silu_mul(g, _rms_norm(o, None, eps).flatten(-2))
+
+
 def _gate_log(x: torch.Tensor, normalizer: float) -> torch.Tensor:
     return F.logsigmoid(x.float()) / normalizer
 
@@ -67,3 +72,4 @@ rope = _Lazy(_rope)
 rms_norm = _Lazy(_rms_norm)
 silu_mul = _Lazy(_silu_mul)
 gate_log = _Lazy(_gate_log)
+silu_gate_head_norm = _Lazy(_silu_gate_head_norm)

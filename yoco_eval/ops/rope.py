@@ -33,10 +33,43 @@ def apply_rope(
     interleaved: bool,
     tables: tuple[torch.Tensor, torch.Tensor] | None = None,
     scale: float = 1.0,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Rotate ``x`` ``[B, T, H, D]`` by the angles of positions ``pos`` ``[B, T]`` (int64), then multiply by
-    ``scale``; returns x's dtype. ``tables`` (from :func:`rope_tables`) can be shared between calls."""
+    ``scale``; returns x's dtype. ``tables`` (from :func:`rope_tables`) can be shared between calls.
+    ``inplace=True`` lets a CUDA kernel overwrite ``x`` (a fresh projection output) instead of allocating."""
+    from yoco_eval.ops import triton_kernels
     from yoco_eval.ops.fused import rope
 
     cos, sin = tables if tables is not None else rope_tables(pos, freqs, x.dtype)
+    if inplace and triton_kernels.available(x) and x.stride(-1) == 1 and x.stride(-2) == x.shape[-1]:
+        return triton_kernels.rope_(x, cos, sin, interleaved, scale)
     return rope(x, cos, sin, interleaved, scale)
+
+
+def apply_rope_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    tables: tuple[torch.Tensor, torch.Tensor],
+    interleaved: bool,
+    k_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate queries ``[B, T, H, D]`` and keys ``[B, T, Hk, D]`` (keys also times ``k_scale``).
+
+    On CUDA (no autograd) both are overwritten in place, in ONE kernel launch when the keys directly follow the
+    queries in memory (the output of a fused q/k/v projection); elsewhere the compiled PyTorch twin runs."""
+    from yoco_eval.ops import triton_kernels
+    from yoco_eval.ops.fused import rope
+
+    cos, sin = tables
+    B, T, H, D = q.shape
+    if triton_kernels.available(q) and q.stride()[2:] == (D, 1) and k.stride()[2:] == (D, 1):
+        adjacent = k.stride()[:2] == q.stride()[:2] and k.data_ptr() == q.data_ptr() + H * D * q.element_size()
+        if adjacent:
+            both = q.as_strided((B, T, H + k.shape[2], D), q.stride())
+            triton_kernels.rope_(both, cos, sin, interleaved, k_scale, n_plain=H)
+        else:
+            triton_kernels.rope_(q, cos, sin, interleaved)
+            triton_kernels.rope_(k, cos, sin, interleaved, k_scale)
+        return q, k
+    return rope(q, cos, sin, interleaved, 1.0), rope(k, cos, sin, interleaved, k_scale)

@@ -1,0 +1,80 @@
+"""Decode attention at long context on the GPU: the Triton flash-decoding kernel's variants against the card's
+measured copy bandwidth and the SDPA split-key path it replaces (YOCO-3B shape: 24 query heads, 8 key/value
+heads, head dim 128, bf16). Run on the device machine from the repo root:
+
+    python reports/gpu/bench_decode.py [out.json]
+
+Each time is the median of triton.testing.do_bench (CUDA events, warmed). Bytes counted: every key and value of
+the context read once (the floor for one query layer); bandwidth = bytes / time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from functools import partial
+
+import torch
+from triton.testing import do_bench
+
+from yoco_eval.ops import triton_kernels as tk
+from yoco_eval.ops.attention import decode_attention
+
+
+def copy_bandwidth(nbytes: int = 2 << 30) -> float:
+    src = torch.randn(nbytes // 2, device="cuda", dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    t = do_bench(lambda: dst.copy_(src), warmup=50, rep=300, return_mode="median") / 1e3
+    return 2 * nbytes / t  # read + write
+
+
+def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: int = 128) -> dict:
+    g = torch.Generator(device="cuda").manual_seed(Tk + B)
+    q = torch.randn(B, 1, H, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    k = torch.randn(B, Tk, Hk, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    v = torch.randn(B, Tk, Hk, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    L = torch.full((B,), Tk, device="cuda", dtype=torch.int32)
+    ones = torch.ones(B, Tk, dtype=torch.bool, device="cuda")
+    nbytes = 2 * B * Tk * Hk * D * 2
+    sdpa = partial(decode_attention, q, k, v, ones, backend="sdpa")
+    ref = sdpa()
+    t_sdpa = do_bench(sdpa, warmup=20, rep=200, return_mode="median")
+    row = {"batch": B, "keys": Tk, "bytes": nbytes, "floor_ms": nbytes / bandwidth * 1e3, "sdpa_split_ms": t_sdpa,
+           "variants": []}  # fmt: skip
+    print(f"B={B} Tk={Tk}: floor {row['floor_ms']:.3f} ms, SDPA split path {t_sdpa:.3f} ms")
+    for bn, nw, ns, smul in itertools.product((32, 64, 128), (4, 8), (3, 4), (None, 2)):
+        S = None if smul is None else smul * tk._n_splits(B * Hk, Tk, bn)
+        fn = partial(tk.decode_attention_splitk, q, k, v, L, splits=S, block_n=bn, num_warps=nw, num_stages=ns)
+        cfg = {"block_n": bn, "warps": nw, "stages": ns, "splits": S or "default"}
+        try:
+            diff = (fn().float() - ref.float()).abs().max().item()
+            t = do_bench(fn, warmup=20, rep=200, return_mode="median")
+        except Exception as e:  # noqa: BLE001 - a config that does not compile is recorded, not fatal
+            row["variants"].append({**cfg, "error": str(e)[:120]})
+            continue
+        row["variants"].append({**cfg, "ms": t, "bytes_per_s": nbytes / (t / 1e3), "max_diff_vs_sdpa": diff})
+    best = min((x for x in row["variants"] if "ms" in x), key=lambda x: x["ms"])
+    row["best"] = best
+    print(f"   best triton {best['ms']:.3f} ms = {best['bytes_per_s'] / 1e12:.2f} TB/s (block {best['block_n']}, "
+          f"warps {best['warps']}, stages {best['stages']}, splits {best['splits']}); "
+          f"max |diff| vs SDPA {best['max_diff_vs_sdpa']:.2e}")  # fmt: skip
+    for x in row["variants"]:
+        if (x["block_n"], x["warps"], x["stages"], x["splits"]) == (64, 4, 3, "default") and "ms" in x:
+            print(f"   default config {x['ms']:.3f} ms")
+    return row
+
+
+def main(out_path: str | None = None) -> None:
+    res = {"card": torch.cuda.get_device_name(), "copy_bytes_per_s": copy_bandwidth(), "rows": []}
+    print(f"device copy bandwidth: {res['copy_bytes_per_s'] / 1e12:.2f} TB/s")
+    for B, Tk in ((1, 131072), (1, 524288), (1, 1048576), (4, 524288), (8, 524288)):
+        res["rows"].append(bench_row(B, Tk, res["copy_bytes_per_s"]))
+        torch.cuda.empty_cache()
+    if out_path:
+        with open(out_path, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
