@@ -25,7 +25,7 @@ for s in $steps; do
              timeout 200 python3 reports/gpu/bench_decode.py "$OUT/bench_decode.json" 2>&1 | tee "$OUT/bench_decode.log" ;;
     prefill) for c in ${CHUNKS:-16384 8192}; do timeout 200 python3 -m yoco_eval profile --models yoco-3b \
                --lengths ${LENGTHS:-32k,512k,1m} --gen 32 --chunk-size $c --out "$OUT/profile_yoco_c$c.json"; done ;;
-    trace) timeout 300 python3 -c "from yoco_eval.profile import trace; trace(ctx=${CTX:-524288}, chunk=${CHUNK:-16384})" ;;
+    trace) timeout 300 python3 -c "from yoco_eval.profile import trace; trace(ctx=${CTX:-524288}, chunk=${CHUNK:-16384})" 2>&1 | tee "$OUT/trace.log" ;;
     ours) timeout 400 python3 -m yoco_eval profile --models yoco-3b --lengths 32k,64k,128k,256k,512k,1m --gen 32 \
                --chunk-size ${CHUNK:-16384} --out "$OUT/profile_yoco.json" && \
           timeout 200 python3 -m yoco_eval profile --models transformer-3b --lengths 32k,64k,128k,256k --gen 32 \
