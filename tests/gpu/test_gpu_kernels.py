@@ -83,7 +83,7 @@ def test_split_decode_attention_matches_reference(Tk):
     check(f"split decode Tk={Tk}", fast, base, ref)
 
 
-@pytest.mark.skipif(not triton_kernels.available(torch.empty(0, device=DEV)), reason="triton not installed")
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
 @pytest.mark.parametrize("Tk", [8192, 100_000, 524_288])
 def test_triton_decode_kernel_matches_reference(Tk):
     """Flash-decoding over a 3x-GQA cache; rows stop at different key counts (read from the device)."""
@@ -106,7 +106,7 @@ def test_triton_decode_kernel_matches_reference(Tk):
     assert torch.equal(via_api, fast)
 
 
-@pytest.mark.skipif(not triton_kernels.available(torch.empty(0, device=DEV)), reason="triton not installed")
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
 @pytest.mark.parametrize("interleaved", [True, False], ids=["yoco", "llama"])
 def test_triton_rope_matches_compiled_twin(interleaved):
     """In-place RoPE on the q/k heads of a fused projection output equals the PyTorch twin: fp32 exactly up to
