@@ -238,6 +238,34 @@ def bench_loglikelihood(name: str = "yoco-3b", ctx_len: int = 32768, n_ctx: int 
 
 
 @torch.inference_mode()
+def _find_syncs(engine, prompt: list[int], cache, log) -> None:
+    """Log where a chunked prefill makes the host wait for the GPU (each such wait leaves the GPU idle while the
+    host launches the next kernels): torch's sync debug mode, one stack per distinct call site."""
+    import traceback
+    import warnings
+
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        stack = [f for f in traceback.extract_stack()[:-1] if "yoco_eval" in f.filename or "fla" in f.filename]
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack[-4:]))
+        if where not in seen:
+            seen.add(where)
+            log(f"host sync: {str(message)[:80]} at {where}")
+
+    old = warnings.showwarning
+    warnings.showwarning = show
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            engine.prefill_only([prompt], cache)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        warnings.showwarning = old
+    log(f"{len(seen)} distinct host-sync call sites in a {len(prompt)}-token chunked prefill")
+
+
 def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: int = 50, log=print) -> dict:
     """Where the time goes: kernel table of one prefill chunk, and graph-replayed vs eager decode steps at ``ctx``."""
     from torch.profiler import ProfilerActivity, profile
@@ -262,6 +290,8 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
     log(f"one {chunk}-token chunk: {1000 * t_chunk:.1f} ms wall, {busy:.1f} ms of kernels "
         f"({1000 * t_chunk - busy:.1f} ms idle)")  # fmt: skip
+    g.cache.reset()
+    _find_syncs(engine, prompt[: 3 * chunk], g.cache, log)
     g.cache.reset()
     _, t_pre = wallclock(engine.prefill, [prompt], g.cache)
     tok = torch.zeros(1, dtype=torch.long, device="cuda")

@@ -86,8 +86,11 @@ def test_split_decode_attention_matches_reference(Tk):
 @pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
 @pytest.mark.parametrize("Tk", [8192, 100_000, 524_288])
 def test_triton_decode_kernel_matches_reference(Tk):
-    """Flash-decoding over a 3x-GQA cache; rows stop at different key counts (read from the device)."""
-    B, H, Hk, D = 2, 24, 8, 128
+    """Flash-decoding over a 3x-GQA cache; rows stop at different key counts (read from the device). The 512K case
+    keeps 2 key/value heads so that its fp64 reference (with GQA repeated) fits next to the bf16 cache."""
+    B, H, D = 2, 24, 128
+    Hk = 8 if Tk < 200_000 else 2
+    H = 3 * Hk
     g = torch.Generator(device=DEV).manual_seed(Tk)
     q = torch.randn(B, 1, H, D, device=DEV, generator=g)
     k, v = (torch.randn(B, Tk + 100, Hk, D, device=DEV, generator=g) for _ in range(2))  # spare slots never read
@@ -109,24 +112,33 @@ def test_triton_decode_kernel_matches_reference(Tk):
 @pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
 @pytest.mark.parametrize("interleaved", [True, False], ids=["yoco", "llama"])
 def test_triton_rope_matches_compiled_twin(interleaved):
-    """In-place RoPE on the q/k heads of a fused projection output equals the PyTorch twin: fp32 exactly up to
-    rounding, bf16 within one bf16 ulp (the two differ only in fp32 rounding before the cast)."""
+    """In-place RoPE on the q/k heads of a fused projection output equals the PyTorch twin.
+
+    Tolerance, from rounding: each output is ``(x1 c - x2 s) * scale``, three fp32 roundings per path, so two fp32
+    paths differ by at most about ``6 eps32 (|x1| + |x2|) scale``; bf16 outputs may further land on neighbouring
+    bf16 values (one bf16 ulp, ``2**-8`` of the value rounded up to ``2**-7``)."""
     from yoco_eval.ops.fused import _rope
     from yoco_eval.ops.rope import apply_rope_qk, inv_freq, rope_tables
 
     B, T, H, D = 2, 3000, 24, 128
-    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2**-7)):
+    eps32 = torch.finfo(torch.float32).eps
+    for dtype in (torch.float32, torch.bfloat16):
         g = torch.Generator(device=DEV).manual_seed(3)
         buf = torch.randn(B, T, 4 * H * D + H, device=DEV, generator=g).to(dtype) * 4
         pos = torch.arange(500_000, 500_000 + T, device=DEV).expand(B, T)
         tables = rope_tables(pos, inv_freq(D, 10000.0, "yoco" if interleaved else "llama", DEV), dtype)
         q, k = buf[..., : H * D].view(B, T, H, D), buf[..., H * D : 2 * H * D].view(B, T, H, D)
+        ins = {"q": (q.float().clone(), 1.0), "k": (k.float().clone(), D**-0.5)}
         ref_q, ref_k = _rope(q.clone(), *tables, interleaved, 1.0), _rope(k.clone(), *tables, interleaved, D**-0.5)
         rest = buf[..., 2 * H * D :].clone()
         out_q, out_k = apply_rope_qk(q, k, tables, interleaved, D**-0.5)
         assert out_q.data_ptr() == q.data_ptr() and out_k.data_ptr() == k.data_ptr()  # in place, one launch
         assert torch.equal(buf[..., 2 * H * D :], rest)  # v, g, gate logits untouched
         for name, a, b in (("q", out_q, ref_q), ("k", out_k, ref_k)):
-            rel = ((a.float() - b.float()).abs() / b.float().abs().clamp_min(1e-3)).max().item()
-            print(f"triton rope {dtype} {name}: max rel diff {rel:.3g} (tolerance {tol:.3g})")
-            assert rel <= tol
+            x, scale = ins[name]
+            pair = x.abs().amax(-1, keepdim=True) * 2  # |x1| + |x2| bounded by twice the head's largest entry
+            tol = 6 * eps32 * pair * scale + (2**-7 * b.float().abs() if dtype == torch.bfloat16 else 0)
+            diff = (a.float() - b.float()).abs()
+            worst = (diff / tol).max().item()
+            print(f"triton rope {dtype} {name}: max diff {diff.max().item():.3g}, worst diff/tolerance {worst:.3g}")
+            assert worst <= 1

@@ -78,7 +78,7 @@ if triton is not None:
                              G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
         s = tl.program_id(0)
         bh = tl.program_id(1)
-        b = bh // n_kv_heads
+        b = (bh // n_kv_heads).to(tl.int64)  # 64-bit offsets: B x 512K tokens x 1024 elements passes 2**31
         h = bh % n_kv_heads
         L = tl.load(LEN + b).to(tl.int32)
         per = tl.cdiv(tl.cdiv(L, n_splits), BLOCK_N) * BLOCK_N  # keys per split, from this row's length
@@ -95,9 +95,10 @@ if triton is not None:
         kbase = K + b * stride_kb + h * stride_kh
         vbase = V + b * stride_vb + h * stride_vh
         for n0 in range(start, end, BLOCK_N):
-            kmask = (n0 + n) < end
-            k = tl.load(kbase + (n0 + n)[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
-            v = tl.load(vbase + (n0 + n)[:, None] * stride_vt + d[None, :], mask=kmask[:, None], other=0.0)
+            tok = (n0 + n).to(tl.int64)
+            kmask = tok < end
+            k = tl.load(kbase + tok[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
+            v = tl.load(vbase + tok[:, None] * stride_vt + d[None, :], mask=kmask[:, None], other=0.0)
             sc = tl.dot(q, tl.trans(k)) * scale
             sc = tl.where(kmask[None, :], sc, float("-inf"))
             m_new = tl.maximum(m, tl.max(sc, 1))
@@ -163,9 +164,19 @@ def _n_splits(batch_heads: int, max_keys: int, block_n: int) -> int:
     return max(1, min(want, -(-max_keys // (4 * block_n)), 256))
 
 
+def _decode_config(rows: int, keys: int) -> tuple[int, int]:
+    """(block_n, num_stages) from the H100 sweep in reports/gpu (bench_decode.py; 4 warps won everywhere): short
+    blocks with 3 stages for one sequence at 128K-512K, 64x4 at 1M, 128x4 once a batch fills the card."""
+    if rows >= 32:
+        return 128, 4
+    if keys > 768 * 1024:
+        return 64, 4
+    return 32, 3
+
+
 def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: torch.Tensor,
-                            scale: float | None = None, splits: int | None = None, block_n: int = 64,
-                            num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:  # fmt: skip
+                            scale: float | None = None, splits: int | None = None, block_n: int | None = None,
+                            num_warps: int = 4, num_stages: int | None = None) -> torch.Tensor:  # fmt: skip
     """One query per row over the first ``kv_len[b]`` keys of each row (flash-decoding).
 
     Args:
@@ -180,6 +191,8 @@ def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     Tk, Hk = k.shape[1], k.shape[2]
     G = H // Hk
     scale = D**-0.5 if scale is None else scale
+    auto_block, auto_stages = _decode_config(B * Hk, Tk)
+    block_n, num_stages = block_n or auto_block, num_stages or auto_stages
     S = splits or _n_splits(B * Hk, Tk, block_n)
     part = torch.empty(B, H, S, D, device=q.device, dtype=torch.float32)
     lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
