@@ -17,7 +17,6 @@ import datetime as _dt
 import gc
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 
@@ -57,12 +56,9 @@ def _reset_peak() -> None:
 
 
 def _git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except Exception:
-        return "unknown"
+    from yoco_eval.niah.runner import git_commit
+
+    return (git_commit() or "unknown")[:12]
 
 
 def build_random(name: str, device="cuda", dtype=None, **backends):
@@ -266,6 +262,7 @@ def _find_syncs(engine, prompt: list[int], cache, log) -> None:
     log(f"{len(seen)} distinct host-sync call sites in a {len(prompt)}-token chunked prefill")
 
 
+@torch.inference_mode()
 def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: int = 50, log=print) -> dict:
     """Where the time goes: kernel table of one prefill chunk, and graph-replayed vs eager decode steps at ``ctx``."""
     from torch.profiler import ProfilerActivity, profile

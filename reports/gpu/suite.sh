@@ -8,7 +8,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   && export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} || exit 1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
-git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt"
+echo "${YOCO_EVAL_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" | tee "$OUT/commit.txt"
 steps=${*:-tests profile throughput loglik}
 for s in $steps; do
   t0=$(date +%s)

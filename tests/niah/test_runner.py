@@ -158,6 +158,38 @@ def test_failing_cells_are_recorded_and_retried(tmp_path):
     assert len(rows) == 18 and all(r["status"] == "ok" for r in rows)
 
 
+def test_next_prompt_is_built_while_the_model_runs(tmp_path, monkeypatch):
+    """Prompts are built one cell ahead on a worker thread, so the model never waits for the builder; a build
+    error still lands on its own cell's row."""
+    import threading
+
+    from yoco_eval.niah.builder import PromptBuilder
+
+    events: list[tuple[str, str]] = []
+    real_build = PromptBuilder.build
+
+    def build(self, length, depth, seed):
+        events.append(("build", threading.current_thread().name))
+        if length == 2048 and depth == 50.0:
+            raise ValueError("broken haystack slice")
+        return real_build(self, length, depth, seed)
+
+    class Recording(FakeNeedleModel):
+        def generate(self, *a, **kw):
+            events.append(("generate", threading.current_thread().name))
+            return super().generate(*a, **kw)
+
+    monkeypatch.setattr(PromptBuilder, "build", build)
+    out = tmp_path / "run"
+    s = run_sweep(Recording(YOCOTokenizer()), _cfg(out, trials=1), progress=False, command="t", log=_quiet)
+    assert s["ran"] == 6 and s["errors"] == 1
+    builds = [t for e, t in events if e == "build"]
+    assert len(builds) == 6 and all(t.startswith("needle-build") for t in builds)
+    rows = {r["cell"]: r for r in read_jsonl(out / "results.jsonl")}
+    assert rows["L2048_D50_T0"]["status"] == "error" and "broken haystack slice" in rows["L2048_D50_T0"]["error"]
+    assert rows["L2048_D100_T0"]["status"] == "ok"
+
+
 def test_torn_last_line_is_repaired(tmp_path):
     out = tmp_path / "run"
     model = FakeNeedleModel(YOCOTokenizer())
