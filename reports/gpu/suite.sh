@@ -40,6 +40,14 @@ for s in $steps; do
                --out "$OUT/peer_hf.json" ;;
     peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
+    needle) # the YOCO paper's grid, 1 trial, random-weight YOCO-3B; NPROC=2 shards it over two GPUs with torchrun
+            launch="python3"; [ "${NPROC:-1}" -gt 1 ] && launch="torchrun --standalone --nproc_per_node $NPROC"
+            dir="$OUT/needle_${NPROC:-1}gpu"
+            timeout ${NEEDLE_TIMEOUT:-540} $launch -m yoco_eval.niah.cli --model yoco \
+              --model-args pretrained=yoco-3b,device=cuda,dtype=bfloat16,max_length=1048600 \
+              --lengths ${NEEDLE_LENGTHS:-128k:1M:128k} --depths 0:100:11 --trials 1 --max-new-tokens 16 \
+              --no-progress --out "$dir" 2>&1 | tail -20
+            python3 -m yoco_eval.niah.cli --show "$dir" 2>&1 | tail -15 ;;
   esac
   echo "== step $s took $(( $(date +%s) - t0 )) s"
 done

@@ -7,6 +7,7 @@ Every model goes through the same prompt builder and scorer, so baselines and YO
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -400,6 +401,7 @@ class YOCONeedleModel:
 
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = _rank_device(dev)
         dtype = args.pop("dtype", "bfloat16" if dev.startswith("cuda") else "float32")
         max_length = args.pop("max_length", None)
         kw = {k: args.pop(k) for k in ("attn_backend", "retention_backend") if k in args}
@@ -426,6 +428,19 @@ class YOCONeedleModel:
         out = self.engine.generate([ids], max_new_tokens=max_new_tokens, stop=list(stop))[0]
         total = time.perf_counter() - t0
         return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak())
+
+
+def _rank_device(dev: str) -> str:
+    """Under torchrun, a bare ``cuda`` means this rank's own GPU (``LOCAL_RANK``); the CUDA current device is set
+    to it too, because Triton kernels and CUDA graphs launch on the current device."""
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    if dev == "cuda" and local is not None and torch.cuda.is_available():
+        dev = f"cuda:{int(local) % torch.cuda.device_count()}"
+    if dev.startswith("cuda:"):
+        torch.cuda.set_device(torch.device(dev))
+    return dev
 
 
 def load_needle_model(
