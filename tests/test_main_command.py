@@ -49,3 +49,25 @@ def test_shuffled_weights_score_near_zero(tmp_path):
     mean = sum(r["score"] for r in rows) / len(rows)
     print(f"weight-shuffled copy, same grid: mean retrieval {mean:.3f}")
     assert mean <= 0.1
+
+
+def test_shared_haystack_reuses_prefixes_with_the_same_answers(tmp_path):
+    """--shared-haystack: one haystack per (length, trial), deepest needle first, each prompt continuing from the
+    prefix it shares with the one before. The outputs must equal those of the same grid prefilled from scratch."""
+    args = f"pretrained={ROOT / 'models' / 'yoco-needle-7m'},max_length=2048,chunk_size=64"
+    reuse = run_main(tmp_path / "reuse", "--shared-haystack", "--model-args", args)
+    plain = run_main(tmp_path / "plain", "--shared-haystack", "--model-args", args + ",prefix_reuse=false")
+    by_cell = {r["cell"]: r for r in plain}
+    for r in reuse:
+        assert r["output"] == by_cell[r["cell"]]["output"], r["cell"]
+        assert r["prompt_excerpts"] == by_cell[r["cell"]]["prompt_excerpts"]
+    reused = sum(r["reused_prompt_tokens"] for r in reuse)
+    total = sum(r["prompt_tokens"] for r in reuse)
+    assert all(r["reused_prompt_tokens"] == 0 for r in plain)
+    # the first (deepest) prompt of a haystack shares only the instruction with the previous haystack's prompts
+    firsts = [r for r in reuse if r["depth_percent"] == 100.0]
+    assert all(r["reused_prompt_tokens"] < r["needles"][0]["token_position"] for r in firsts)
+    print(f"shared haystack: {reused} of {total} prompt tokens reused ({reused / total:.0%})")
+    assert reused >= 0.25 * total
+    mean = sum(r["score"] for r in reuse) / len(reuse)
+    assert mean >= 0.9

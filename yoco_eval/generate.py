@@ -131,6 +131,7 @@ class Engine:
         B = len(prompts)
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token (e.g. BOS)")
+        cache.writes += 1
         tokens, lens, lens_d = self._pad(prompts)
         L = tokens.shape[1]
         out = torch.empty(B, self.model.config.vocab_size, device=self.device) if want_logits else None
@@ -185,15 +186,20 @@ class Engine:
         prompts: Sequence[Sequence[int]],
         params: SamplingParams | None = None,
         on_token: Callable[[int, int], None] | None = None,
+        prefix: PrefixCache | None = None,
         **kw,
     ) -> list[Generation]:
         """Generate a continuation for each prompt (token lists of any lengths, batched together).
 
         Stops a row at EOS, at the first stop string in its decoded text, or after ``max_new_tokens``.
         ``kw`` are :class:`SamplingParams` fields (``max_new_tokens=``, ``temperature=``, ``stop=``, ...).
+        ``prefix``: one prompt only; continue from the longest prefix it shares with the prompts ``prefix`` saw
+        before (see :class:`PrefixCache`); the result is the same as without it.
         """
         p = params or SamplingParams(**kw)
         B = len(prompts)
+        if prefix is not None and B != 1:
+            raise ValueError("generate(prefix=...) takes one prompt at a time")
         need = max(len(x) for x in prompts) + p.max_new_tokens
         if need > self.max_length:
             from yoco_eval.errors import YocoEvalError
@@ -207,11 +213,13 @@ class Engine:
         if self.cuda_graphs and self.device.type == "cuda" and p.max_new_tokens > 1:
             graph = self._graph_decoder(B, need)
             cache = graph.cache
+        elif prefix is not None:
+            cache = prefix.cache_for(self.model, need)
         else:
             cache = self.model.setup_cache(B, need)
         self._sync()
         t0 = time.perf_counter()
-        logits = self.prefill(prompts, cache)
+        logits = prefix.prefill(self, prompts[0], cache) if prefix is not None else self.prefill(prompts, cache)
         self._sync()
         t1 = time.perf_counter()
         stats = {"prefill_peak_bytes": torch.cuda.max_memory_allocated()} if self.device.type == "cuda" else {}
@@ -375,6 +383,69 @@ class Engine:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+class PrefixCache:
+    """Prefix reuse across one-prompt generations (a needle sweep's depths over one haystack).
+
+    After each prompt it keeps the prompt's tokens and the cache's constant-size state (:meth:`Cache.save_state`)
+    at evenly spaced, chunk-aligned positions. The next prompt restores the latest saved state that lies inside
+    the prefix the two prompts share and prefills only from there. Only the self-decoder state is saved: the
+    shared K/V before that point already holds the right values, because K/V is append-only. The saved points are
+    multiples of the engine's chunk size, so the chunks that run are the ones a full prefill would run and the
+    logits are the same.
+
+    Args:
+        max_states: at most this many saved states per prompt (YOCO-3B: about 20 MB each).
+    """
+
+    def __init__(self, max_states: int = 32):
+        self.max_states = int(max_states)
+        self._cache: Cache | None = None
+        self._writes = -1
+        self._ids: list[int] = []
+        self._states: dict[int, object] = {}
+        self.tokens_prefilled = 0  # counters, for tests and reports
+        self.tokens_reused = 0
+
+    def cache_for(self, model, need: int) -> Cache:
+        """The cache to run in when no CUDA graph provides one: the previous one while it is big enough."""
+        if self._cache is None or self._cache.max_seq_len < need:
+            return model.setup_cache(1, need)
+        return self._cache
+
+    def _shared(self, ids: list[int]) -> int:
+        n = min(len(ids), len(self._ids))
+        i = 0
+        while i < n and ids[i] == self._ids[i]:  # usually stops at the first needle
+            i += 1
+        return i
+
+    def prefill(self, engine: Engine, ids: Sequence[int], cache: Cache) -> torch.Tensor:
+        """Prefill ``ids`` into ``cache`` reusing what it can; return the last token's fp32 logits ``[1, vocab]``."""
+        ids = list(ids)
+        if cache is not self._cache or cache.writes != self._writes:
+            self._states, self._ids = {}, []  # another cache, or someone else wrote into this one
+        shared = self._shared(ids)
+        keep = {q: st for q, st in self._states.items() if q <= shared}
+        start = max((q for q in keep if q < len(ids)), default=0)
+        if start:
+            cache.load_state(keep[start])
+        else:
+            cache.reset()
+        chunk = engine.chunk_size
+        every = chunk * max(1, -(-len(ids) // (chunk * self.max_states)))
+        self._states = keep
+        s = start
+        for q in range(start + every - start % every, len(ids), every):
+            engine.prefill_only([ids[s:q]], cache, start=s)
+            self._states[q] = cache.save_state()
+            s = q
+        logits = engine.prefill([ids[s:]], cache, start=s)
+        self.tokens_prefilled += len(ids) - start
+        self.tokens_reused += start
+        self._cache, self._writes, self._ids = cache, cache.writes, ids
+        return logits
 
 
 class _GraphDecoder:

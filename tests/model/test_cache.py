@@ -169,3 +169,39 @@ def test_feed_forward_in_row_slices_computes_the_same_function(name, monkeypatch
     for rows in (7, 16):
         monkeypatch.setattr(yoco_mod, "_FFN_ROWS", rows)
         assert_close_to_ref(model(ids), before, ref)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@torch.inference_mode()
+def test_prefix_reuse_gives_the_same_logits_and_tokens(name):
+    """A needle sweep's depths over one haystack, deepest needle first: each prompt continues from a saved state
+    inside the prefix it shares with the one before. Saved points are chunk-aligned, so the chunks that run are the
+    ones a full prefill runs: logits must be bitwise equal, and the shared tokens are not prefilled again."""
+    from yoco_eval.generate import PrefixCache
+
+    torch.manual_seed(4)
+    model = make(name)
+    engine = Engine(model, ByteTokenizer(), chunk_size=8, max_length=256)
+    hay = torch.randint(4, 260, (180,)).tolist()
+    needle = [3, 3, 3, 3, 3]
+    prompts = [hay[:at] + needle + hay[at : 180 - len(needle)] for at in (170, 120, 77, 31, 0)]
+    prefix = PrefixCache(max_states=4)
+    for i, p in enumerate(prompts):
+        plain_logits = engine.prefill([p], model.setup_cache(1, 200))
+        reuse_cache = prefix.cache_for(model, 200)
+        assert torch.equal(prefix.prefill(engine, p, reuse_cache), plain_logits), f"prompt {i}"
+        assert (
+            engine.generate([p], max_new_tokens=6, prefix=prefix)[0].tokens
+            == engine.generate([p], max_new_tokens=6)[0].tokens
+        )
+    # states every 48 tokens (180 tokens, at most 4 states, chunk 8). Each prompt is seen twice, by prefill() and
+    # then by generate(): the repeat resumes at 144; the first sight resumes at the last state before the needle
+    # of the prompt before (120 -> 96, 77 -> 48, 31 and 0 -> nothing)
+    assert prefix.tokens_reused == 5 * 144 + 96 + 48
+    assert prefix.tokens_prefilled + prefix.tokens_reused == 2 * 5 * 180
+    # someone else writing into the cache invalidates the saved states: the next prompt starts from scratch
+    engine.prefill([hay], prefix._cache)
+    before = prefix.tokens_reused
+    again = prefix.prefill(engine, prompts[0], prefix._cache)
+    assert torch.equal(again, engine.prefill([prompts[0]], model.setup_cache(1, 200)))
+    assert prefix.tokens_reused == before

@@ -86,7 +86,9 @@ def test_sweep_layout_scores_and_resume(tmp_path):
     assert meta["schema"] == "yoco-eval/needle-run/1" and meta["tolerance_tokens"] == 0
     assert {"name", "kind", "checkpoint", "checkpoint_sha256", "tokenizer"} <= set(meta["model"])
     assert {"name", "source", "n_tokens", "repeated", "passes"} <= set(meta["haystack"])
-    assert meta["grid"] == {"lengths": [1024, 2048], "depths": [0.0, 50.0, 100.0], "trials": 2, "seed": 5}
+    assert meta["grid"] == {
+        "lengths": [1024, 2048], "depths": [0.0, 50.0, 100.0], "trials": 2, "seed": 5, "shared_haystack": False
+    }
     rows = read_jsonl(out / "results.jsonl")
     assert len(rows) == 12 and len({r["cell"] for r in rows}) == 12
     for r in rows:
@@ -112,12 +114,13 @@ def test_sweep_layout_scores_and_resume(tmp_path):
     assert json.loads((out / "run.json").read_text())["grid"]["lengths"] == [1024, 2048, 3000]
 
 
-def test_reconstruct_prompt_matches_rows(tmp_path):
+@pytest.mark.parametrize("shared", [False, True], ids=["haystack-per-cell", "shared-haystack"])
+def test_reconstruct_prompt_matches_rows(tmp_path, shared):
     out = tmp_path / "run"
     tok = TiktokenTokenizer(cl100k_encoding())
     run_sweep(
         FakeNeedleModel(tok),
-        _cfg(out, trials=1, depths=[0.0, 9.090909, 100.0]),
+        _cfg(out, trials=1, depths=[0.0, 9.090909, 100.0], shared_haystack=shared),
         progress=False,
         command="t",
         log=_quiet,
@@ -129,6 +132,8 @@ def test_reconstruct_prompt_matches_rows(tmp_path):
         assert len(tok.encode(p.text)) == r["prompt_tokens"]
         assert [n.to_row()["token_position"] for n in p.needles] == [n["token_position"] for n in r["needles"]]
         assert p.excerpts() == r["prompt_excerpts"] and p.expected == r["expected"]
+    if shared:  # one needle per haystack: the depths differ only in where it sits
+        assert len({(r["context_length"], r["expected"][0]) for r in rows}) == 2
     with pytest.raises(YocoEvalError, match="tokenizer mismatch"):
         reconstruct_prompt(out, "L1024_D0_T0", tokenizer=YOCOTokenizer())
     with pytest.raises(YocoEvalError, match="bad cell id"):
@@ -401,3 +406,26 @@ def test_yoco_engine_through_the_same_runner(tmp_path):
         p = reconstruct_prompt(out, r["cell"])
         assert 1 + len(model.tokenizer.encode(p.text)) == r["prompt_tokens"] == r["context_length"]  # BOS included
         assert r["score"] in (0.0, 1.0) and isinstance(r["output"], str)
+
+
+def test_shared_haystack_groups_cells_per_haystack_deepest_first():
+    from yoco_eval.niah.runner import assign_cells, make_grid
+
+    cells = make_grid([1000, 2000, 3000, 4000], [0.0, 50.0, 100.0], trials=2, seed=7, shared_haystack=True)
+    seeds = {(c.length, c.trial): set() for c in cells}
+    for c in cells:
+        seeds[(c.length, c.trial)].add(c.seed)
+    assert all(len(s) == 1 for s in seeds.values()) and len({next(iter(s)) for s in seeds.values()}) == 8
+    plain = make_grid([1000], [0.0, 50.0, 100.0], trials=1, seed=7)
+    assert len({c.seed for c in plain}) == 3  # the default still draws a haystack per cell
+    ranks = [assign_cells(cells, r, 2, shared_haystack=True) for r in range(2)]
+    assert sorted(c.id for r in ranks for c in r) == sorted(c.id for c in cells)  # every cell once
+    for mine in ranks:
+        groups = [(c.length, c.trial) for c in mine]
+        for key in set(groups):  # a haystack stays on one rank, its cells consecutive and deepest first
+            idx = [i for i, g in enumerate(groups) if g == key]
+            assert idx == list(range(idx[0], idx[0] + 3))
+            assert [mine[i].depth for i in idx] == [100.0, 50.0, 0.0]
+    load = [sum(c.length for c in mine) for mine in ranks]
+    assert load == [30000, 30000]
+    assert [c.id for c in assign_cells(cells, 1, 2, shared_haystack=False)] == [c.id for c in cells[1::2]]

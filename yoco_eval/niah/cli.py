@@ -168,6 +168,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tokens-per-s", type=float, default=S, help="throughput to assume for --dry-run")
     g.add_argument("--retry-errors", action="store_true", default=S, help="redo cells that failed earlier")
     g.add_argument(
+        "--shared-haystack",
+        action="store_true",
+        default=S,
+        help="one haystack and needle per length and trial, only the depth changes (as in Kamradt's test; the "
+        "default draws a haystack per cell, as YOCO's eval does); the yoco model then reuses the shared prefix",
+    )
+    g.add_argument(
         "--no-verify",
         dest="verify",
         action="store_false",
@@ -214,6 +221,7 @@ DEFAULTS = {
     "dry_run": False,
     "tokens_per_s": None,
     "retry_errors": False,
+    "shared_haystack": False,
     "verify": True,
     "progress": True,
     "show": None,
@@ -392,6 +400,7 @@ def _main(args: argparse.Namespace) -> int:
         run_name=run_name,
         verify=bool(s["verify"]),
         retry_errors=bool(s["retry_errors"]),
+        shared_haystack=bool(s["shared_haystack"]),
     )
     command = _command_line()
     summary = run_sweep(

@@ -27,6 +27,7 @@ class GenerationResult:
     prefill_s: float | None
     total_s: float
     peak_mem_bytes: int | None
+    reused_tokens: int = 0  # prompt tokens not prefilled again: continued from the previous prompt's prefix
 
 
 @runtime_checkable
@@ -372,12 +373,17 @@ def load_lm_eval_model(
 
 class YOCONeedleModel:
     """The YOCO engine (or its Transformer baseline) as a :class:`NeedleModel`: token ids go straight in (no text
-    round trip), BOS is prepended when the tokenizer has one, and prefill time and peak GPU memory are measured."""
+    round trip), BOS is prepended when the tokenizer has one, and prefill time and peak GPU memory are measured.
+    Consecutive prompts that share a prefix (the depths of one haystack under ``--shared-haystack``) continue from
+    it (:class:`~yoco_eval.generate.PrefixCache`; ``prefix_reuse=false`` turns it off)."""
 
     kind = "yoco"
 
     def __init__(self, engine, checkpoint: str | None = None, max_context: int | None = None):
+        from yoco_eval.generate import PrefixCache
+
         self.engine = engine
+        self.prefix: PrefixCache | None = PrefixCache()
         self.tokenizer = engine.tokenizer
         self.name = Path(checkpoint).name if checkpoint and Path(checkpoint).exists() else (checkpoint or engine.name)
         self.checkpoint = checkpoint
@@ -405,18 +411,21 @@ class YOCONeedleModel:
         dtype = args.pop("dtype", "bfloat16" if dev.startswith("cuda") else "float32")
         max_length = args.pop("max_length", None)
         kw = {k: args.pop(k) for k in ("attn_backend", "retention_backend") if k in args}
+        reuse = str(args.pop("prefix_reuse", "true")).lower() not in ("0", "false", "no", "off")
         tok_arg = args.pop("tokenizer", None)
         chunk = int(args.pop("chunk_size", 16384 if dev.startswith("cuda") else 2048))
         if args:
             raise YocoEvalError(
                 f"unknown --model-args for yoco: {sorted(args)}; allowed: pretrained, device, dtype, max_length, "
-                "chunk_size, attn_backend, retention_backend, tokenizer"
+                "chunk_size, attn_backend, retention_backend, tokenizer, prefix_reuse"
             )
         tok_name = tok_arg or (tokenizer if isinstance(tokenizer, str) else None)
         engine = Engine.load(pretrained, device=dev, dtype=dtype, chunk_size=chunk,
                              max_length=int(max_length or 0) or None, tokenizer=tok_name, **kw)  # fmt: skip
         m = cls(engine, pretrained, int(max_length) if max_length else None)
         m.checkpoint_sha256 = checkpoint_sha256(pretrained)
+        if not reuse:
+            m.prefix = None
         return m
 
     def generate(self, prompt_ids, prompt_text, *, max_new_tokens, stop) -> GenerationResult:
@@ -425,9 +434,11 @@ class YOCONeedleModel:
             ids = [self.tokenizer.bos_id, *ids]
         _cuda_peak_reset()
         t0 = time.perf_counter()
-        out = self.engine.generate([ids], max_new_tokens=max_new_tokens, stop=list(stop))[0]
+        reused = self.prefix.tokens_reused if self.prefix is not None else 0
+        out = self.engine.generate([ids], max_new_tokens=max_new_tokens, stop=list(stop), prefix=self.prefix)[0]
         total = time.perf_counter() - t0
-        return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak())
+        reused = self.prefix.tokens_reused - reused if self.prefix is not None else 0
+        return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak(), reused)
 
 
 def _rank_device(dev: str) -> str:

@@ -66,6 +66,9 @@ class SweepConfig:
     run_name: str | None = None
     verify: bool = True
     retry_errors: bool = False
+    # one haystack (and needle) per length and trial, the depths moving the needle through it, as in Kamradt's
+    # test (YOCO's own eval draws a haystack per sample, our default); lets a model reuse the shared prefix
+    shared_haystack: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,19 +102,40 @@ def parse_cell_id(cell: str) -> tuple[int, float, int]:
         raise YocoEvalError(f"bad cell id {cell!r}: expected L<length>_D<depth>_T<trial>, e.g. L4096_D50_T0") from e
 
 
-def cell_seed(seed: int, length: int, depth: float, trial: int) -> int:
-    """Per-cell seed: a hash of the sweep seed and the cell coordinates (stable across runs and machines)."""
-    h = hashlib.sha256(f"{int(seed)}|{int(length)}|{depth_str(depth)}|{int(trial)}".encode()).digest()
+def cell_seed(seed: int, length: int, depth: float, trial: int, shared_haystack: bool = False) -> int:
+    """Per-cell seed: a hash of the sweep seed and the cell coordinates (stable across runs and machines). With
+    ``shared_haystack`` the depth is left out, so every depth of a (length, trial) draws the same haystack."""
+    d = "*" if shared_haystack else depth_str(depth)
+    h = hashlib.sha256(f"{int(seed)}|{int(length)}|{d}|{int(trial)}".encode()).digest()
     return int.from_bytes(h[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def make_grid(lengths, depths, trials: int, seed: int) -> list[Cell]:
+def make_grid(lengths, depths, trials: int, seed: int, shared_haystack: bool = False) -> list[Cell]:
     cells = []
     for L in lengths:
         for d in depths:
             for t in range(trials):
-                cells.append(Cell(len(cells), int(L), float(d), t, cell_seed(seed, L, d, t)))
+                cells.append(Cell(len(cells), int(L), float(d), t, cell_seed(seed, L, d, t, shared_haystack)))
     return cells
+
+
+def assign_cells(cells: list[Cell], rank: int, world: int, shared_haystack: bool) -> list[Cell]:
+    """This rank's cells, in the order to run them. Plain grids deal cells round-robin. Shared-haystack grids keep
+    each (length, trial) haystack on one rank, deepest needle first (so each prompt shares the longest possible
+    prefix with the one before), and balance ranks by tokens (largest haystacks first, to the lightest rank)."""
+    if not shared_haystack:
+        return [c for c in cells if c.index % world == rank]
+    groups: dict[tuple[int, int], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.length, c.trial), []).append(c)
+    load = [0] * world
+    mine: list[Cell] = []
+    for key in sorted(groups, key=lambda k: (-k[0] * len(groups[k]), k)):
+        r = min(range(world), key=lambda i: (load[i], i))
+        load[r] += key[0] * len(groups[key])
+        if r == rank:
+            mine.extend(sorted(groups[key], key=lambda c: -c.depth))
+    return mine
 
 
 # --- environment -----------------------------------------------------------------------------------------
@@ -326,7 +350,7 @@ def plan_sweep(model, cfg: SweepConfig, *, tokenizer=None, command: str | None =
     builder = PromptBuilder(
         tok, tc, cfg.variant, fmt, prefix_tokens=int(getattr(model, "prompt_prefix_tokens", 0)), verify=cfg.verify
     )
-    cells = make_grid(cfg.lengths, cfg.depths, cfg.trials, cfg.seed)
+    cells = make_grid(cfg.lengths, cfg.depths, cfg.trials, cfg.seed, cfg.shared_haystack)
     Lmin = min(cfg.lengths)
     need = max(builder.frame_tokens(builder.sample(c.depth, c.seed)) + 1 for c in cells if c.length == Lmin)
     if Lmin < need:
@@ -370,6 +394,7 @@ def plan_sweep(model, cfg: SweepConfig, *, tokenizer=None, command: str | None =
             "depths": [float(d) for d in cfg.depths],
             "trials": cfg.trials,
             "seed": cfg.seed,
+            "shared_haystack": cfg.shared_haystack,
         },
         "max_new_tokens": cfg.max_new_tokens,
         "prompt_format": fmt.to_dict(),
@@ -397,6 +422,7 @@ _IDENTITY = [
     ("haystack", "sha256"),
     ("variant",),
     ("grid", "seed"),
+    ("grid", "shared_haystack"),
     ("max_new_tokens",),
     ("prompt_format",),
 ]
@@ -413,7 +439,10 @@ def _check_resume(existing: dict, new: dict, out: Path) -> dict:
     if existing.get("schema") != SCHEMA:
         raise YocoEvalError(f"{out}/run.json is not a needle run ({existing.get('schema')}): choose another --out")
     for path in _IDENTITY:
-        if _dig(existing, path) != _dig(new, path):
+        a, b = _dig(existing, path), _dig(new, path)
+        if path[-1] == "shared_haystack":  # absent in runs made before the option existed
+            a, b = bool(a), bool(b)
+        if a != b:
             raise YocoEvalError(
                 f"{out} already holds a different needle run ({'.'.join(path)} differs): pass another --out, "
                 "or the same settings to resume it"
@@ -493,6 +522,7 @@ def run_cell(model, builder: PromptBuilder, cell: Cell, cfg: SweepConfig, rank: 
             output=gen.text,
             n_generated=gen.n_generated,
             prefill_s=gen.prefill_s,
+            reused_prompt_tokens=getattr(gen, "reused_tokens", 0),
             peak_mem_bytes=gen.peak_mem_bytes,
             score=score_output(gen.text, prompt.expected, prompt.metric),
             generate_s=round(gen.total_s, 6),
@@ -620,7 +650,7 @@ def run_sweep(
     if dist is not None:
         dist.barrier()
         done = {r["cell"] for r in load_results(out) if r.get("status") == "ok" or not cfg.retry_errors}
-    mine = [c for c in plan.cells if c.index % world == rank and c.id not in done]
+    mine = [c for c in assign_cells(plan.cells, rank, world, cfg.shared_haystack) if c.id not in done]
     target = out / (RESULTS if world == 1 else f"results.rank{rank}.jsonl")
     writer = JsonlAppender(target)
     bar = None
@@ -708,4 +738,4 @@ def reconstruct_prompt(run_dir: str | Path, cell: str, tokenizer=None) -> Prompt
         prefix_tokens=int(m.get("prompt_prefix_tokens", 0)),
         verify=bool(meta.get("verify", True)),
     )
-    return builder.build(L, d, cell_seed(meta["grid"]["seed"], L, d, t))
+    return builder.build(L, d, cell_seed(meta["grid"]["seed"], L, d, t, bool(meta["grid"].get("shared_haystack"))))
