@@ -60,3 +60,30 @@ def test_cuda_graph_decode_equals_eager_decode():
     )
     graph = Engine(model, tok, chunk_size=256, max_length=20_000, cuda_graphs=True).generate(prompts, max_new_tokens=24)
     assert [g.tokens for g in graph] == [e.tokens for e in eager]
+
+
+@torch.inference_mode()
+def test_prefix_reuse_on_the_gpu_equals_a_full_prefill():
+    """Prefix reuse with the GPU kernels (fla-core retention, SDPA, CUDA-graph decode cache, bf16): restoring a
+    chunk-aligned state must run the very chunks a full prefill runs, so the logits are bitwise equal there too."""
+    from yoco_eval.generate import PrefixCache
+
+    cfg = get_config("yoco-debug").replace(vocab_size=100_288, tokenizer="yoco-cl100k")
+    model = init_weights(build_model(cfg), seed=2, std=0.1).to("cuda", torch.bfloat16).eval()
+    engine = Engine(model, YOCOTokenizer(), chunk_size=256, max_length=8192)
+    other = Engine(model, YOCOTokenizer(), chunk_size=256, max_length=8192)  # its own graph caches
+    g = torch.Generator().manual_seed(0)
+    hay = torch.randint(4, 100_000, (6000,), generator=g).tolist()
+    needle = [11, 12, 13, 14]
+    prefix = PrefixCache()
+    for at in (5900, 4000, 2100, 300):
+        p = hay[:at] + needle + hay[at : 6000 - len(needle)]
+        plain = other.prefill([p], model.setup_cache(1, 6100))
+        before = prefix.tokens_reused
+        tokens = engine.generate([p], max_new_tokens=8, prefix=prefix)[0].tokens  # runs in the graph's cache
+        got = prefix.prefill(engine, p, prefix.cache_for(model, 6100))  # the same cache again: reuses it all
+        diff = (got - plain).abs().max().item()
+        print(f"needle at {at}: {prefix.tokens_reused - before} tokens reused, max |diff| vs full prefill {diff:.3g}")
+        assert torch.equal(got, plain)
+        assert tokens == other.generate([p], max_new_tokens=8)[0].tokens
+    assert prefix.tokens_reused > 3 * 6000
