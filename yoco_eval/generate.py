@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from yoco_eval.model.cache import Cache
+from yoco_eval.model.cache import Cache, CacheState
 from yoco_eval.tokenizer import Tokenizer
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -404,7 +404,7 @@ class PrefixCache:
         self._cache: Cache | None = None
         self._writes = -1
         self._ids: list[int] = []
-        self._states: dict[int, object] = {}
+        self._states: dict[int, CacheState] = {}
         self.tokens_prefilled = 0  # counters, for tests and reports
         self.tokens_reused = 0
 
@@ -415,11 +415,15 @@ class PrefixCache:
         return self._cache
 
     def _shared(self, ids: list[int]) -> int:
-        n = min(len(ids), len(self._ids))
+        """Length of the common prefix of ``ids`` and the previous prompt. Compared a block at a time (list
+        equality runs in C): a token-by-token Python loop costs about 0.1 s per 1M-token prompt."""
+        n, block = min(len(ids), len(self._ids)), 4096
         i = 0
-        while i < n and ids[i] == self._ids[i]:  # usually stops at the first needle
+        while i < n and ids[i : i + block] == self._ids[i : i + block]:
+            i += block
+        while i < n and ids[i] == self._ids[i]:
             i += 1
-        return i
+        return min(i, n)
 
     def prefill(self, engine: Engine, ids: Sequence[int], cache: Cache) -> torch.Tensor:
         """Prefill ``ids`` into ``cache`` reusing what it can; return the last token's fp32 logits ``[1, vocab]``."""
