@@ -163,7 +163,9 @@ def test_generate_until_stops_and_batches(lm):
         lm.batch_size = 4
     assert out == one
     assert "\n" not in out[0] and "q" not in out[2] and "z" not in out[2]
-    assert len(lm.tok.encode(out[3])) <= 2
+    # max_gen_toks=2: the text of at most 2 greedy tokens (re-encoding it can give more: bytes that are not UTF-8)
+    g2 = lm.engine.generate([lm.tok_encode("hi")], max_new_tokens=2)[0]
+    assert len(g2.tokens) <= 2 and out[3] == g2.text.split("\n")[0]
     # greedy text is exactly the engine's greedy tokens, cut at the first stop string
     g = lm.engine.generate([lm.tok_encode("Once upon a time")], max_new_tokens=6)[0]
     assert out[0] == lm.tok.decode(g.tokens).split("\n")[0]

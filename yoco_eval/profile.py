@@ -62,21 +62,12 @@ def _git_commit() -> str:
 
 
 def build_random(name: str, device="cuda", dtype=None, **backends):
+    """The preset ``name`` with its seeded random weights, built in place on ``device`` (see ``build_preset``)."""
     from yoco_eval.config import get_config
-    from yoco_eval.model.checkpoint import build_model
+    from yoco_eval.model.checkpoint import build_preset
 
-    cfg = get_config(name)
-    with torch.device("meta"):
-        model = build_model(cfg, **backends)
-    model = model.to_empty(device=device)
-    g = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=g)
-    return model.to(dtype or (torch.bfloat16 if device != "cpu" else torch.float32)).eval()
+    dtype = dtype or (torch.bfloat16 if device != "cpu" else torch.float32)
+    return build_preset(get_config(name), device, dtype, **backends)
 
 
 def kv_bytes_per_token(model) -> int:

@@ -4,8 +4,10 @@
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} || exit 1
+# installed once per machine (a warm machine keeps /tmp/site between calls)
+[ -d /tmp/site/fla ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 echo "${YOCO_EVAL_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" | tee "$OUT/commit.txt"
@@ -13,7 +15,7 @@ steps=${*:-tests profile throughput loglik}
 for s in $steps; do
   t0=$(date +%s)
   case $s in
-    tests) timeout 300 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" ;;
+    tests) timeout 300 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider ${K:+-k "$K"} 2>&1 | tee "$OUT/gpu_tests.log" ;;
     profile) timeout 400 python3 -m yoco_eval profile --models yoco-3b,transformer-3b \
                --lengths 32k,64k,128k,256k,512k,1m --gen 32 --chunk-size ${CHUNK:-16384} --out "$OUT/profile.json" ;;
     throughput) for b in 1 4; do timeout 300 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 \
@@ -40,14 +42,15 @@ for s in $steps; do
                --out "$OUT/peer_hf.json" ;;
     peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
-    needle) # the YOCO paper's grid, 1 trial, random-weight YOCO-3B; NPROC=2 shards it over two GPUs with torchrun
+    needle) # the YOCO paper's grid, 1 trial, random-weight YOCO-3B; NPROC=2 shards it over two GPUs with torchrun;
+            # SHARED=1 shares one haystack across depths (prefix reuse); NEEDLE_TAG names the run folder
             launch="python3"; [ "${NPROC:-1}" -gt 1 ] && launch="torchrun --standalone --nproc_per_node $NPROC"
-            dir="$OUT/needle_${NPROC:-1}gpu"
+            dir="$OUT/needle_${NPROC:-1}gpu${SHARED:+_shared}${NEEDLE_TAG:-}"
             timeout ${NEEDLE_TIMEOUT:-540} $launch -m yoco_eval.niah.cli --model yoco \
               --model-args pretrained=yoco-3b,device=cuda,dtype=bfloat16,max_length=1048600 \
-              --lengths ${NEEDLE_LENGTHS:-128k:1M:128k} --depths 0:100:11 --trials 1 --max-new-tokens 16 \
+              --lengths ${NEEDLE_LENGTHS:-128k:1M:128k} --depths ${NEEDLE_DEPTHS:-0:100:11} --trials 1 --max-new-tokens 16 \
               ${SHARED:+--shared-haystack} --no-progress --out "$dir" 2>&1 | tail -20
-            python3 -m yoco_eval.niah.cli --show "$dir" 2>&1 | tail -15 ;;
+            python3 -m yoco_eval.niah.cli --show "$dir" 2>&1 | tail -22 ;;
   esac
   echo "== step $s took $(( $(date +%s) - t0 )) s"
 done

@@ -141,3 +141,27 @@ def test_cli_prints_one_line_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and "Traceback" not in err and "not found" in err
+
+
+@pytest.mark.parametrize("name", ["yoco-debug", "transformer-debug"])
+def test_preset_weights_depend_on_the_seed_only(name):
+    """A preset is built on the meta device and filled in place a row block at a time on threads: the same weights
+    whatever the thread count, bf16 the rounding of fp32, norms at one, matrices normal(0, 0.02); another seed
+    gives other weights."""
+    from yoco_eval.model.checkpoint import build_preset
+
+    cfg = get_config(name)
+    ref = build_preset(cfg, "cpu", torch.float32, seed=3, workers=1).state_dict()
+    for dtype, workers in ((torch.float32, 8), (torch.bfloat16, 3)):
+        sd = build_preset(cfg, "cpu", dtype, seed=3, workers=workers).state_dict()
+        assert sd.keys() == ref.keys()
+        for k in ref:
+            assert sd[k].dtype == dtype and torch.equal(sd[k], ref[k].to(dtype)), k
+    loaded = load_model(name, seed=3, tokenizer="bytes")
+    assert loaded.source == "preset"
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.model.state_dict().items())
+    mats = torch.cat([v.flatten() for v in ref.values() if v.dim() > 1])
+    assert abs(mats.mean().item()) < 1e-3 and abs(mats.std().item() - 0.02) < 2e-4
+    assert all(torch.equal(v, torch.ones_like(v)) for v in ref.values() if v.dim() == 1)
+    other = build_preset(cfg, "cpu", torch.float32, seed=4).state_dict()
+    assert not any(torch.equal(other[k], ref[k]) for k in ref if ref[k].dim() > 1)

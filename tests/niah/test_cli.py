@@ -100,6 +100,7 @@ def test_run_show_and_config(tmp_path, capsys):
     assert cli.main(["--show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "overall" in shown and "multiquery" in shown
+    assert "full-prefill tok/s" in shown and "\n   0      6 " in shown  # the timing table: rank 0, 6 cells
     bad = tmp_path / "bad.yaml"
     bad.write_text("lenghts: 1k\n")
     assert cli.main(["--config", str(bad)]) == 2

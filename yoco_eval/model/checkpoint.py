@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +36,54 @@ def build_model(cfg: ModelConfig, attn_backend: str = "auto", retention_backend:
 
 
 def init_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
-    """Deterministic random init: normal(0, std) for matrices and embeddings, ones for norm weights."""
+    """Deterministic random init: normal(0, std) for matrices and embeddings, ones for norm weights.
+
+    The values come from a seeded CPU generator in fp32 whatever the parameters' device and dtype, so a model built
+    on the GPU in bf16 holds exactly the bf16 rounding of the CPU fp32 model's weights."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 1:
                 p.fill_(1.0)
             else:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
+                p.copy_(torch.randn(p.shape, generator=g).mul_(std))
+    return model
+
+
+def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention_backend="auto", seed=0,
+                 workers: int | None = None) -> nn.Module:  # fmt: skip
+    """A preset's seeded random model built straight on ``device`` in ``dtype``.
+
+    No fp32 copy of the whole model in host memory and no default init to overwrite: each weight matrix is filled a
+    row block at a time, every block from its own CPU generator seeded by ``(seed, parameter index, block index)``,
+    on ``workers`` threads. The weights therefore depend on the seed only, not on the device, the dtype (bf16 holds
+    the rounding of the fp32 values) or the number of threads; YOCO-3B loads in seconds instead of ~30 s.
+    Normal(0, 0.02) for matrices and embeddings, ones for norm weights, as :func:`init_weights`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with torch.device("meta"):
+        model = build_model(cfg, attn_backend, retention_backend).to(dtype)
+    model = model.to_empty(device=device).eval()
+    jobs = []
+    for i, p in enumerate(model.parameters()):
+        if p.dim() == 1:
+            jobs.append((p, None, 0, 0))
+            continue
+        rows = max(1, (1 << 22) // max(1, p[0].numel()))  # ~4M values (16 MB fp32) per block
+        jobs += [(p, (seed * 1_000_003 + i) * 65_537 + b, r, rows) for b, r in enumerate(range(0, p.shape[0], rows))]
+
+    @torch.no_grad()  # grad mode is per thread
+    def fill(job):
+        p, block_seed, r, rows = job
+        if block_seed is None:
+            p.fill_(1.0)
+            return
+        g = torch.Generator().manual_seed(block_seed)
+        block = p[r : r + rows]
+        block.copy_(torch.randn(block.shape, generator=g).mul_(0.02))
+
+    with ThreadPoolExecutor(max_workers=workers or min(32, os.cpu_count() or 1)) as pool:
+        list(pool.map(fill, jobs))
     return model
 
 
@@ -193,9 +234,9 @@ def load_model(
     if not path.exists():
         if isinstance(spec, str) and spec in CONFIGS:
             cfg = get_config(spec)
-            model = init_weights(build_model(cfg, attn_backend, retention_backend), seed)
+            model = build_preset(cfg, device, dtype, attn_backend, retention_backend, seed)
             tok = load_tokenizer(tokenizer or cfg.tokenizer)
-            return Loaded(model.to(device=device, dtype=dtype).eval(), tok, "preset", spec)
+            return Loaded(model, tok, "preset", spec)
         raise CheckpointError(
             f"checkpoint {str(spec)!r} not found: give a checkpoint folder or a preset ({', '.join(sorted(CONFIGS))})"
         )

@@ -308,6 +308,7 @@ def _command_line() -> str:
 def show(run_dir: str) -> int:
     from yoco_eval.niah.runner import load_results
     from yoco_eval.niah.score import aggregate, format_table
+    from yoco_eval.niah.timing import format_timing, sweep_timing
 
     p = Path(run_dir)
     if not (p / "run.json").is_file():
@@ -320,6 +321,10 @@ def show(run_dir: str) -> int:
     )
     if rows:
         print(format_table(aggregate(rows)))
+        timing = sweep_timing(rows)
+        if timing:
+            print()
+            print(format_timing(timing))
     return 0
 
 
