@@ -163,5 +163,8 @@ def test_preset_weights_depend_on_the_seed_only(name):
     mats = torch.cat([v.flatten() for v in ref.values() if v.dim() > 1])
     assert abs(mats.mean().item()) < 1e-3 and abs(mats.std().item() - 0.02) < 2e-4
     assert all(torch.equal(v, torch.ones_like(v)) for v in ref.values() if v.dim() == 1)
+    with torch.inference_mode():  # as the profiler builds it
+        inf = build_preset(cfg, "cpu", torch.float32, seed=3).state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in inf.items())
     other = build_preset(cfg, "cpu", torch.float32, seed=4).state_dict()
     assert not any(torch.equal(other[k], ref[k]) for k in ref if ref[k].dim() > 1)

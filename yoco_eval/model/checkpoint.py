@@ -72,15 +72,17 @@ def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention
         rows = max(1, (1 << 22) // max(1, p[0].numel()))  # ~4M values (16 MB fp32) per block
         jobs += [(p, (seed * 1_000_003 + i) * 65_537 + b, r, rows) for b, r in enumerate(range(0, p.shape[0], rows))]
 
-    @torch.no_grad()  # grad mode is per thread
+    inference = torch.is_inference_mode_enabled()  # grad and inference modes are per thread: pass them on
+
     def fill(job):
         p, block_seed, r, rows = job
-        if block_seed is None:
-            p.fill_(1.0)
-            return
-        g = torch.Generator().manual_seed(block_seed)
-        block = p[r : r + rows]
-        block.copy_(torch.randn(block.shape, generator=g).mul_(0.02))
+        with torch.inference_mode(inference), torch.no_grad():
+            if block_seed is None:
+                p.fill_(1.0)
+                return
+            g = torch.Generator().manual_seed(block_seed)
+            block = p[r : r + rows]
+            block.copy_(torch.randn(block.shape, generator=g).mul_(0.02))
 
     with ThreadPoolExecutor(max_workers=workers or min(32, os.cpu_count() or 1)) as pool:
         list(pool.map(fill, jobs))
