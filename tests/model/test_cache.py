@@ -205,3 +205,41 @@ def test_prefix_reuse_gives_the_same_logits_and_tokens(name):
     again = prefix.prefill(engine, prompts[0], prefix._cache)
     assert torch.equal(again, engine.prefill([prompts[0]], model.setup_cache(1, 200)))
     assert prefix.tokens_reused == before
+
+
+@torch.inference_mode()
+def test_prefix_reuse_never_pins_a_second_cache(monkeypatch):
+    """The prefix keeps the cache it prefilled into only by weak reference (a CUDA-graph decoder's cache belongs to
+    the engine, which drops it when the next haystack needs another size), and cache_for() lets its own cache go
+    before it makes a bigger one: two full K/V caches never coexist (at 1M tokens that is +3.9 GiB)."""
+    import gc
+    import weakref
+
+    from yoco_eval.generate import PrefixCache
+
+    torch.manual_seed(5)
+    model = make("yoco-debug")
+    engine = Engine(model, ByteTokenizer(), chunk_size=8, max_length=256)
+    hay = torch.randint(4, 260, (120,)).tolist()
+    prefix = PrefixCache(max_states=4)
+    outside = model.setup_cache(1, 130)  # made and owned by someone else
+    first = prefix.prefill(engine, hay, outside)
+    dead = weakref.ref(outside)
+    del outside
+    gc.collect()
+    assert dead() is None and prefix._cache is None
+    again = prefix.prefill(engine, hay, prefix.cache_for(model, 130))  # starts from scratch, same logits
+    assert torch.equal(again, first) and prefix.tokens_reused == 0
+    old = weakref.ref(prefix._cache)
+    seen = []
+    make_cache = model.setup_cache
+
+    def watched(*a, **k):
+        gc.collect()
+        seen.append(old())
+        return make_cache(*a, **k)
+
+    monkeypatch.setattr(model, "setup_cache", watched)
+    assert prefix.cache_for(model, 100) is old()  # big enough: kept
+    bigger = prefix.cache_for(model, 200)
+    assert seen == [None] and bigger.max_seq_len >= 200  # the old one was gone before the new one was made
