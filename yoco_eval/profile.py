@@ -224,6 +224,12 @@ def bench_loglikelihood(name: str = "yoco-3b", ctx_len: int = 32768, n_ctx: int 
     return res
 
 
+def _gemm_ms(prof) -> float:
+    """Milliseconds of matrix-multiply kernels (cuBLAS nvjet/gemm, CUTLASS) in a CUDA profile."""
+    names = ("nvjet", "gemm", "cutlass", "sm90_xmma")
+    return sum(e.self_device_time_total for e in prof.key_averages() if any(n in e.key.lower() for n in names)) / 1e3
+
+
 @torch.inference_mode()
 def _find_syncs(engine, prompt: list[int], cache, log) -> None:
     """Log where a chunked prefill makes the host wait for the GPU (each such wait leaves the GPU idle while the
@@ -282,12 +288,25 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     _find_syncs(engine, prompt[: 3 * chunk], g.cache, log)
     g.cache.reset()
     _, t_pre = wallclock(engine.prefill, [prompt], g.cache)
+    # The whole prefill's kernels against chunks x one chunk's: a gap that the kernels account for (GEMMs slower
+    # per chunk, e.g. lower clocks under sustained load) is not host overhead, and the reverse.
+    g.cache.reset()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof_all:
+        engine.prefill([prompt], g.cache)
+        _sync()
+    n_chunks = -(-ctx // chunk)
+    busy_all = sum(e.self_device_time_total for e in prof_all.key_averages()) / 1e3
+    gemm_one, gemm_all = _gemm_ms(prof), _gemm_ms(prof_all)
+    log(f"whole {ctx}-token prefill: {t_pre:.3f} s wall, {busy_all / 1e3:.3f} s of kernels ({n_chunks} chunks x one "
+        f"chunk's {busy:.1f} ms = {n_chunks * busy / 1e3:.3f} s); GEMMs {gemm_all / n_chunks:.1f} ms a chunk against "
+        f"{gemm_one:.1f} ms in the single chunk")  # fmt: skip
     tok = torch.zeros(1, dtype=torch.long, device="cuda")
     pos = torch.tensor([ctx], device="cuda")
     for _ in range(3):
         g.step(tok, pos)
     _, t_graph = wallclock(lambda: [g.step(tok, pos) for _ in range(steps)])
     res = {"model": name, "context": ctx, "chunk": chunk, "chunk_wall_ms": 1000 * t_chunk, "chunk_kernel_ms": busy,
-           "prefill_s": t_pre, "graph_decode_ms": 1000 * t_graph / steps}  # fmt: skip
+           "prefill_s": t_pre, "prefill_kernel_s": busy_all / 1e3, "chunk_gemm_ms": gemm_one,
+           "prefill_gemm_ms_per_chunk": gemm_all / n_chunks, "graph_decode_ms": 1000 * t_graph / steps}  # fmt: skip
     log(json.dumps(res))
     return res
