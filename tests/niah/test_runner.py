@@ -114,6 +114,28 @@ def test_sweep_layout_scores_and_resume(tmp_path):
     assert json.loads((out / "run.json").read_text())["grid"]["lengths"] == [1024, 2048, 3000]
 
 
+def test_shared_haystack_run_resumes_again_and_again(tmp_path):
+    """The merged run.json of a resumed run keeps every grid setting (shared_haystack included), so it resumes
+    again; an older run.json without the key means a per-cell haystack."""
+    out = tmp_path / "run"
+    model = FakeNeedleModel(YOCOTokenizer())
+    for lengths, ran in (([1024], 3), ([1024, 2048], 3), ([1024, 2048, 3000], 3), ([1024, 2048, 3000], 0)):
+        s = run_sweep(model, _cfg(out, trials=1, lengths=lengths, shared_haystack=True), progress=False,
+                      command="t", log=_quiet)  # fmt: skip
+        assert s["ran"] == ran
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["grid"]["shared_haystack"] is True and meta["grid"]["lengths"] == [1024, 2048, 3000]
+    with pytest.raises(YocoEvalError, match="grid.shared_haystack differs"):
+        run_sweep(model, _cfg(out, trials=1, lengths=[1024]), progress=False, command="t", log=_quiet)
+    old = tmp_path / "old"
+    run_sweep(model, _cfg(old, trials=1, lengths=[1024]), progress=False, command="t", log=_quiet)
+    meta = json.loads((old / "run.json").read_text())
+    del meta["grid"]["shared_haystack"]  # made before the option existed
+    (old / "run.json").write_text(json.dumps(meta))
+    s = run_sweep(model, _cfg(old, trials=1, lengths=[1024, 2048]), progress=False, command="t", log=_quiet)
+    assert s["ran"] == 3 and json.loads((old / "run.json").read_text())["grid"]["shared_haystack"] is False
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["haystack-per-cell", "shared-haystack"])
 def test_reconstruct_prompt_matches_rows(tmp_path, shared):
     out = tmp_path / "run"

@@ -415,17 +415,18 @@ def _version() -> str:
     return __version__
 
 
-_IDENTITY = [
-    ("model", "name"),
-    ("model", "tokenizer_fingerprint"),
-    ("model", "prompt_prefix_tokens"),
-    ("haystack", "sha256"),
-    ("variant",),
-    ("grid", "seed"),
-    ("grid", "shared_haystack"),
-    ("max_new_tokens",),
-    ("prompt_format",),
-]
+# What makes two run.json the same run (a resume), with the value a key takes in run folders made before it existed.
+_IDENTITY: dict[tuple[str, ...], Any] = {
+    ("model", "name"): None,
+    ("model", "tokenizer_fingerprint"): None,
+    ("model", "prompt_prefix_tokens"): None,
+    ("haystack", "sha256"): None,
+    ("variant",): None,
+    ("grid", "seed"): None,
+    ("grid", "shared_haystack"): False,
+    ("max_new_tokens",): None,
+    ("prompt_format",): None,
+}
 
 
 def _dig(d: dict, path: tuple):
@@ -438,10 +439,9 @@ def _check_resume(existing: dict, new: dict, out: Path) -> dict:
     """Same run? Then return the merged run.json (grid = union of both grids); otherwise a clear error."""
     if existing.get("schema") != SCHEMA:
         raise YocoEvalError(f"{out}/run.json is not a needle run ({existing.get('schema')}): choose another --out")
-    for path in _IDENTITY:
+    for path, default in _IDENTITY.items():
         a, b = _dig(existing, path), _dig(new, path)
-        if path[-1] == "shared_haystack":  # absent in runs made before the option existed
-            a, b = bool(a), bool(b)
+        a, b = default if a is None else a, default if b is None else b
         if a != b:
             raise YocoEvalError(
                 f"{out} already holds a different needle run ({'.'.join(path)} differs): pass another --out, "
@@ -450,6 +450,7 @@ def _check_resume(existing: dict, new: dict, out: Path) -> dict:
     merged = dict(existing)
     g_old, g_new = existing["grid"], new["grid"]
     merged["grid"] = {
+        **g_new,  # every other grid setting is part of the identity checked above
         "lengths": sorted(set(g_old["lengths"]) | set(g_new["lengths"])),
         "depths": sorted(set(map(float, g_old["depths"])) | set(map(float, g_new["depths"]))),
         "trials": max(g_old["trials"], g_new["trials"]),
