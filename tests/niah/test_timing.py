@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from yoco_eval.niah.timing import format_timing, sweep_timing
+
+T0 = datetime(2026, 11, 27, tzinfo=timezone.utc)
 
 
 def _row(rank, end_s, duration, tokens, prefill, reused=0, status="ok"):
     return {
         "rank": rank, "status": status, "duration_s": duration, "prompt_tokens": tokens, "prefill_s": prefill,
-        "reused_prompt_tokens": reused, "timestamp_utc": f"2026-11-27T00:{int(end_s) // 60:02d}:{end_s % 60:06.3f}Z",
+        "reused_prompt_tokens": reused,
+        "timestamp_utc": (T0 + timedelta(seconds=end_s)).isoformat().replace("+00:00", "Z"),
     }  # fmt: skip
 
 
@@ -46,3 +51,18 @@ def test_no_rate_without_a_full_prefill_after_the_first_cell():
     (s,) = sweep_timing([_row(0, 5.0, 5.0, 10, 4.0)])
     assert s["full_prefill_rate"] is None and s["bound_s"] is None
     assert "-" in format_timing([s]).splitlines()[1]
+
+
+def test_a_resumed_run_leaves_out_the_pause():
+    rows = [
+        _row(0, 10.0, 10.0, 100, 9.0),  # first sitting: warm-up cell
+        _row(0, 20.0, 10.0, 100, 5.0),  # 20 tok/s
+        _row(0, 3590.0, 30.0, 100, 29.0),  # resumed an hour later: this sitting's warm-up, not a rate sample
+        _row(0, 3600.0, 10.0, 100, 5.0),
+    ]
+    (s,) = sweep_timing(rows)
+    assert s["sittings"] == 2 and s["wall_s"] == pytest.approx(20.0 + 40.0)
+    assert s["full_prefill_rate"] == 20.0 and s["first_cell_s"] == 10.0
+    assert "2 sittings" in format_timing([s])
+    (one,) = sweep_timing(rows[:2])
+    assert one["sittings"] == 1 and "sittings" not in format_timing([one])

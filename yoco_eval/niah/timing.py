@@ -3,10 +3,11 @@ the model's full-prefill rate.
 
 Each row carries ``duration_s`` (the whole cell), ``prefill_s``, ``prompt_tokens``, ``reused_prompt_tokens`` (prompt
 tokens continued from the previous prompt's prefix instead of prefilled) and ``timestamp_utc`` (when the cell
-ended). A rank's wall time runs from the start of its first cell to the end of its last. Its *full-prefill rate*
-is measured on its own cells that reused nothing, the first cell left out (it pays the one-time kernel compilation
-and autotuning, reported apart as ``first_cell_s``); ``bound_s`` is 1.2 x prompt tokens / that rate, the budget
-that the issue-6 sweep target sets.
+ended). A rank's wall time runs from the start of its first cell to the end of its last, leaving out pauses of
+over a minute between cells (a run stopped and resumed later; ``sittings`` counts the parts). Its full-prefill
+rate is measured on its own cells that reused nothing, each sitting's first cell left out (it pays the one-time
+kernel compilation and autotuning; the run's first is reported apart as ``first_cell_s``). ``bound_s`` is
+1.2 x prompt tokens / that rate, the budget that the issue-6 sweep target sets.
 """
 
 from __future__ import annotations
@@ -19,12 +20,27 @@ def _end(row: dict) -> float:
     return datetime.fromisoformat(row["timestamp_utc"].replace("Z", "+00:00")).timestamp()
 
 
+_PAUSE_S = 60.0  # idle longer than this between two cells of a rank: the run was stopped and resumed later
+
+
+def _sittings(rows: list[dict]) -> list[int]:
+    """Indices (into rows sorted by end time) where a sitting starts: the first row, and every row that starts
+    more than a minute after the previous one ended."""
+    starts = [0]
+    for i in range(1, len(rows)):
+        if _end(rows[i]) - rows[i]["duration_s"] - _end(rows[i - 1]) > _PAUSE_S:
+            starts.append(i)
+    return starts
+
+
 def _stats(rows: list[dict], rank) -> dict:
     rows = sorted(rows, key=_end)
-    start = min(_end(r) - r["duration_s"] for r in rows)
+    starts = _sittings(rows)
+    bounds = list(zip(starts, [*starts[1:], len(rows)]))
+    wall = sum(_end(rows[b - 1]) - (_end(rows[a]) - rows[a]["duration_s"]) for a, b in bounds)
     tokens = sum(r.get("prompt_tokens") or 0 for r in rows)
     reused = sum(r.get("reused_prompt_tokens") or 0 for r in rows)
-    rest = rows[1:]
+    rest = [r for i, r in enumerate(rows) if i not in starts]  # each sitting's first cell pays the warm-up
     full = [r for r in rest if not r.get("reused_prompt_tokens") and r.get("prefill_s")]
     rate = sum(r["prompt_tokens"] for r in full) / sum(r["prefill_s"] for r in full) if full else None
     return {
@@ -32,7 +48,8 @@ def _stats(rows: list[dict], rank) -> dict:
         "cells": len(rows),
         "prompt_tokens": tokens,
         "reused_tokens": reused,
-        "wall_s": round(_end(rows[-1]) - start, 3),
+        "wall_s": round(wall, 3),
+        "sittings": len(starts),
         "first_cell_s": round(rows[0]["duration_s"], 3),
         "rest_wall_s": round(sum(r["duration_s"] for r in rest), 3),
         "rest_prefill_s": round(sum(r.get("prefill_s") or 0 for r in rest), 3),
@@ -76,4 +93,7 @@ def format_timing(stats: list[dict]) -> str:
             f"{s['rank']!s:>4}  {s['cells']:>5}  {s['prompt_tokens'] / 1e6:>9.2f}M  {reused:>6}  {s['wall_s']:>6.1f}"
             f"  {s['first_cell_s']:>12.1f}  {rate:>18}  {bound:>14}  {ratio:>10}"
         )
+    parts = max(s["sittings"] for s in stats)
+    if parts > 1:
+        lines.append(f"(the run was stopped and resumed: wall times leave out the pauses between its {parts} sittings)")
     return "\n".join(lines)
