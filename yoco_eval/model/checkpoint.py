@@ -84,7 +84,10 @@ def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention
             block = p[r : r + rows]
             block.copy_(torch.randn(block.shape, generator=g).mul_(0.02))
 
-    with ThreadPoolExecutor(max_workers=workers or min(32, os.cpu_count() or 1)) as pool:
+    if workers is None:  # torchrun starts one process a GPU on the same host: share the cores out
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        workers = max(1, min(32, (os.cpu_count() or 1) // local))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(fill, jobs))
     return model
 
