@@ -224,10 +224,14 @@ def bench_loglikelihood(name: str = "yoco-3b", ctx_len: int = 32768, n_ctx: int 
     return res
 
 
-def _gemm_ms(prof) -> float:
-    """Milliseconds of matrix-multiply kernels (cuBLAS nvjet/gemm, CUTLASS) in a CUDA profile."""
-    names = ("nvjet", "gemm", "cutlass", "sm90_xmma")
-    return sum(e.self_device_time_total for e in prof.key_averages() if any(n in e.key.lower() for n in names)) / 1e3
+_GEMM_KERNELS = ("nvjet", "gemm", "cutlass", "sm90_xmma")  # cuBLAS and CUTLASS matrix-multiply kernel names
+
+
+def _kernel_ms(prof, names: tuple[str, ...] = ()) -> float:
+    """Milliseconds of kernels in a CUDA profile: all of them, or those whose name holds one of ``names``."""
+    return sum(
+        e.self_device_time_total for e in prof.key_averages() if not names or any(n in e.key.lower() for n in names)
+    ) / 1e3
 
 
 @torch.inference_mode()
@@ -281,7 +285,7 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
         model(x, cache=g.cache, start_pos=0, logits_from=0)
         _sync()
     log(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
-    busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
+    busy = _kernel_ms(prof)
     log(f"one {chunk}-token chunk: {1000 * t_chunk:.1f} ms wall, {busy:.1f} ms of kernels "
         f"({1000 * t_chunk - busy:.1f} ms idle)")  # fmt: skip
     g.cache.reset()
@@ -295,8 +299,8 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
         engine.prefill([prompt], g.cache)
         _sync()
     n_chunks = -(-ctx // chunk)
-    busy_all = sum(e.self_device_time_total for e in prof_all.key_averages()) / 1e3
-    gemm_one, gemm_all = _gemm_ms(prof), _gemm_ms(prof_all)
+    busy_all = _kernel_ms(prof_all)
+    gemm_one, gemm_all = _kernel_ms(prof, _GEMM_KERNELS), _kernel_ms(prof_all, _GEMM_KERNELS)
     log(f"whole {ctx}-token prefill: {t_pre:.3f} s wall, {busy_all / 1e3:.3f} s of kernels ({n_chunks} chunks x one "
         f"chunk's {busy:.1f} ms = {n_chunks * busy / 1e3:.3f} s); GEMMs {gemm_all / n_chunks:.1f} ms a chunk against "
         f"{gemm_one:.1f} ms in the single chunk")  # fmt: skip
