@@ -142,3 +142,39 @@ def test_triton_rope_matches_compiled_twin(interleaved):
             worst = (diff / tol).max().item()
             print(f"triton rope {dtype} {name}: max diff {diff.max().item():.3g}, worst diff/tolerance {worst:.3g}")
             assert worst <= 1
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("rows", [8192, 3001, 1], ids=["ffn-block", "ragged", "decode"])
+def test_triton_swiglu_matches_reference(rows):
+    """SwiGLU on the two halves of a fused up-projection output (row stride 2N), the FFN's real layout."""
+    from yoco_eval.ops.fused import _silu_mul, silu_mul
+
+    N = 8192
+    g = torch.Generator(device=DEV).manual_seed(rows)
+    buf = (torch.randn(rows, 2 * N, device=DEV, generator=g) * 3).bfloat16()
+    a, b = buf[:, :N], buf[:, N:]
+    ref = torch.nn.functional.silu(a.double()) * b.double()
+    fast = triton_kernels.silu_mul(a, b)
+    assert fast is not None and fast.is_contiguous()
+    assert torch.equal(silu_mul(a, b), fast)  # the dispatcher takes the Triton kernel for this layout
+    check(f"triton swiglu rows={rows}", fast, _silu_mul(a, b), ref)
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("T", [4096, 1], ids=["prefill", "decode"])
+def test_triton_retention_gate_matches_reference(T):
+    """``silu(g) * rms_norm_per_head(o)``: g a strided slice of a projection output, o as fla-core returns it."""
+    from yoco_eval.ops.fused import _silu_gate_head_norm, silu_gate_head_norm
+
+    B, H, D, eps = 2, 24, 128, 1e-5
+    g = torch.Generator(device=DEV).manual_seed(T)
+    gbuf = (torch.randn(B, T, 2 * H * D, device=DEV, generator=g) * 3).bfloat16()
+    gate = gbuf[..., H * D :]
+    o = (torch.randn(B, T, H, D, device=DEV, generator=g) * 0.05).bfloat16()
+    od = o.double()
+    ref = torch.nn.functional.silu(gate.double()) * (od * torch.rsqrt(od.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2)
+    fast = triton_kernels.silu_gate_head_norm(gate, o, eps)
+    assert fast is not None and fast.is_contiguous()
+    assert torch.equal(silu_gate_head_norm(gate, o, eps), fast)
+    check(f"triton retention gate T={T}", fast, _silu_gate_head_norm(gate, o, eps), ref)

@@ -152,6 +152,26 @@ def test_fused_projections_compute_the_same_function(name, tmp_path):
     assert torch.allclose(model(ids), before, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", PRESETS)
+def test_residual_added_by_the_output_gemm_computes_the_same_function(name, monkeypatch):
+    """At inference each block's output GEMM accumulates into the residual stream in place (``project``: one
+    rounding, no separate add); with autograd on, the plain ``x + f(x)`` path runs. Same function."""
+    torch.manual_seed(8)
+    model = make(name)
+    ids = torch.randint(4, 260, (2, 40))
+    calls = []
+    addmm_ = torch.Tensor.addmm_
+    monkeypatch.setattr(torch.Tensor, "addmm_", lambda self, *a, **k: calls.append(1) or addmm_(self, *a, **k))
+    with torch.enable_grad():
+        plain = model(ids)
+    assert plain.requires_grad and not calls  # the plain path ran
+    with torch.inference_mode():
+        fused_out = model(ids)
+    n_layers = sum(1 for m in model.modules() if type(m).__name__ == "DecoderLayer")
+    assert len(calls) == 2 * n_layers  # the in-place path ran: mixer and feed-forward of every layer
+    assert_close_to_ref(fused_out, plain.detach(), ref64(model, ids))
+
+
 @pytest.mark.parametrize("name", ["yoco-debug", "transformer-debug"])
 @torch.inference_mode()
 def test_feed_forward_in_row_slices_computes_the_same_function(name, monkeypatch):

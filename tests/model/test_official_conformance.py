@@ -94,8 +94,10 @@ def test_layer_activations_match_official():
     model = _load(name, "torch")
     acts = _t(name, "full_activations.pt")
     seen = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, o)) for n, m in model.named_modules()
-             if n in acts]  # fmt: skip
+    # clone: at inference each layer's output GEMMs accumulate into the residual stream in place, so the tensor a
+    # layer returns is overwritten by the next layer
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, o.clone())) for n, m in
+             model.named_modules() if n in acts]  # fmt: skip
     model(_t(name, "inputs.pt"))
     for h in hooks:
         h.remove()

@@ -24,6 +24,7 @@ from yoco_eval.model.yoco import (
     commit_step,
     fused_weight,
     make_step,
+    project,
     select_positions,
     write_kv,
 )
@@ -41,7 +42,7 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor, residual=None) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hk, D = self.n_heads, self.n_kv_heads, self.head_dim
         w = fused_weight(self, ("q_proj", "k_proj", "v_proj"))
@@ -56,7 +57,7 @@ class SelfAttention(nn.Module):
         o = attend_kv(q, k, v, step.pos, step, q_is_tail=True)
         if step.valid is not None:
             o = o.masked_fill(~step.valid[..., None, None], 0.0)
-        return self.out_proj(o.reshape(B, T, -1))
+        return project(self.out_proj, o.reshape(B, T, -1), residual)
 
 
 class Transformer(LanguageModel):

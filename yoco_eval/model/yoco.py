@@ -125,6 +125,16 @@ def fuse_projections(model: nn.Module) -> nn.Module:
     return model
 
 
+def project(linear: nn.Linear, y: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``linear(y)``; with ``residual`` (inference), ``residual + linear(y)`` written INTO ``residual`` by the GEMM
+    itself (cuBLAS ``beta = 1``: the sum is rounded once, and the separate add's pass over the activations is
+    gone). ``residual`` ``[..., out]`` must be contiguous and free to overwrite."""
+    if residual is None:
+        return linear(y)
+    residual.view(-1, residual.shape[-1]).addmm_(y.reshape(-1, y.shape[-1]), linear.weight.t())
+    return residual
+
+
 def fused_weight(mod: nn.Module, names: tuple[str, ...]) -> torch.Tensor | None:
     f = getattr(mod, "_fused", None)
     if f is None or mod.training:
@@ -162,25 +172,29 @@ class FeedForward(nn.Module):
         self.gate = nn.Linear(dim, hidden_dim, bias=False)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``ffn(x)``, or ``residual + ffn(x)`` accumulated into ``residual`` (see :func:`project`)."""
         w = fused_weight(self, ("fc1", "gate"))
         if w is None:
-            return self.fc2(fused.silu_mul(self.fc1(x), self.gate(x)))
+            return project(self.fc2, fused.silu_mul(self.fc1(x), self.gate(x)), residual)
         # inference: one GEMM for both branches, over at most _FFN_ROWS tokens at a time, so the
         # [rows, 2 * hidden] activation stays bounded however long the prefill chunk
         x2 = x.reshape(-1, x.shape[-1])
         if x2.shape[0] <= _FFN_ROWS:
             a, b = F.linear(x2, w).chunk(2, dim=-1)
-            return self.fc2(fused.silu_mul(a, b)).view(x.shape)
-        out = x2.new_empty(x2.shape)
+            return project(self.fc2, fused.silu_mul(a, b), residual).view(x.shape)
+        out = x2.new_zeros(x2.shape) if residual is None else residual.view(x2.shape)
         for r in range(0, x2.shape[0], _FFN_ROWS):
             a, b = F.linear(x2[r : r + _FFN_ROWS], w).chunk(2, dim=-1)
-            torch.mm(fused.silu_mul(a, b), self.fc2.weight.t(), out=out[r : r + _FFN_ROWS])
+            project(self.fc2, fused.silu_mul(a, b), out[r : r + _FFN_ROWS])
         return out.view(x.shape)
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block: ``h = x + mixer(norm(x))``; ``out = h + ffn(norm(h))``."""
+    """Pre-norm block: ``h = x + mixer(norm(x))``; ``out = h + ffn(norm(h))``.
+
+    At inference (no autograd, contiguous ``x``) the block's two output GEMMs add into ``x`` in place, so the
+    returned tensor IS ``x``: a forward hook that keeps a layer's output must clone it."""
 
     def __init__(self, mixer: nn.Module, dim: int, hidden_dim: int, eps: float):
         super().__init__()
@@ -190,10 +204,13 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(dim, hidden_dim)
 
     def forward(self, x: torch.Tensor, *args, **kw) -> torch.Tensor:
-        h = x + self.mixer(self.mixer_layer_norm(x), *args, **kw)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not x.is_contiguous():
+            h = x + self.mixer(self.mixer_layer_norm(x), *args, **kw)
             return h + self.ffn(self.final_layer_norm(h))
-        return h.add_(self.ffn(self.final_layer_norm(h)))  # inference: h is ours, add in place (one less [T, d])
+        # inference: x is this forward's own activation (embedding or previous layer output), so each block's
+        # output GEMM adds straight into it: no separate residual-add pass over [T, d]
+        h = self.mixer(self.mixer_layer_norm(x), *args, residual=x, **kw)
+        return self.ffn(self.final_layer_norm(h), residual=h)
 
 
 def write_kv(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +273,7 @@ class GatedRetention(nn.Module):
         self.out_proj = nn.Linear(d, d, bias=False)
         self.subln = RMSNorm(self.head_dim, cfg.norm_eps, affine=False)
 
-    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor, residual=None) -> torch.Tensor:
         B, T, d = x.shape
         H, D = self.n_heads, self.head_dim
         w = fused_weight(self, ("q_proj", "k_proj", "v_proj", "g_proj", "gt_proj"))
@@ -281,7 +298,7 @@ class GatedRetention(nn.Module):
         if state is not None:
             state.copy_(new_state)
         # per-head RMSNorm (subln, no weight) and the SiLU output gate in one pass
-        return self.out_proj(fused.silu_gate_head_norm(g, o, self.subln.eps))
+        return project(self.out_proj, fused.silu_gate_head_norm(g, o, self.subln.eps), residual)
 
 
 class SlidingWindowAttention(nn.Module):
@@ -296,7 +313,7 @@ class SlidingWindowAttention(nn.Module):
         self.v_proj = nn.Linear(d, d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor, residual=None) -> torch.Tensor:
         B, T, _ = x.shape
         H, D, C = self.n_heads, self.head_dim, self.window
         w = fused_weight(self, ("q_proj", "k_proj", "v_proj"))
@@ -321,7 +338,7 @@ class SlidingWindowAttention(nn.Module):
             w.pos[:, C] = -1
         if step.valid is not None:
             o = o.masked_fill(~step.valid[..., None, None], 0.0)
-        return self.out_proj(o.reshape(B, T, H * D))
+        return project(self.out_proj, o.reshape(B, T, H * D), residual)
 
 
 class SelfDecoder(nn.Module):
@@ -351,12 +368,12 @@ class CrossAttention(nn.Module):
         self.q_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.out_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x, k, v, q_pos, step: Step, freqs: torch.Tensor, q_is_tail: bool) -> torch.Tensor:
+    def forward(self, x, k, v, q_pos, step: Step, freqs: torch.Tensor, q_is_tail: bool, residual=None) -> torch.Tensor:
         B, N, _ = x.shape
         tables = step.rope_tables(freqs, x.dtype) if q_is_tail and N == step.pos.shape[1] else None
         q = apply_rope(self.q_proj(x).view(B, N, self.n_heads, self.head_dim), q_pos, freqs, True, tables, inplace=True)
         o = attend_kv(q, k, v, q_pos, step, q_is_tail)
-        return self.out_proj(o.reshape(B, N, -1))
+        return project(self.out_proj, o.reshape(B, N, -1), residual)
 
 
 class CrossDecoder(nn.Module):

@@ -3,7 +3,8 @@
 Each function here is the plain-PyTorch definition (the CPU path and the test oracle); on CUDA tensors it runs
 through ``torch.compile`` (Inductor generates one Triton kernel per function instead of ~5-10 separate passes
 over the activations). Compilation is lazy, shape-dynamic, and falls back to the eager function (logged once)
-if it fails. ``YOCO_EVAL_COMPILE=0`` turns it off.
+if it fails. ``YOCO_EVAL_COMPILE=0`` turns it off. The SwiGLU product and the retention output gate go one step
+further, to hand-written Triton kernels (:mod:`yoco_eval.ops.triton_kernels`) where the layout allows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 
 import torch
 import torch.nn.functional as F
+
+from yoco_eval.ops import triton_kernels
 
 log = logging.getLogger("yoco_eval")
 
@@ -70,6 +73,18 @@ def _gate_log(x: torch.Tensor, normalizer: float) -> torch.Tensor:
 
 rope = _Lazy(_rope)
 rms_norm = _Lazy(_rms_norm)
-silu_mul = _Lazy(_silu_mul)
 gate_log = _Lazy(_gate_log)
-silu_gate_head_norm = _Lazy(_silu_gate_head_norm)
+_silu_mul_compiled = _Lazy(_silu_mul)
+_silu_gate_head_norm_compiled = _Lazy(_silu_gate_head_norm)
+
+
+def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``silu(a) * b`` (SwiGLU), a and b of one shape ``[..., N]``."""
+    out = triton_kernels.silu_mul(a, b) if triton_kernels.available(a) else None
+    return out if out is not None else _silu_mul_compiled(a, b)
+
+
+def silu_gate_head_norm(g: torch.Tensor, o: torch.Tensor, eps: float) -> torch.Tensor:
+    """``silu(g) * rms_norm(o)`` per head: g ``[B, T, H*D]``, o ``[B, T, H, D]`` -> ``[B, T, H*D]``."""
+    out = triton_kernels.silu_gate_head_norm(g, o, eps) if triton_kernels.available(g) else None
+    return out if out is not None else _silu_gate_head_norm_compiled(g, o, eps)
