@@ -173,7 +173,8 @@ def test_triton_retention_gate_matches_reference(T):
     gate = gbuf[..., H * D :]
     o = (torch.randn(B, T, H, D, device=DEV, generator=g) * 0.05).bfloat16()
     od = o.double()
-    ref = torch.nn.functional.silu(gate.double()) * (od * torch.rsqrt(od.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2)
+    normed = od * torch.rsqrt(od.pow(2).mean(-1, keepdim=True) + eps)
+    ref = torch.nn.functional.silu(gate.double()) * normed.flatten(-2)
     fast = triton_kernels.silu_gate_head_norm(gate, o, eps)
     assert fast is not None and fast.is_contiguous()
     assert torch.equal(silu_gate_head_norm(gate, o, eps), fast)

@@ -152,13 +152,13 @@ if triton is not None:
                  mask=mask)  # fmt: skip
 
     @triton.jit
-    def _gate_head_norm_kernel(G, O, OUT, stride_g, stride_o, stride_oh, stride_out, R, eps,
+    def _gate_head_norm_kernel(G, X, OUT, stride_g, stride_o, stride_oh, stride_out, R, eps,
                                D: tl.constexpr, BLOCK_R: tl.constexpr):  # fmt: skip
         r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
         h = tl.program_id(1)
         d = tl.arange(0, D)
         mask = r[:, None] < R
-        o = tl.load(O + r[:, None] * stride_o + h * stride_oh + d[None, :], mask=mask, other=0.0)
+        o = tl.load(X + r[:, None] * stride_o + h * stride_oh + d[None, :], mask=mask, other=0.0)
         g = tl.load(G + r[:, None] * stride_g + h * D + d[None, :], mask=mask, other=0.0)
         of = o.to(tl.float32)
         normed = (of * tl.rsqrt(tl.sum(of * of, 1) / D + eps)[:, None]).to(o.dtype)  # fp32 norm, cast back
