@@ -16,7 +16,10 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
     p.add_argument("--attn-backend", default="auto", help="auto, sdpa or torch")
     p.add_argument("--retention-backend", default="auto", help="auto, triton (fla-core, CUDA) or torch")
     p.add_argument("--chunk-size", type=int, default=4096, help="prefill chunk length in tokens")
-    p.add_argument("--tokenizer", default=None, help="override the checkpoint's tokenizer")  # fmt: skip
+    p.add_argument("--tokenizer", default=None, help="override the checkpoint's tokenizer")
+    p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"],
+                   help="YOCO's shared K/V storage: auto (the model dtype) or fp8 (e4m3 + scales: half the memory, "
+                        "faster decode, lossy)")  # fmt: skip
 
 
 def resolve_device(device: str, dtype: str):
@@ -37,7 +40,7 @@ def load_engine(args):
     device, dtype = resolve_device(args.device, args.dtype)
     return Engine.load(args.model, device=device, dtype=dtype, attn_backend=args.attn_backend,
                        retention_backend=args.retention_backend, chunk_size=args.chunk_size,
-                       tokenizer=args.tokenizer)  # fmt: skip
+                       tokenizer=args.tokenizer, kv_dtype=args.kv_dtype)  # fmt: skip
 
 
 def add_generate_parser(sub) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from yoco_eval.errors import YocoEvalError
 from yoco_eval.model.cache import Cache, CacheState
 from yoco_eval.tokenizer import Tokenizer
 
@@ -27,8 +28,6 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    from yoco_eval.errors import YocoEvalError
-
     if isinstance(name, torch.dtype):
         return name
     if name not in _DTYPES:
@@ -94,11 +93,21 @@ class Engine:
 
     @classmethod
     def load(cls, spec, device="cpu", dtype="float32", attn_backend="auto", retention_backend="auto",
-             chunk_size=4096, max_length=None, tokenizer=None) -> Engine:  # fmt: skip
-        """Load a checkpoint folder or preset (see :func:`yoco_eval.model.checkpoint.load_model`)."""
+             chunk_size=4096, max_length=None, tokenizer=None, kv_dtype="auto") -> Engine:  # fmt: skip
+        """Load a checkpoint folder or preset (see :func:`yoco_eval.model.checkpoint.load_model`).
+        ``kv_dtype="fp8"`` stores YOCO's shared K/V as e4m3 + scales (lossy, opt-in: see
+        :mod:`yoco_eval.model.cache`)."""
+        from yoco_eval.model.cache import KV_DTYPES
         from yoco_eval.model.checkpoint import load_model
 
+        if kv_dtype not in KV_DTYPES:
+            raise YocoEvalError(f"unknown kv_dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
         loaded = load_model(spec, device, parse_dtype(dtype), attn_backend, retention_backend, tokenizer)
+        if kv_dtype != "auto":
+            if not hasattr(loaded.model, "cross_decoder"):
+                raise YocoEvalError(f"kv_dtype={kv_dtype} is for YOCO checkpoints (one shared cache); {spec} is a "
+                                    "Transformer: drop kv_dtype")  # fmt: skip
+            loaded.model.kv_dtype = kv_dtype
         eng = cls(loaded.model, loaded.tokenizer, chunk_size, max_length, name=str(spec))
         eng.source, eng.path = loaded.source, loaded.path
         return eng
@@ -507,7 +516,8 @@ def _scatter_rows(dst: Cache, src: Cache, rows: list[int]) -> Cache:
     for a, b in zip(dst.windows, src.windows):
         a.k[idx], a.v[idx], a.pos[idx] = b.k, b.v, b.pos
     for a, b in zip(dst.kv, src.kv):
-        a.k[idx], a.v[idx] = b.k, b.v
+        for x, y in zip(a.tensors(), b.tensors(), strict=True):
+            x[idx] = y
     dst.seen = max(dst.seen, src.seen)
     dst.ragged = True if len(rows) != dst.batch_size else src.ragged
     return dst

@@ -7,7 +7,8 @@ baseline) and the two can be compared on one task.
 Model args (``--model_args k=v,...``): ``pretrained`` (checkpoint folder or preset name, required), ``dtype``
 (``auto`` = float32 on CPU, bfloat16 on CUDA), ``device``, ``max_length`` (default: the model's ``max_seq_len``),
 ``chunk_size``, ``attn_backend``, ``retention_backend``, ``tokenizer``, ``max_gen_toks`` (256), ``add_bos``,
-``prefix_token_id``, ``truncate``. ``--batch_size`` N or ``auto`` (= 8, capped by ``--max_batch_size``).
+``prefix_token_id``, ``truncate``, ``kv_dtype`` (``auto``, or ``fp8``: YOCO's shared K/V in e4m3, lossy).
+``--batch_size`` N or ``auto`` (= 8, capped by ``--max_batch_size``).
 
 Request semantics (same numbers as lm-eval's ``hf`` model on the same weights):
     * ``loglikelihood``: the model reads ``(ctx + cont)[:-1]``; requests sharing that prefix are prefilled once and
@@ -91,14 +92,15 @@ class YOCOLM(TemplateLM):
                  max_length: int | None = None, chunk_size: int = 4096, attn_backend: str = "auto",
                  retention_backend: str = "auto", tokenizer: str | None = None, max_gen_toks: int = 256,
                  add_bos: bool | None = None, prefix_token_id: int | None = None, truncate: bool = False,
-                 batch_size: int | str = 1, max_batch_size: int | None = None, **unknown):  # fmt: skip
+                 batch_size: int | str = 1, max_batch_size: int | None = None, kv_dtype: str = "auto",
+                 **unknown):  # fmt: skip
         super().__init__()
         explicit_device = unknown.pop("_explicit_device", device is not None)
         if unknown:
             raise YocoEvalError(
                 f"unknown --model_args key(s) {', '.join(sorted(unknown))} for model yoco: use pretrained, dtype, "
                 "device, max_length, chunk_size, attn_backend, retention_backend, tokenizer, max_gen_toks, "
-                "add_bos, prefix_token_id, truncate"
+                "add_bos, prefix_token_id, truncate, kv_dtype"
             )
         if not pretrained:
             raise YocoEvalError("model yoco needs a checkpoint: pass --model_args pretrained=DIR (or a preset name)")
@@ -110,7 +112,8 @@ class YOCOLM(TemplateLM):
             dtype = "bfloat16" if self._device.type == "cuda" else "float32"
         self.batch_size = _parse_batch_size(batch_size, max_batch_size)
         self.engine = Engine.load(str(pretrained), self._device, dtype, attn_backend, retention_backend,
-                                  int(chunk_size), int(max_length) if max_length else None, tokenizer)  # fmt: skip
+                                  int(chunk_size), int(max_length) if max_length else None, tokenizer,
+                                  str(kv_dtype))  # fmt: skip
         self.tok = self.engine.tokenizer
         hf = getattr(self.tok, "hf_tokenizer", None)
         self.tokenizer = hf  # lm-eval reads chat templates and special tokens from here; None without HF

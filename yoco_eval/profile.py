@@ -72,16 +72,20 @@ def build_random(name: str, device="cuda", dtype=None, **backends):
 
 def kv_bytes_per_token(model) -> int:
     c = model.setup_cache(1, 1, device="meta", dtype=torch.bfloat16)
-    return sum((x.k.numel() + x.v.numel()) * 2 for x in c.kv)
+    return sum(t.numel() * t.element_size() for x in c.kv for t in x.tensors())
 
 
 @torch.inference_mode()
 def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: int = 1, warm: int = 8192,
-                  log=print, device: str = "cuda", **backends) -> list[dict]:  # fmt: skip
+                  log=print, device: str = "cuda", kv_dtype: str = "auto", **backends) -> list[dict]:  # fmt: skip
     from yoco_eval.generate import Engine
     from yoco_eval.tokenizer import YOCOTokenizer
 
     model = build_random(name, device=device, **backends)
+    if kv_dtype != "auto" and name.startswith("transformer"):
+        log(f"{name}: kv_dtype={kv_dtype} is for YOCO only; measuring it with its own cache dtype")
+    elif kv_dtype != "auto":
+        model.kv_dtype = kv_dtype
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     per_tok = kv_bytes_per_token(model)
     engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=max(lengths) + gen + 1)
@@ -89,7 +93,8 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
     engine.generate([[4 + i % (V - 4) for i in range(warm)]] * batch, max_new_tokens=4, ignore_eos=True)  # warm kernels
     rows, overhead = [], None
     for T in lengths:
-        row = {"model": name, "context_length": T, "batch": batch, "status": "ok", "error": None,
+        row = {"model": name, "context_length": T, "batch": batch, "kv_dtype": model.kv_dtype, "status": "ok",
+               "error": None,
                "weights_bytes": weights, "kv_cache_bytes": per_tok * (T + gen) * batch}  # fmt: skip
         _reset_peak()
         try:
@@ -142,6 +147,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--chunk-size", type=int, default=32768)
     p.add_argument("--retention-backend", default="auto")
+    p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"], help="YOCO's shared K/V storage")
     p.add_argument("--peers", default="", help="also re-measure peers in this run: fla, hf (comma-separated)")
     p.add_argument("--peer-lengths", default="128k,256k,512k,1m")
     p.add_argument("--out", default="reports/profile/profile.json")
@@ -154,7 +160,7 @@ def main(args) -> int:
     lengths = parse_lengths(args.lengths)
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        rows += profile_model(name, lengths, args.gen, args.chunk_size, args.batch,
+        rows += profile_model(name, lengths, args.gen, args.chunk_size, args.batch, kv_dtype=args.kv_dtype,
                               retention_backend=args.retention_backend)  # fmt: skip
     for peer in [x.strip() for x in args.peers.split(",") if x.strip()]:
         from yoco_eval.profile_peers import measure

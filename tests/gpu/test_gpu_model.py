@@ -58,6 +58,47 @@ def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k(monkeypatch):
 
 
 @torch.inference_mode()
+def test_yoco_3b_fp8_cache_matches_its_full_forward_8k(monkeypatch):
+    """kv_dtype="fp8": chunked prefill + decode (the Triton kernel reads the fp8 cache) against the fp8 model's own
+    full forward, with the test above's derived rule; also prints how far fp8 moves the logits from bf16."""
+    from yoco_eval.model.yoco import fuse_projections
+    from yoco_eval.profile import build_random
+
+    torch.manual_seed(0)
+    model = build_random("yoco-3b", dtype=torch.float32)
+    model.kv_dtype = "fp8"
+    T, n_dec = 8192, 16
+    ids = torch.randint(4, 100_000, (1, T + n_dec), device="cuda")
+    with monkeypatch.context() as m:
+        m.setenv("YOCO_EVAL_TRITON", "0")
+        m.setenv("YOCO_EVAL_COMPILE", "0")
+        m.setattr(model, "attn_backend", "torch")
+        m.setattr(model, "retention_backend", "torch")
+        model._backends = None
+        ref = model(ids, logits_from=n_dec + 1).float()
+    model._backends = None
+    model = fuse_projections(model.to(torch.bfloat16))
+    full = model(ids, logits_from=n_dec + 1).float()
+    cache = model.setup_cache(1, T + n_dec)
+    assert cache.kv[0].k.dtype == torch.float8_e4m3fn
+    for s in range(0, T - 1, 3000):
+        model(ids[:, s : min(T - 1, s + 3000)], cache=cache, start_pos=s, logits_from=0)
+    got = [model(ids[:, T - 1 : T], cache=cache, start_pos=T - 1)[:, -1].float()]
+    for t in range(T, T + n_dec):
+        got.append(model(ids[:, t : t + 1], cache=cache, start_pos=t)[:, -1].float())
+    got = torch.stack(got, 1)
+    model.kv_dtype = "auto"
+    bf16 = model(ids, logits_from=n_dec + 1).float()
+    rel = lambda a, b=ref: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    agree = lambda a, b=ref: (a.argmax(-1) == b.argmax(-1)).float().mean().item()  # noqa: E731
+    print(f"yoco-3b 8K fp8 cache vs fp8 fp32: bf16 full forward rel.L2 {rel(full):.3g} (argmax {agree(full):.3f}); "
+          f"cached rel.L2 {rel(got):.3g} (argmax {agree(got):.3f}); fp8 vs bf16 cache (both bf16 full forwards) "
+          f"rel.L2 {rel(full, bf16):.3g} (argmax {agree(full, bf16):.3f})")
+    assert rel(got) <= 2 * rel(full) + 1e-3
+    assert agree(got) >= agree(full) - 0.1
+
+
+@torch.inference_mode()
 def test_cuda_graph_decode_equals_eager_decode():
     cfg = get_config("yoco-debug").replace(vocab_size=100_288, tokenizer="yoco-cl100k")
     model = init_weights(build_model(cfg), seed=1, std=0.1).to("cuda").eval()

@@ -58,6 +58,52 @@ def test_chunked_prefill_and_decode_equal_full_forward(name, backend, chunk):
     assert torch.equal(got.argmax(-1), full.argmax(-1))
 
 
+@pytest.mark.parametrize("name", ["yoco-debug", "yoco-debug-swa"])
+@pytest.mark.parametrize("split_from", [8192, 1], ids=["masked-attention", "split-key-decode"])
+@torch.inference_mode()
+def test_fp8_cache_reproduces_the_fp8_full_forward(name, split_from, monkeypatch):
+    """kv_dtype="fp8" stores the shared K/V as e4m3 with a scale per (token, head). The model it defines is the one
+    whose shared keys/values are rounded that way, which its full forward computes too: cached inference must
+    reproduce that full forward (the same derived tolerance as above), and must differ from the unrounded model."""
+    import yoco_eval.model.yoco as yoco_mod
+
+    monkeypatch.setattr(yoco_mod, "_SPLIT_DECODE_MIN", split_from)  # 1: decode through decode_attention
+    torch.manual_seed(9)
+    model = make(name)
+    ids = torch.randint(4, 260, (2, 60))
+    unrounded = model(ids)
+    kv_bytes = lambda c: sum(t.numel() * t.element_size() for t in c.kv[0].tensors())  # noqa: E731
+    plain_bytes = kv_bytes(model.setup_cache(2, 64))
+    model.kv_dtype = "fp8"
+    full = model(ids)
+    m64 = make(name, "torch")
+    m64.load_state_dict(model.state_dict())
+    m64.kv_dtype = "fp8"
+    ref = m64.double()(ids)
+    cache = model.setup_cache(2, 64)
+    assert cache.kv[0].k.dtype == torch.float8_e4m3fn and kv_bytes(cache) < 0.6 * plain_bytes
+    got = [model(ids[:, s : min(50, s + 7)], cache=cache, start_pos=s) for s in range(0, 50, 7)]
+    pos = torch.full((2,), 50)
+    for t in range(50, 60):
+        got.append(model(ids[:, t : t + 1], cache=cache, start_pos=pos))
+        pos = pos + 1
+    got = torch.cat(got, 1)
+    assert_close_to_ref(got, full, ref)
+    assert torch.equal(got.argmax(-1), full.argmax(-1))
+    # the rounding is really there: the unrounded model would fail this tolerance (which itself is loose: fp32 and
+    # fp64 keys can round to neighbouring fp8 values)
+    assert (unrounded.double() - ref).abs().max().item() > K * (full.double() - ref).abs().max().item() + 1e-6
+
+
+def test_fp8_cache_is_refused_for_the_transformer():
+    from yoco_eval.errors import ConfigError
+
+    model = make("transformer-debug")
+    model.kv_dtype = "fp8"
+    with pytest.raises(ConfigError, match="YOCO's shared cache only"):
+        model.setup_cache(1, 8)
+
+
 @pytest.mark.parametrize("name", PRESETS)
 @torch.inference_mode()
 def test_early_exit_prefill_last_logits_equal_full_forward(name):
@@ -263,3 +309,17 @@ def test_prefix_reuse_never_pins_a_second_cache(monkeypatch):
     assert prefix.cache_for(model, 100) is old()  # big enough: kept
     bigger = prefix.cache_for(model, 200)
     assert seen == [None] and bigger.max_seq_len >= 200  # the old one was gone before the new one was made
+
+
+def test_engine_kv_dtype_option_reaches_the_cache():
+    from yoco_eval.errors import YocoEvalError
+    from yoco_eval.generate import Engine
+
+    eng = Engine.load("yoco-debug", kv_dtype="fp8")
+    assert eng.model.setup_cache(1, 8).kv[0].k.dtype == torch.float8_e4m3fn
+    (out,) = eng.generate([[5, 6, 7, 8]], max_new_tokens=3, ignore_eos=True)
+    assert len(out.tokens) == 3
+    with pytest.raises(YocoEvalError, match="is for YOCO checkpoints"):
+        Engine.load("transformer-debug", kv_dtype="fp8")
+    with pytest.raises(YocoEvalError, match="unknown kv_dtype 'int4'"):
+        Engine.load("yoco-debug", kv_dtype="int4")

@@ -8,6 +8,11 @@ The Transformer baseline holds one such key/value cache per layer, which is what
 
 Bookkeeping: ``lengths`` ``[B]`` (device) counts the valid tokens written per row; ``seen`` (host int) is the
 largest of them, so attention can slice the caches to ``[:seen]`` without a device sync.
+
+Opt-in fp8 storage (``kv_dtype="fp8"``): keys and values as float8 e4m3 with one fp32 scale per (token, head)
+(``x ~= q * scale``, ``scale = max|x| / 448``), about half the bytes. It is lossy (3 mantissa bits): a model
+with an fp8 cache is the model whose shared keys/values are rounded that way, which is what its full forward
+computes too (:func:`yoco_eval.ops.fp8.fake_quant`), so cached inference still reproduces the full forward.
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from yoco_eval.errors import ConfigError
+from yoco_eval.ops.fp8 import FP8
+
+KV_DTYPES = ("auto", "fp8")
 
 
 @dataclass
@@ -33,10 +43,22 @@ class WindowCache:
 
 @dataclass
 class KVCache:
-    """Keys (after RoPE) and values at absolute positions ``[0, T_max)``."""
+    """Keys (after RoPE) and values at absolute positions ``[0, T_max)``; with fp8 storage, their scales."""
 
     k: torch.Tensor  # [B, T_max, Hk, D]
     v: torch.Tensor  # [B, T_max, Hk, D]
+    k_scale: torch.Tensor | None = None  # [B, T_max, Hk] fp32 (fp8 storage only)
+    v_scale: torch.Tensor | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.k_scale is not None
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.k, self.v, self.k_scale, self.v_scale) if t is not None]
+
+    def select_rows(self, rows: torch.Tensor) -> KVCache:
+        return KVCache(*(None if t is None else t[rows].clone() for t in (self.k, self.v, self.k_scale, self.v_scale)))
 
 
 @dataclass
@@ -59,7 +81,7 @@ class Cache:
         ts = [
             *self.retention,
             *(t for w in self.windows for t in (w.k, w.v, w.pos)),
-            *(t for c in self.kv for t in (c.k, c.v)),
+            *(t for c in self.kv for t in c.tensors()),
         ]
         return sum(t.numel() * t.element_size() for t in ts)
 
@@ -100,7 +122,7 @@ class Cache:
             batch_size=len(rows), max_seq_len=self.max_seq_len, lengths=self.lengths[rows].clone(),
             retention=[s[rows].clone() for s in self.retention],
             windows=[WindowCache(w.k[rows].clone(), w.v[rows].clone(), w.pos[rows].clone()) for w in self.windows],
-            kv=[KVCache(c.k[rows].clone(), c.v[rows].clone()) for c in self.kv], seen=self.seen,
+            kv=[c.select_rows(rows) for c in self.kv], seen=self.seen,
             ragged=self.ragged,
         )  # fmt: skip
 
@@ -120,8 +142,15 @@ class CacheState:
         return sum(t.numel() * t.element_size() for t in ts)
 
 
-def new_kv(batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, device, dtype) -> KVCache:
+def new_kv(batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, device, dtype, kv_dtype: str = "auto"
+           ) -> KVCache:  # fmt: skip
+    """Zeroed K/V for ``max_seq_len`` positions; ``kv_dtype`` "auto" stores ``dtype``, "fp8" e4m3 + scales."""
     shape = (batch, max_seq_len, n_kv_heads, head_dim)
+    if kv_dtype == "fp8":
+        return KVCache(*(torch.zeros(shape, device=device, dtype=FP8) for _ in range(2)),
+                       *(torch.ones(shape[:-1], device=device, dtype=torch.float32) for _ in range(2)))  # fmt: skip
+    if kv_dtype != "auto":
+        raise ConfigError(f"unknown kv_dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
     return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from yoco_eval.config import TransformerConfig
+from yoco_eval.errors import ConfigError
 from yoco_eval.model.cache import Cache, new_kv
 from yoco_eval.model.yoco import (
     DecoderLayer,
@@ -78,6 +79,11 @@ class Transformer(LanguageModel):
 
     def setup_cache(self, batch_size: int, max_seq_len: int, device=None, dtype=None) -> Cache:
         cfg = self.config
+        if self.kv_dtype != "auto":
+            raise ConfigError(
+                f"kv_dtype={self.kv_dtype!r} is implemented for YOCO's shared cache only: a Transformer's prefill "
+                "would dequantize every layer's cache at every chunk; use kv_dtype=auto for the Transformer baseline"
+            )
         device = device or self.embed_tokens.weight.device
         dtype = dtype or self.embed_tokens.weight.dtype
         c = Cache(batch_size, max_seq_len, torch.zeros(batch_size, dtype=torch.long, device=device))

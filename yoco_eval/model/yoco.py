@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from yoco_eval.config import YOCOConfig
 from yoco_eval.model.cache import Cache, KVCache, new_kv, new_window
-from yoco_eval.ops import Backends, fused, resolve_backends
+from yoco_eval.ops import Backends, fp8, fused, resolve_backends
 from yoco_eval.ops.attention import attention, decode_attention
 from yoco_eval.ops.retention import recurrent_retention_step, torch_chunk_retention, triton_chunk_retention
 from yoco_eval.ops.rope import apply_rope, apply_rope_qk, inv_freq, rope_tables
@@ -213,30 +213,45 @@ class DecoderLayer(nn.Module):
         return self.ffn(self.final_layer_norm(h), residual=h)
 
 
-def write_kv(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write this call's keys/values at their positions; return the cache's keys/values ``[:end]``."""
+def write_kv(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step):
+    """Write this call's keys/values at their positions; return the cache's keys/values ``[:end]`` (for an fp8
+    cache, as :class:`~yoco_eval.ops.fp8.QuantKV` reads)."""
+    if c.quantized:
+        (kq, ks), (vq, vs) = fp8.quantize(k), fp8.quantize(v)
+        # written as bytes: index_put has no float8 kernels
+        parts = [(c.k.view(torch.uint8), kq.view(torch.uint8)), (c.v.view(torch.uint8), vq.view(torch.uint8)),
+                 (c.k_scale, ks), (c.v_scale, vs)]  # fmt: skip
+    else:
+        parts = [(c.k, k), (c.v, v)]
     if step.start is not None:
-        c.k[:, step.start : step.start + k.shape[1]] = k
-        c.v[:, step.start : step.start + k.shape[1]] = v
+        for dst, src in parts:
+            dst[:, step.start : step.start + k.shape[1]] = src
     else:
         rows = torch.arange(k.shape[0], device=k.device)[:, None]
-        c.k[rows, step.pos] = k
-        c.v[rows, step.pos] = v
-    return c.k[:, : step.end], c.v[:, : step.end]
+        for dst, src in parts:
+            dst[rows, step.pos] = src
+    e = step.end
+    if c.quantized:
+        return fp8.QuantKV(c.k[:, :e], c.k_scale[:, :e]), fp8.QuantKV(c.v[:, :e], c.v_scale[:, :e])
+    return c.k[:, :e], c.v[:, :e]
 
 
 def attend_kv(q, k, v, q_pos, step: Step, q_is_tail: bool) -> torch.Tensor:
     """Causal attention of queries at ``q_pos`` over keys at positions ``[0, k.shape[1])``.
 
-    ``q_is_tail``: the queries are the last positions of every row, in order (lets kernels skip the mask)."""
+    ``q_is_tail``: the queries are the last positions of every row, in order (lets kernels skip the mask).
+    k, v may be fp8 cache reads (:class:`~yoco_eval.ops.fp8.QuantKV`): decode reads them as they are stored,
+    other queries attend over a dequantized copy."""
     Tk = k.shape[1]
     if step.uniform and q_is_tail:
         if q.shape[1] == 1 and Tk >= _SPLIT_DECODE_MIN:  # e.g. the last prompt token after prefill
             return decode_attention(q, k, v, None, backend=step.backends.attn)
+        k, v = _dense(k, q.dtype), _dense(v, q.dtype)
         return attention(q, k, v, kind="lower_right", backend=step.backends.attn)
     if step.cache is not None and q.shape[1] == 1 and step.valid is None and Tk >= _SPLIT_DECODE_MIN:
         # decode: every query sees every key written so far (its own included): split the keys across the GPU
         return decode_attention(q, k, v, None, backend=step.backends.attn, kv_len=step.pos[:, -1] + 1)
+    k, v = _dense(k, q.dtype), _dense(v, q.dtype)
     k_pos = torch.arange(Tk, device=k.device).expand(k.shape[0], Tk)
     if step.cache is not None:
         k_valid = k_pos < step.cache.lengths[:, None]
@@ -252,6 +267,10 @@ def attend_kv(q, k, v, q_pos, step: Step, q_is_tail: bool) -> torch.Tensor:
     else:
         k_valid = step.valid
     return attention(q, k, v, q_pos, k_pos, k_valid, kind="general", backend=step.backends.attn)
+
+
+def _dense(x, dtype: torch.dtype) -> torch.Tensor:
+    return x.dequantize(dtype) if isinstance(x, fp8.QuantKV) else x
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -387,9 +406,11 @@ class CrossDecoder(nn.Module):
             DecoderLayer(CrossAttention(cfg), cfg.dim, cfg.hidden_dim, cfg.norm_eps) for _ in range(cfg.n_cross_layers)
         )
 
-    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor, select) -> torch.Tensor | None:
+    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor, select, kv_fp8: bool = False
+                ) -> torch.Tensor | None:  # fmt: skip
         """Build/extend the shared K/V from the self-decoder output ``x`` ``[B, T, d]``, then run the cross layers
-        for the selected positions only (``select``: None = all, int n = last n, ``[B, N]`` = gathered)."""
+        for the selected positions only (``select``: None = all, int n = last n, ``[B, N]`` = gathered).
+        ``kv_fp8``: the keys/values are rounded through the fp8 cache format (a cache does it when writing)."""
         B, T, _ = x.shape
         m = self.kv_layer_norm(x)
         k = self.k_proj(m).view(B, T, self.n_kv_heads, self.head_dim)
@@ -397,6 +418,8 @@ class CrossDecoder(nn.Module):
         v = self.v_proj(m).view(B, T, self.n_kv_heads, self.head_dim)
         if step.cache is not None:
             k, v = write_kv(step.cache.kv[0], k, v, step)
+        elif kv_fp8:
+            k, v = fp8.fake_quant(k), fp8.fake_quant(v)
         if isinstance(select, int) and select == 0:
             return None  # early exit: the cross-decoder is skipped during prefill
         x, q_pos, tail = select_positions(x, step.pos, select)
@@ -422,6 +445,7 @@ class LanguageModel(nn.Module):
     """What YOCO and the Transformer baseline share: kernel backends resolved once per device, parameter counts."""
 
     attn_backend = retention_backend = "auto"
+    kv_dtype = "auto"  # shared K/V storage: "auto" (the model's dtype) or "fp8" (YOCO only; see model.cache)
     _backends: Backends | None = None
 
     @property
@@ -474,7 +498,7 @@ class YOCO(LanguageModel):
                 c.retention.append(torch.zeros(batch_size, H, D, D, device=device, dtype=torch.float32))
             else:
                 c.windows.append(new_window(batch_size, cfg.sliding_window, H, D, device, dtype))
-        c.kv.append(new_kv(batch_size, max_seq_len, cfg.n_attn_kv_heads, cfg.head_dim, device, dtype))
+        c.kv.append(new_kv(batch_size, max_seq_len, cfg.n_attn_kv_heads, cfg.head_dim, device, dtype, self.kv_dtype))
         return c
 
     def forward(
@@ -502,7 +526,7 @@ class YOCO(LanguageModel):
         freqs_cross = inv_freq(self.config.head_dim, self.config.rope_theta, "yoco", tokens.device)
         x = math.sqrt(self.config.dim) * self.embed_tokens(tokens)
         x = self.self_decoder(x, step, freqs_self)
-        x = self.cross_decoder(x, step, freqs_cross, logits_from)
+        x = self.cross_decoder(x, step, freqs_cross, logits_from, self.kv_dtype == "fp8")
         commit_step(step)
         if x is None:
             return None

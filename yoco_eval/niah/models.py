@@ -410,14 +410,14 @@ class YOCONeedleModel:
         dev = _rank_device(dev)
         dtype = args.pop("dtype", "bfloat16" if dev.startswith("cuda") else "float32")
         max_length = args.pop("max_length", None)
-        kw = {k: args.pop(k) for k in ("attn_backend", "retention_backend") if k in args}
+        kw = {k: args.pop(k) for k in ("attn_backend", "retention_backend", "kv_dtype") if k in args}
         reuse = str(args.pop("prefix_reuse", "true")).lower() not in ("0", "false", "no", "off")
         tok_arg = args.pop("tokenizer", None)
         chunk = int(args.pop("chunk_size", 16384 if dev.startswith("cuda") else 2048))
         if args:
             raise YocoEvalError(
                 f"unknown --model-args for yoco: {sorted(args)}; allowed: pretrained, device, dtype, max_length, "
-                "chunk_size, attn_backend, retention_backend, tokenizer, prefix_reuse"
+                "chunk_size, attn_backend, retention_backend, tokenizer, prefix_reuse, kv_dtype"
             )
         tok_name = tok_arg or (tokenizer if isinstance(tokenizer, str) else None)
         engine = Engine.load(pretrained, device=dev, dtype=dtype, chunk_size=chunk,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from yoco_eval.ops import triton_kernels
+from yoco_eval.ops.fp8 import QuantKV
 
 try:
     from torch.nn.attention.bias import causal_lower_right
@@ -183,7 +184,9 @@ def decode_attention(
     head is read once for its whole group.
 
     Args:
-        q: ``[B, Tq, H, D]`` (small Tq); k, v: ``[B, Tk, Hk, D]``; k_valid: ``[B, Tk]`` bool or None.
+        q: ``[B, Tq, H, D]`` (small Tq); k, v: ``[B, Tk, Hk, D]``, or fp8 cache reads (:class:`QuantKV`: the Triton
+            kernel reads them as stored and folds the scales in; every other path dequantizes);
+            k_valid: ``[B, Tk]`` bool or None.
         kv_len: ``[B]`` device ints, instead of ``k_valid``: the valid keys are the first ``kv_len[b]``. With one
             query per row on CUDA, the Triton flash-decoding kernel
             (:func:`yoco_eval.ops.triton_kernels.decode_attention_splitk`) then runs and reads only those keys.
@@ -194,10 +197,16 @@ def decode_attention(
     Tk, Hk = k.shape[1], k.shape[2]
     G = H // Hk
     scale = D**-0.5 if scale is None else scale
-    if backend == "sdpa" and Tq == 1 and k_valid is None and _triton_decode_ok(q, k, v):
+    quant = isinstance(k, QuantKV)
+    kd, vd = (k.data, v.data) if quant else (k, v)
+    if backend == "sdpa" and Tq == 1 and k_valid is None and _triton_decode_ok(q, kd, vd):
         if kv_len is None:
             kv_len = torch.full((B,), Tk, dtype=torch.int32, device=q.device)
+        if quant:
+            return triton_kernels.decode_attention_splitk(q, kd, vd, kv_len, scale, k_scale=k.scale, v_scale=v.scale)
         return triton_kernels.decode_attention_splitk(q, k, v, kv_len, scale)
+    if quant:
+        k, v = k.dequantize(q.dtype), v.dequantize(q.dtype)
     if k_valid is None and kv_len is not None:
         k_valid = torch.arange(Tk, device=q.device)[None] < kv_len[:, None]
     if splits is None:

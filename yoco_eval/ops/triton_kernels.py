@@ -79,9 +79,10 @@ if triton is not None:
                 tl.store(base + D // 2 + half[None, :], o2.to(X.dtype.element_ty), mask=tmask)
 
     @triton.jit
-    def _decode_split_kernel(Q, K, V, LEN, OP, LP, stride_qb, stride_qh, stride_kb, stride_kt, stride_kh,
-                             stride_vb, stride_vt, stride_vh, n_kv_heads, n_splits, scale,
-                             G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    def _decode_split_kernel(Q, K, V, KS, VS, LEN, OP, LP, stride_qb, stride_qh, stride_kb, stride_kt, stride_kh,
+                             stride_vb, stride_vt, stride_vh, stride_sb, stride_st, n_kv_heads, n_splits, scale,
+                             G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+                             QUANT: tl.constexpr):  # fmt: skip
         s = tl.program_id(0)
         bh = tl.program_id(1)
         b = (bh // n_kv_heads).to(tl.int64)  # 64-bit offsets: B x 512K tokens x 1024 elements passes 2**31
@@ -100,18 +101,29 @@ if triton is not None:
         acc = tl.zeros([G_PAD, D], tl.float32)
         kbase = K + b * stride_kb + h * stride_kh
         vbase = V + b * stride_vb + h * stride_vh
+        sbase = b * stride_sb + h
         for n0 in range(start, end, BLOCK_N):
             tok = (n0 + n).to(tl.int64)
             kmask = tok < end
             k = tl.load(kbase + tok[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
             v = tl.load(vbase + tok[:, None] * stride_vt + d[None, :], mask=kmask[:, None], other=0.0)
-            sc = tl.dot(q, tl.trans(k)) * scale
+            if QUANT:  # fp8 values are exact in bf16; each key's scale multiplies its score, each value's its p
+                k = k.to(q.dtype)
+                v = v.to(q.dtype)
+                ks = tl.load(KS + sbase + tok * stride_st, mask=kmask, other=0.0)
+                vs = tl.load(VS + sbase + tok * stride_st, mask=kmask, other=0.0)
+                sc = tl.dot(q, tl.trans(k)) * (ks * scale)[None, :]
+            else:
+                sc = tl.dot(q, tl.trans(k)) * scale
             sc = tl.where(kmask[None, :], sc, float("-inf"))
             m_new = tl.maximum(m, tl.max(sc, 1))
             alpha = tl.exp(m - m_new)
             p = tl.exp(sc - m_new[:, None])
             lsum = lsum * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            if QUANT:
+                acc = acc * alpha[:, None] + tl.dot((p * vs[None, :]).to(v.dtype), v)
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
         seen = lsum > 0
         out = acc / tl.where(seen, lsum, 1.0)[:, None]
@@ -260,13 +272,16 @@ def _decode_config(rows: int, keys: int) -> tuple[int, int]:
 
 def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: torch.Tensor,
                             scale: float | None = None, splits: int | None = None, block_n: int | None = None,
-                            num_warps: int = 4, num_stages: int | None = None) -> torch.Tensor:  # fmt: skip
+                            num_warps: int = 4, num_stages: int | None = None, k_scale: torch.Tensor | None = None,
+                            v_scale: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """One query per row over the first ``kv_len[b]`` keys of each row (flash-decoding).
 
     Args:
         q: ``[B, 1, H, D]``; k, v: ``[B, Tk, Hk, D]`` (any row/token strides, heads contiguous: a cache buffer);
         kv_len: ``[B]`` int tensor on the device, ``1 <= kv_len[b] <= Tk`` (read by the kernel, so a CUDA graph can
         replay it at every step). splits: key-range splits (default: about 4 programs per multiprocessor).
+        k_scale, v_scale: ``[B, Tk, Hk]`` fp32 scales of an fp8 cache (:mod:`yoco_eval.ops.fp8`; k, v e4m3), read
+        next to the keys: the key scale multiplies the scores, the value scale the probabilities.
     Returns:
         ``[B, 1, H, D]`` in q's dtype.
     """
@@ -280,10 +295,15 @@ def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     S = splits or _n_splits(B * Hk, Tk, block_n)
     part = torch.empty(B, H, S, D, device=q.device, dtype=torch.float32)
     lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
+    quant = k_scale is not None
+    if quant and (k_scale.stride() != v_scale.stride() or k_scale.stride(-1) != 1):
+        raise ValueError("decode_attention_splitk: k_scale and v_scale need one layout, heads contiguous")
+    ks, vs = (k_scale, v_scale) if quant else (kv_len, kv_len)  # unused pointers when not quantized
     _decode_split_kernel[(S, B * Hk)](
-        q, k, v, kv_len, part, lse, q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), Hk, S, float(scale),
-        G=G, G_PAD=max(16, triton.next_power_of_2(G)), D=D, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages,
+        q, k, v, ks, vs, kv_len, part, lse, q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), ks.stride(0) if quant else 0, ks.stride(1) if quant else 0, Hk, S,
+        float(scale), G=G, G_PAD=max(16, triton.next_power_of_2(G)), D=D, BLOCK_N=block_n, QUANT=quant,
+        num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     out = torch.empty(B, 1, H, D, device=q.device, dtype=q.dtype)
     _decode_merge_kernel[(B * H,)](part, lse, out, out.stride(0), out.stride(2), H, S, D=D,
