@@ -67,7 +67,7 @@ def test_yoco_3b_fp8_cache_matches_its_full_forward_8k(monkeypatch):
     torch.manual_seed(0)
     model = build_random("yoco-3b", dtype=torch.float32)
     model.kv_dtype = "fp8"
-    T, n_dec = 8192, 16
+    T, n_dec = 8192, 64  # 65 positions: argmax agreement to the fp32 reference (~0.8) has a binomial sd ~0.05
     ids = torch.randint(4, 100_000, (1, T + n_dec), device="cuda")
     with monkeypatch.context() as m:
         m.setenv("YOCO_EVAL_TRITON", "0")
