@@ -1,8 +1,9 @@
 """Decode attention at long context on the GPU: the Triton flash-decoding kernel's variants against the card's
 measured copy bandwidth and the SDPA split-key path it replaces (YOCO-3B shape: 24 query heads, 8 key/value
-heads, head dim 128, bf16). Run on the device machine from the repo root:
+heads, head dim 128, bf16; ``--fp8``: the opt-in fp8 cache, e4m3 + per-(token, head) fp32 scales in the cache's
+head-major layout). Run on the device machine from the repo root:
 
-    python reports/gpu/bench_decode.py [out.json]
+    python reports/gpu/bench_decode.py [out.json] [--fp8]
 
 Each time is the median of triton.testing.do_bench (CUDA events, warmed). Bytes counted: every key and value of
 the context read once (the floor for one query layer); bandwidth = bytes / time.
@@ -18,6 +19,7 @@ from functools import partial
 import torch
 from triton.testing import do_bench
 
+from yoco_eval.ops import fp8 as fp8_format
 from yoco_eval.ops import triton_kernels as tk
 from yoco_eval.ops.attention import decode_attention
 
@@ -29,7 +31,7 @@ def copy_bandwidth(nbytes: int = 2 << 30) -> float:
     return 2 * nbytes / t  # read + write
 
 
-def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: int = 128) -> dict:
+def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: int = 128, fp8: bool = False) -> dict:
     g = torch.Generator(device="cuda").manual_seed(Tk + B)
     q = torch.randn(B, 1, H, D, device="cuda", generator=g, dtype=torch.bfloat16)
     k = torch.randn(B, Tk, Hk, D, device="cuda", generator=g, dtype=torch.bfloat16)
@@ -37,15 +39,24 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
     L = torch.full((B,), Tk, device="cuda", dtype=torch.int32)
     ones = torch.ones(B, Tk, dtype=torch.bool, device="cuda")
     nbytes = 2 * B * Tk * Hk * D * 2
+    quant = {}
+    if fp8:  # the reference path reads the dequantized cache; the kernel reads e4m3 + scales
+        (kq, ks), (vq, vs) = fp8_format.quantize(k), fp8_format.quantize(v)
+        ks, vs = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (ks, vs))
+        k, v = fp8_format.dequantize(kq, ks, torch.bfloat16), fp8_format.dequantize(vq, vs, torch.bfloat16)
+        quant = {"k_scale": ks, "v_scale": vs}
+        nbytes = 2 * B * Tk * Hk * (D + 4)
     sdpa = partial(decode_attention, q, k, v, ones, backend="sdpa")
+    kk, vv = (kq, vq) if fp8 else (k, v)
     ref = sdpa()
     t_sdpa = do_bench(sdpa, warmup=20, rep=200, return_mode="median")
-    row = {"batch": B, "keys": Tk, "bytes": nbytes, "floor_ms": nbytes / bandwidth * 1e3, "sdpa_split_ms": t_sdpa,
-           "variants": []}  # fmt: skip
+    row = {"batch": B, "keys": Tk, "fp8": fp8, "bytes": nbytes, "floor_ms": nbytes / bandwidth * 1e3,
+           "sdpa_split_ms": t_sdpa, "variants": []}  # fmt: skip
     print(f"B={B} Tk={Tk}: floor {row['floor_ms']:.3f} ms, SDPA split path {t_sdpa:.3f} ms")
     for bn, nw, ns, smul in itertools.product((32, 64, 128), (4,), (3, 4), (None, 2)):
         S = None if smul is None else smul * tk._n_splits(B * Hk, Tk, bn)
-        fn = partial(tk.decode_attention_splitk, q, k, v, L, splits=S, block_n=bn, num_warps=nw, num_stages=ns)
+        fn = partial(tk.decode_attention_splitk, q, kk, vv, L, splits=S, block_n=bn, num_warps=nw, num_stages=ns,
+                     **quant)  # fmt: skip
         cfg = {"block_n": bn, "warps": nw, "stages": ns, "splits": S or "default"}
         try:
             diff = (fn().float() - ref.float()).abs().max().item()
@@ -62,17 +73,19 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
     print(f"   best triton {best['ms']:.3f} ms = {best['bytes_per_s'] / 1e12:.2f} TB/s (block {best['block_n']}, "
           f"warps {best['warps']}, stages {best['stages']}, splits {best['splits']}); "
           f"max |diff| vs SDPA {best['max_diff_vs_sdpa']:.2e}")  # fmt: skip
-    auto = partial(tk.decode_attention_splitk, q, k, v, L)
+    auto = partial(tk.decode_attention_splitk, q, kk, vv, L, **quant)
     row["auto_config_ms"] = do_bench(auto, warmup=20, rep=200, return_mode="median")
-    print(f"   the kernel's own choice {tk._decode_config(B * Hk, Tk)}: {row['auto_config_ms']:.3f} ms")
+    print(f"   the kernel's own choice {tk._decode_config(B * Hk, Tk, fp8)}: {row['auto_config_ms']:.3f} ms")
     return row
 
 
-def main(out_path: str | None = None) -> None:
+def main(out_path: str | None = None, fp8: bool = False) -> None:
     res = {"card": torch.cuda.get_device_name(), "copy_bytes_per_s": copy_bandwidth(), "rows": []}
     print(f"device copy bandwidth: {res['copy_bytes_per_s'] / 1e12:.2f} TB/s")
-    for B, Tk in ((1, 131072), (1, 524288), (1, 1048576), (4, 524288), (8, 524288)):
-        res["rows"].append(bench_row(B, Tk, res["copy_bytes_per_s"]))
+    shapes = ((1, 524288), (1, 1048576), (8, 524288)) if fp8 else ((1, 131072), (1, 524288), (1, 1048576), (4, 524288),
+                                                                 (8, 524288))  # fmt: skip
+    for B, Tk in shapes:
+        res["rows"].append(bench_row(B, Tk, res["copy_bytes_per_s"], fp8=fp8))
         torch.cuda.empty_cache()
     if out_path:
         with open(out_path, "w") as f:
@@ -80,4 +93,5 @@ def main(out_path: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    args = [a for a in sys.argv[1:] if a != "--fp8"]
+    main(args[0] if args else None, fp8="--fp8" in sys.argv[1:])

@@ -110,8 +110,8 @@ def test_triton_decode_kernel_matches_reference(Tk):
 
 
 @pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
-@pytest.mark.parametrize("Tk", [8192, 100_000])
-def test_triton_fp8_decode_kernel_matches_reference(Tk):
+@pytest.mark.parametrize("Tk,head_major", [(8192, False), (100_000, True)], ids=["8192", "100000-cache-layout"])
+def test_triton_fp8_decode_kernel_matches_reference(Tk, head_major):
     """Flash-decoding over an fp8 cache (e4m3 + per-(token, head) scales). The reference is exact attention over
     the DEQUANTIZED cache in fp64 (the fp8 rounding is the model's, not the kernel's error); the plain path is
     attention over the cache dequantized to bf16, as every non-decode read does."""
@@ -123,6 +123,8 @@ def test_triton_fp8_decode_kernel_matches_reference(Tk):
     q = torch.randn(B, 1, H, D, device=DEV, generator=g).bfloat16()
     k, v = (torch.randn(B, Tk + 64, Hk, D, device=DEV, generator=g) * 3 for _ in range(2))
     (kq, ks), (vq, vs) = fp8.quantize(k), fp8.quantize(v)
+    if head_major:  # the cache's scale layout: [B, T, Hk] views of [B, Hk, T]
+        ks, vs = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (ks, vs))
     lengths = torch.tensor([Tk, Tk // 3 + 5], device=DEV)
     valid = torch.arange(Tk, device=DEV)[None] < lengths[:, None]
     kpos = torch.arange(Tk, device=DEV).expand(B, Tk)

@@ -47,7 +47,7 @@ class KVCache:
 
     k: torch.Tensor  # [B, T_max, Hk, D]
     v: torch.Tensor  # [B, T_max, Hk, D]
-    k_scale: torch.Tensor | None = None  # [B, T_max, Hk] fp32 (fp8 storage only)
+    k_scale: torch.Tensor | None = None  # [B, T_max, Hk] fp32 (fp8 storage only), stored head-major: see new_kv
     v_scale: torch.Tensor | None = None
 
     @property
@@ -147,8 +147,9 @@ def new_kv(batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, device,
     """Zeroed K/V for ``max_seq_len`` positions; ``kv_dtype`` "auto" stores ``dtype``, "fp8" e4m3 + scales."""
     shape = (batch, max_seq_len, n_kv_heads, head_dim)
     if kv_dtype == "fp8":
-        return KVCache(*(torch.zeros(shape, device=device, dtype=FP8) for _ in range(2)),
-                       *(torch.ones(shape[:-1], device=device, dtype=torch.float32) for _ in range(2)))  # fmt: skip
+        # scales: a [B, T, Hk] view of [B, Hk, T] storage, so decode reads each head's scales contiguously
+        scales = [torch.ones(batch, n_kv_heads, max_seq_len, device=device).transpose(1, 2) for _ in range(2)]
+        return KVCache(*(torch.zeros(shape, device=device, dtype=FP8) for _ in range(2)), *scales)
     if kv_dtype != "auto":
         raise ConfigError(f"unknown kv_dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
     return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))

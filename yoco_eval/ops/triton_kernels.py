@@ -80,7 +80,8 @@ if triton is not None:
 
     @triton.jit
     def _decode_split_kernel(Q, K, V, KS, VS, LEN, OP, LP, stride_qb, stride_qh, stride_kb, stride_kt, stride_kh,
-                             stride_vb, stride_vt, stride_vh, stride_sb, stride_st, n_kv_heads, n_splits, scale,
+                             stride_vb, stride_vt, stride_vh, stride_sb, stride_st, stride_sh, n_kv_heads, n_splits,
+                             scale,
                              G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                              QUANT: tl.constexpr):  # fmt: skip
         s = tl.program_id(0)
@@ -101,7 +102,7 @@ if triton is not None:
         acc = tl.zeros([G_PAD, D], tl.float32)
         kbase = K + b * stride_kb + h * stride_kh
         vbase = V + b * stride_vb + h * stride_vh
-        sbase = b * stride_sb + h
+        sbase = b * stride_sb + h * stride_sh
         for n0 in range(start, end, BLOCK_N):
             tok = (n0 + n).to(tl.int64)
             kmask = tok < end
@@ -260,14 +261,15 @@ def _n_splits(batch_heads: int, max_keys: int, block_n: int) -> int:
     return max(1, min(want, -(-max_keys // (4 * block_n)), 256))
 
 
-def _decode_config(rows: int, keys: int) -> tuple[int, int]:
+def _decode_config(rows: int, keys: int, quant: bool = False) -> tuple[int, int]:
     """(block_n, num_stages) from the H100 sweep in reports/gpu (bench_decode.py; 4 warps won everywhere): short
-    blocks with 3 stages for one sequence at 128K-512K, 64x4 at 1M, 128x4 once a batch fills the card."""
+    blocks with 3 stages for one sequence at 128K-512K, 64x4 at 1M, 128x4 once a batch fills the card. An fp8
+    cache has half the bytes per key: twice the keys per block."""
     if rows >= 32:
         return 128, 4
     if keys > 768 * 1024:
-        return 64, 4
-    return 32, 3
+        return (128 if quant else 64), 4
+    return (64 if quant else 32), 3
 
 
 def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: torch.Tensor,
@@ -281,7 +283,8 @@ def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
         kv_len: ``[B]`` int tensor on the device, ``1 <= kv_len[b] <= Tk`` (read by the kernel, so a CUDA graph can
         replay it at every step). splits: key-range splits (default: about 4 programs per multiprocessor).
         k_scale, v_scale: ``[B, Tk, Hk]`` fp32 scales of an fp8 cache (:mod:`yoco_eval.ops.fp8`; k, v e4m3), read
-        next to the keys: the key scale multiplies the scores, the value scale the probabilities.
+        next to the keys: the key scale multiplies the scores, the value scale the probabilities. Any strides;
+        token-contiguous (the cache's head-major layout) keeps those reads coalesced.
     Returns:
         ``[B, 1, H, D]`` in q's dtype.
     """
@@ -290,19 +293,19 @@ def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     Tk, Hk = k.shape[1], k.shape[2]
     G = H // Hk
     scale = D**-0.5 if scale is None else scale
-    auto_block, auto_stages = _decode_config(B * Hk, Tk)
+    auto_block, auto_stages = _decode_config(B * Hk, Tk, k_scale is not None)
     block_n, num_stages = block_n or auto_block, num_stages or auto_stages
     S = splits or _n_splits(B * Hk, Tk, block_n)
     part = torch.empty(B, H, S, D, device=q.device, dtype=torch.float32)
     lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
     quant = k_scale is not None
-    if quant and (k_scale.stride() != v_scale.stride() or k_scale.stride(-1) != 1):
-        raise ValueError("decode_attention_splitk: k_scale and v_scale need one layout, heads contiguous")
+    if quant and k_scale.stride() != v_scale.stride():
+        raise ValueError("decode_attention_splitk: k_scale and v_scale need one layout")
     ks, vs = (k_scale, v_scale) if quant else (kv_len, kv_len)  # unused pointers when not quantized
     _decode_split_kernel[(S, B * Hk)](
         q, k, v, ks, vs, kv_len, part, lse, q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), ks.stride(0) if quant else 0, ks.stride(1) if quant else 0, Hk, S,
-        float(scale), G=G, G_PAD=max(16, triton.next_power_of_2(G)), D=D, BLOCK_N=block_n, QUANT=quant,
+        v.stride(0), v.stride(1), v.stride(2), *(ks.stride() if quant else (0, 0, 0)), Hk, S, float(scale),
+        G=G, G_PAD=max(16, triton.next_power_of_2(G)), D=D, BLOCK_N=block_n, QUANT=quant,
         num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     out = torch.empty(B, 1, H, D, device=q.device, dtype=q.dtype)
