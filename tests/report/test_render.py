@@ -188,6 +188,19 @@ def test_profile_page_marks_oom_instead_of_plotting_zero(root):
         assert f">{title}</text>" in html
 
 
+def test_profile_page_keeps_an_fp8_cache_run_apart(tmp_path):
+    import json
+
+    row = {"model": "yoco-3b", "context_length": 524288, "batch": 1, "status": "ok", "error": None, "prefill_s": 3.0,
+           "decode_ms_per_token": 13.0, "peak_mem_bytes": 1e10, "throughput_tok_s": 9.3}  # fmt: skip
+    doc = {"schema": "yoco-eval/profile/1", "card": "H100", "rows": [{**row, "kv_dtype": "auto"},
+           {**row, "kv_dtype": "fp8", "decode_ms_per_token": 10.1}]}  # fmt: skip
+    (tmp_path / "profile_x.json").write_text(json.dumps(doc))
+    html = render_profile(tmp_path / "profile_x.json", tmp_path / "p.html").read_text(encoding="utf-8")
+    assert "<title>yoco-3b (fp8 K/V) @ 524,288: 10.1 ms/token</title>" in html
+    assert "<title>yoco-3b @ 524,288: 13 ms/token</title>" in html
+
+
 def test_compare_page(root):
     out = render_compare(root / "runs" / "alpha", root / "runs" / "beta", root / "cmp" / "x.html")
     html = out.read_text(encoding="utf-8")

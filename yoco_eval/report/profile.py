@@ -89,7 +89,8 @@ def load_profile(path: Path | str, base: Path | None = None) -> Profile:
         batch = r.get("batch")
         rows.append(
             ProfileRow(
-                model=fmt.text(r.get("model")),
+                # an fp8-cache run is its own series (the same model, a different cache; see yoco_eval.model.cache)
+                model=fmt.text(r.get("model")) + (" (fp8 K/V)" if r.get("kv_dtype") == "fp8" else ""),
                 context_length=r["context_length"],
                 batch=batch if isinstance(batch, int) and not isinstance(batch, bool) else 1,
                 prefill_s=_f(r.get("prefill_s")),
