@@ -516,8 +516,7 @@ def _scatter_rows(dst: Cache, src: Cache, rows: list[int]) -> Cache:
     for a, b in zip(dst.windows, src.windows):
         a.k[idx], a.v[idx], a.pos[idx] = b.k, b.v, b.pos
     for a, b in zip(dst.kv, src.kv):
-        for x, y in zip(a.tensors(), b.tensors(), strict=True):
-            x[idx] = y
+        a.put_rows(idx, b)
     dst.seen = max(dst.seen, src.seen)
     dst.ragged = True if len(rows) != dst.batch_size else src.ragged
     return dst

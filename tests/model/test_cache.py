@@ -323,3 +323,30 @@ def test_engine_kv_dtype_option_reaches_the_cache():
         Engine.load("transformer-debug", kv_dtype="fp8")
     with pytest.raises(YocoEvalError, match="unknown kv_dtype 'int4'"):
         Engine.load("yoco-debug", kv_dtype="int4")
+
+
+@torch.inference_mode()
+def test_fp8_cache_loglikelihood_equals_the_fp8_full_forward():
+    """lm-eval scoring prefills shared prefixes once and forks cache rows (a gather and a scatter of the fp8 bytes
+    and scales). Each score must equal the fp8 model's full-forward log-probability, and a fork must keep the
+    scales' head-major layout."""
+    from yoco_eval.generate import Engine
+    from yoco_eval.model.cache import new_kv
+
+    reqs = [([5, 6, 7, 8, 9], [10, 11]), ([5, 6, 7, 8, 9], [12]), ([7], [13, 14]), ([3, 4], [15])]
+    eng = Engine.load("yoco-debug", kv_dtype="fp8")
+    got = eng.loglikelihood(reqs, batch_size=4)
+    for (ctx, cont), (score, _) in zip(reqs, got, strict=True):
+        ids = torch.tensor([ctx + cont[:-1]])
+        logp = eng.model(ids)[0, -len(cont) :].float().log_softmax(-1)
+        want = logp[torch.arange(len(cont)), torch.tensor(cont)].sum().item()
+        assert abs(score - want) < 1e-4, (ctx, cont, score, want)
+    c = new_kv(3, 16, 2, 8, "cpu", torch.float32, "fp8")
+    c.k.view(torch.uint8).random_(0, 120)
+    c.k_scale.uniform_()
+    sub = c.select_rows(torch.tensor([2, 0]))
+    assert sub.k_scale.stride() == sub.v_scale.stride() and sub.k_scale.stride(1) == 1  # head-major kept
+    assert torch.equal(sub.k.view(torch.uint8), c.k.view(torch.uint8)[[2, 0]])
+    assert torch.equal(sub.k_scale, c.k_scale[[2, 0]])
+    c.put_rows(torch.tensor([1]), c.select_rows(torch.tensor([0])))
+    assert torch.equal(c.k.view(torch.uint8)[1], c.k.view(torch.uint8)[0]) and torch.equal(c.v_scale[1], c.v_scale[0])

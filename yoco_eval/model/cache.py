@@ -58,7 +58,19 @@ class KVCache:
         return [t for t in (self.k, self.v, self.k_scale, self.v_scale) if t is not None]
 
     def select_rows(self, rows: torch.Tensor) -> KVCache:
-        return KVCache(*(None if t is None else t[rows].clone() for t in (self.k, self.v, self.k_scale, self.v_scale)))
+        if not self.quantized:
+            return KVCache(self.k[rows].clone(), self.v[rows].clone())
+        # fp8 rows are gathered as bytes (CUDA has no float8 gather); scales keep their head-major layout
+        k, v = (t.view(torch.uint8)[rows].view(FP8) for t in (self.k, self.v))
+        ks, vs = (t.transpose(1, 2)[rows].transpose(1, 2) for t in (self.k_scale, self.v_scale))
+        return KVCache(k, v, ks, vs)
+
+    def put_rows(self, idx: torch.Tensor, src: KVCache) -> None:
+        """Copy ``src``'s rows into rows ``idx`` (same layout; fp8 as bytes)."""
+        for x, y in zip(self.tensors(), src.tensors(), strict=True):
+            if x.dtype == FP8:
+                x, y = x.view(torch.uint8), y.view(torch.uint8)
+            x[idx] = y
 
 
 @dataclass
