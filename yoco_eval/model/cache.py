@@ -60,7 +60,8 @@ class KVCache:
     def select_rows(self, rows: torch.Tensor) -> KVCache:
         if not self.quantized:
             return KVCache(self.k[rows].clone(), self.v[rows].clone())
-        # fp8 rows are gathered as bytes (CUDA has no float8 gather); scales keep their head-major layout
+        # fp8 rows are gathered as bytes (float8 indexing is not implemented on every device); scales keep their
+        # head-major layout
         k, v = (t.view(torch.uint8)[rows].view(FP8) for t in (self.k, self.v))
         ks, vs = (t.transpose(1, 2)[rows].transpose(1, 2) for t in (self.k_scale, self.v_scale))
         return KVCache(k, v, ks, vs)

@@ -218,7 +218,7 @@ def write_kv(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step):
     cache, as :class:`~yoco_eval.ops.fp8.QuantKV` reads)."""
     if c.quantized:
         (kq, ks), (vq, vs) = fp8.quantize(k), fp8.quantize(v)
-        # written as bytes: index_put has no float8 kernels
+        # written as bytes: float8 index_put is not implemented on every device
         parts = [(c.k.view(torch.uint8), kq.view(torch.uint8)), (c.v.view(torch.uint8), vq.view(torch.uint8)),
                  (c.k_scale, ks), (c.v_scale, vs)]  # fmt: skip
     else:
