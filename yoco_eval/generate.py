@@ -97,11 +97,10 @@ class Engine:
         """Load a checkpoint folder or preset (see :func:`yoco_eval.model.checkpoint.load_model`).
         ``kv_dtype="fp8"`` stores YOCO's shared K/V as e4m3 + scales (lossy, opt-in: see
         :mod:`yoco_eval.model.cache`)."""
-        from yoco_eval.model.cache import KV_DTYPES
+        from yoco_eval.model.cache import check_kv_dtype
         from yoco_eval.model.checkpoint import load_model
 
-        if kv_dtype not in KV_DTYPES:
-            raise YocoEvalError(f"unknown kv_dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
+        check_kv_dtype(kv_dtype)  # before the (slow) load
         loaded = load_model(spec, device, parse_dtype(dtype), attn_backend, retention_backend, tokenizer)
         if kv_dtype != "auto":
             if not hasattr(loaded.model, "cross_decoder"):

@@ -16,6 +16,30 @@ from yoco_eval.tokenizer import YOCOTokenizer
 pytestmark = pytest.mark.gpu
 
 
+def _plain_fp32_logits(model, ids, n, monkeypatch):
+    """Logits of the last ``n`` positions from the fp32 model through the plain PyTorch path: PyTorch retention and
+    attention, no Triton, no torch.compile (the reference both bf16 paths are measured against)."""
+    with monkeypatch.context() as m:
+        m.setenv("YOCO_EVAL_TRITON", "0")
+        m.setenv("YOCO_EVAL_COMPILE", "0")
+        m.setattr(model, "attn_backend", "torch")
+        m.setattr(model, "retention_backend", "torch")
+        model._backends = None
+        ref = model(ids, logits_from=n).float()
+    model._backends = None
+    return ref
+
+
+def _chunked_prefill_then_decode(model, ids, T, n_dec):
+    """Prefill ``ids[:, :T-1]`` in 3000-token chunks (3000 does not divide 8191: ragged last chunk), then feed one
+    token at a time: logits ``[1, n_dec + 1, V]`` of the last prompt token and the decoded ones."""
+    cache = model.setup_cache(1, T + n_dec)
+    for s in range(0, T - 1, 3000):
+        model(ids[:, s : min(T - 1, s + 3000)], cache=cache, start_pos=s, logits_from=0)
+    got = [model(ids[:, t : t + 1], cache=cache, start_pos=t)[:, -1].float() for t in range(T - 1, T + n_dec)]
+    return torch.stack(got, 1), cache
+
+
 @torch.inference_mode()
 def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k(monkeypatch):
     """Derived tolerance: both bf16 paths are compared with the same weights run in fp32 through the plain PyTorch
@@ -28,27 +52,13 @@ def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k(monkeypatch):
     model = build_random("yoco-3b", dtype=torch.float32)
     T, n_dec = 8192, 16
     ids = torch.randint(4, 100_000, (1, T + n_dec), device="cuda")
-    with monkeypatch.context() as m:
-        m.setenv("YOCO_EVAL_TRITON", "0")
-        m.setenv("YOCO_EVAL_COMPILE", "0")
-        m.setattr(model, "attn_backend", "torch")
-        m.setattr(model, "retention_backend", "torch")
-        model._backends = None
-        ref = model(ids, logits_from=n_dec + 1).float()  # fp32: logits of the last prompt token + the decoded ones
-    model._backends = None
+    ref = _plain_fp32_logits(model, ids, n_dec + 1, monkeypatch)  # the last prompt token + the decoded ones
     model = fuse_projections(model.to(torch.bfloat16))
     t0 = time.perf_counter()
     full = model(ids, logits_from=n_dec + 1).float()
     torch.cuda.synchronize()
     t_full = time.perf_counter() - t0
-    cache = model.setup_cache(1, T + n_dec)
-    for s in range(0, T - 1, 3000):  # 3000 does not divide 8191: ragged last chunk
-        e = min(T - 1, s + 3000)
-        model(ids[:, s:e], cache=cache, start_pos=s, logits_from=0)
-    got = [model(ids[:, T - 1 : T], cache=cache, start_pos=T - 1)[:, -1].float()]
-    for t in range(T, T + n_dec):
-        got.append(model(ids[:, t : t + 1], cache=cache, start_pos=t)[:, -1].float())
-    got = torch.stack(got, 1)
+    got, _ = _chunked_prefill_then_decode(model, ids, T, n_dec)
     rel = lambda a: ((a - ref).norm() / ref.norm()).item()  # noqa: E731
     agree = lambda a: (a.argmax(-1) == ref.argmax(-1)).float().mean().item()  # noqa: E731
     print(f"yoco-3b 8K vs fp32: bf16 full forward rel.L2 {rel(full):.3g} (argmax {agree(full):.3f}); "
@@ -69,24 +79,11 @@ def test_yoco_3b_fp8_cache_matches_its_full_forward_8k(monkeypatch):
     model.kv_dtype = "fp8"
     T, n_dec = 8192, 64  # 65 positions: argmax agreement to the fp32 reference (~0.8) has a binomial sd ~0.05
     ids = torch.randint(4, 100_000, (1, T + n_dec), device="cuda")
-    with monkeypatch.context() as m:
-        m.setenv("YOCO_EVAL_TRITON", "0")
-        m.setenv("YOCO_EVAL_COMPILE", "0")
-        m.setattr(model, "attn_backend", "torch")
-        m.setattr(model, "retention_backend", "torch")
-        model._backends = None
-        ref = model(ids, logits_from=n_dec + 1).float()
-    model._backends = None
+    ref = _plain_fp32_logits(model, ids, n_dec + 1, monkeypatch)
     model = fuse_projections(model.to(torch.bfloat16))
     full = model(ids, logits_from=n_dec + 1).float()
-    cache = model.setup_cache(1, T + n_dec)
+    got, cache = _chunked_prefill_then_decode(model, ids, T, n_dec)
     assert cache.kv[0].k.dtype == torch.float8_e4m3fn
-    for s in range(0, T - 1, 3000):
-        model(ids[:, s : min(T - 1, s + 3000)], cache=cache, start_pos=s, logits_from=0)
-    got = [model(ids[:, T - 1 : T], cache=cache, start_pos=T - 1)[:, -1].float()]
-    for t in range(T, T + n_dec):
-        got.append(model(ids[:, t : t + 1], cache=cache, start_pos=t)[:, -1].float())
-    got = torch.stack(got, 1)
     model.kv_dtype = "auto"
     bf16 = model(ids, logits_from=n_dec + 1).float()
     rel = lambda a, b=ref: ((a - b).norm() / b.norm()).item()  # noqa: E731

@@ -27,6 +27,12 @@ from yoco_eval.ops.fp8 import FP8
 KV_DTYPES = ("auto", "fp8")
 
 
+def check_kv_dtype(kv_dtype: str) -> str:
+    if kv_dtype not in KV_DTYPES:
+        raise ConfigError(f"unknown kv_dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
+    return kv_dtype
+
+
 @dataclass
 class WindowCache:
     """Ring buffer of the last C keys/values of one sliding-window layer. Slot C is a scratch slot for writes
@@ -159,12 +165,10 @@ def new_kv(batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, device,
            ) -> KVCache:  # fmt: skip
     """Zeroed K/V for ``max_seq_len`` positions; ``kv_dtype`` "auto" stores ``dtype``, "fp8" e4m3 + scales."""
     shape = (batch, max_seq_len, n_kv_heads, head_dim)
-    if kv_dtype == "fp8":
+    if check_kv_dtype(kv_dtype) == "fp8":
         # scales: a [B, T, Hk] view of [B, Hk, T] storage, so decode reads each head's scales contiguously
         scales = [torch.ones(batch, n_kv_heads, max_seq_len, device=device).transpose(1, 2) for _ in range(2)]
         return KVCache(*(torch.zeros(shape, device=device, dtype=FP8) for _ in range(2)), *scales)
-    if kv_dtype != "auto":
-        raise ConfigError(f"unknown kv_dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
     return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 
 

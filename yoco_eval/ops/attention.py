@@ -202,9 +202,8 @@ def decode_attention(
     if backend == "sdpa" and Tq == 1 and k_valid is None and _triton_decode_ok(q, kd, vd):
         if kv_len is None:
             kv_len = torch.full((B,), Tk, dtype=torch.int32, device=q.device)
-        if quant:
-            return triton_kernels.decode_attention_splitk(q, kd, vd, kv_len, scale, k_scale=k.scale, v_scale=v.scale)
-        return triton_kernels.decode_attention_splitk(q, k, v, kv_len, scale)
+        scales = {"k_scale": k.scale, "v_scale": v.scale} if quant else {}
+        return triton_kernels.decode_attention_splitk(q, kd, vd, kv_len, scale, **scales)
     if quant:
         k, v = k.dequantize(q.dtype), v.dequantize(q.dtype)
     if k_valid is None and kv_len is not None:
