@@ -315,8 +315,23 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     for _ in range(3):
         g.step(tok, pos)
     _, t_graph = wallclock(lambda: [g.step(tok, pos) for _ in range(steps)])
+    # one decode step's kernels: the shared K/V is read once per cross-decoder layer (each layer's query needs the
+    # previous layer's output), so the attention's bytes, not the weights', set the step's floor
+    n_prof = 10
+    with profile(activities=[ProfilerActivity.CUDA]) as prof_dec:
+        for _ in range(n_prof):
+            g.step(tok, pos)
+        _sync()
+    log(prof_dec.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
+    dec_busy, dec_attn = _kernel_ms(prof_dec) / n_prof, _kernel_ms(prof_dec, ("_decode_",)) / n_prof
+    dec_gemm = _kernel_ms(prof_dec, _GEMM_KERNELS) / n_prof
+    kv_read = len(model.cross_decoder.layers) * kv_bytes_per_token(model) * ctx
+    log(f"decode step at {ctx}: {1000 * t_graph / steps:.2f} ms wall (graph replay), {dec_busy:.2f} ms of kernels: "
+        f"attention {dec_attn:.2f} ms ({kv_read / 1e9:.1f} GB of K/V, {kv_read / dec_attn / 1e9:.2f} TB/s), "
+        f"GEMMs {dec_gemm:.2f} ms, other {dec_busy - dec_attn - dec_gemm:.2f} ms")  # fmt: skip
     res = {"model": name, "context": ctx, "chunk": chunk, "chunk_wall_ms": 1000 * t_chunk, "chunk_kernel_ms": busy,
            "prefill_s": t_pre, "prefill_kernel_s": busy_all / 1e3, "chunk_gemm_ms": gemm_one,
-           "prefill_gemm_ms_per_chunk": gemm_all / n_chunks, "graph_decode_ms": 1000 * t_graph / steps}  # fmt: skip
+           "prefill_gemm_ms_per_chunk": gemm_all / n_chunks, "graph_decode_ms": 1000 * t_graph / steps,
+           "decode_kernel_ms": dec_busy, "decode_attention_ms": dec_attn, "decode_gemm_ms": dec_gemm}  # fmt: skip
     log(json.dumps(res))
     return res

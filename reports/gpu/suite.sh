@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite, run on the device machine from the repo root (see reports/gpu/README.md):
-#   bash reports/gpu/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] ...
+#   bash reports/gpu/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] ...
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -42,6 +42,14 @@ for s in $steps; do
                --out "$OUT/peer_hf.json" ;;
     peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
+    record) # the issue-6 table in one call: our rows next to our Transformer and FLA's YOCO (32K chunks), then
+            # the 1M memory row with 8K chunks
+            timeout 560 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths ${LENGTHS:-256k,512k,1m} \
+              --gen 32 --chunk-size ${CHUNK:-32768} --peers fla --peer-lengths 512k,1m --out "$OUT/record.json" 2>&1 \
+              | tee "$OUT/record.log"
+            timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 1m --gen 32 --chunk-size 8192 \
+              --out "$OUT/record_mem_c8192.json" 2>&1 | tee -a "$OUT/record.log" ;;
+    projections) timeout 60 python3 reports/gpu/bench_projections.py "$OUT/bench_projections.json" ;;
     needle) # the YOCO paper's grid, 1 trial, random-weight YOCO-3B; NPROC=2 shards it over two GPUs with torchrun;
             # SHARED=1 shares one haystack across depths (prefix reuse); NEEDLE_TAG names the run folder
             launch="python3"; [ "${NPROC:-1}" -gt 1 ] && launch="torchrun --standalone --nproc_per_node $NPROC"
