@@ -15,7 +15,7 @@ steps=${*:-tests profile throughput loglik}
 for s in $steps; do
   t0=$(date +%s)
   case $s in
-    tests) timeout 300 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider ${K:+-k "$K"} 2>&1 | tee "$OUT/gpu_tests.log" ;;
+    tests) timeout ${TESTS_TIMEOUT:-450} python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider ${K:+-k "$K"} 2>&1 | tee "$OUT/gpu_tests.log" ;;
     profile) timeout 400 python3 -m yoco_eval profile --models yoco-3b,transformer-3b \
                --lengths 32k,64k,128k,256k,512k,1m --gen 32 --chunk-size ${CHUNK:-16384} --out "$OUT/profile.json" ;;
     throughput) for b in 1 4; do timeout 300 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 \
