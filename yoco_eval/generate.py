@@ -103,7 +103,7 @@ class Engine:
         check_kv_dtype(kv_dtype)  # before the (slow) load
         loaded = load_model(spec, device, parse_dtype(dtype), attn_backend, retention_backend, tokenizer)
         if kv_dtype != "auto":
-            if not hasattr(loaded.model, "cross_decoder"):
+            if kv_dtype not in loaded.model.kv_dtypes:
                 raise YocoEvalError(f"kv_dtype={kv_dtype} is for YOCO checkpoints (one shared cache); {spec} is a "
                                     "Transformer: drop kv_dtype")  # fmt: skip
             loaded.model.kv_dtype = kv_dtype

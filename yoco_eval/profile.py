@@ -82,9 +82,9 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
     from yoco_eval.tokenizer import YOCOTokenizer
 
     model = build_random(name, device=device, **backends)
-    if kv_dtype != "auto" and name.startswith("transformer"):
+    if kv_dtype not in model.kv_dtypes:
         log(f"{name}: kv_dtype={kv_dtype} is for YOCO only; measuring it with its own cache dtype")
-    elif kv_dtype != "auto":
+    else:
         model.kv_dtype = kv_dtype
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     per_tok = kv_bytes_per_token(model)

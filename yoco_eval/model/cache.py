@@ -97,12 +97,7 @@ class Cache:
     writes: int = 0  # prefill calls into this cache so far (lets a saved state tell whether its K/V still holds)
 
     def nbytes(self) -> int:
-        ts = [
-            *self.retention,
-            *(t for w in self.windows for t in (w.k, w.v, w.pos)),
-            *(t for c in self.kv for t in c.tensors()),
-        ]
-        return sum(t.numel() * t.element_size() for t in ts)
+        return _nbytes([*_state_tensors(self.retention, self.windows), *(t for c in self.kv for t in c.tensors())])
 
     def reset(self) -> None:
         """Forget all sequences (keeps the memory)."""
@@ -157,8 +152,16 @@ class CacheState:
     windows: list[WindowCache]
 
     def nbytes(self) -> int:
-        ts = [*self.retention, *(t for w in self.windows for t in (w.k, w.v, w.pos))]
-        return sum(t.numel() * t.element_size() for t in ts)
+        return _nbytes(_state_tensors(self.retention, self.windows))
+
+
+def _state_tensors(retention: list[torch.Tensor], windows: list[WindowCache]) -> list[torch.Tensor]:
+    """The constant-size part of a cache: what :class:`CacheState` copies."""
+    return [*retention, *(t for w in windows for t in (w.k, w.v, w.pos))]
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def new_kv(batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, device, dtype, kv_dtype: str = "auto"

@@ -79,7 +79,7 @@ class Transformer(LanguageModel):
 
     def setup_cache(self, batch_size: int, max_seq_len: int, device=None, dtype=None) -> Cache:
         cfg = self.config
-        if self.kv_dtype != "auto":
+        if self.kv_dtype not in self.kv_dtypes:
             raise ConfigError(
                 f"kv_dtype={self.kv_dtype!r} is implemented for YOCO's shared cache only: a Transformer's prefill "
                 "would dequantize every layer's cache at every chunk; use kv_dtype=auto for the Transformer baseline"
@@ -110,4 +110,3 @@ class Transformer(LanguageModel):
             return None
         x, _, _ = select_positions(x, step.pos, logits_from)
         return self.output_projection(self.layer_norm(x))
-

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from yoco_eval.config import YOCOConfig
-from yoco_eval.model.cache import Cache, KVCache, new_kv, new_window
+from yoco_eval.model.cache import KV_DTYPES, Cache, KVCache, new_kv, new_window
 from yoco_eval.ops import Backends, fp8, fused, resolve_backends
 from yoco_eval.ops.attention import attention, decode_attention
 from yoco_eval.ops.retention import recurrent_retention_step, torch_chunk_retention, triton_chunk_retention
@@ -445,7 +445,8 @@ class LanguageModel(nn.Module):
     """What YOCO and the Transformer baseline share: kernel backends resolved once per device, parameter counts."""
 
     attn_backend = retention_backend = "auto"
-    kv_dtype = "auto"  # shared K/V storage: "auto" (the model's dtype) or "fp8" (YOCO only; see model.cache)
+    kv_dtype = "auto"  # K/V cache storage: "auto" (the model's dtype) or "fp8" (see model.cache)
+    kv_dtypes: tuple[str, ...] = ("auto",)  # the storages this model implements
     _backends: Backends | None = None
 
     @property
@@ -473,6 +474,8 @@ class YOCO(LanguageModel):
         attn_backend / retention_backend: kernel choice (``"auto"``, ``"sdpa"``/``"torch"``;
             ``"auto"``/``"triton"``/``"torch"``), resolved once by :func:`yoco_eval.ops.resolve_backends`.
     """
+
+    kv_dtypes = KV_DTYPES  # the one shared K/V cache may be stored in fp8
 
     def __init__(self, cfg: YOCOConfig, attn_backend: str = "auto", retention_backend: str = "auto"):
         super().__init__()
@@ -531,4 +534,3 @@ class YOCO(LanguageModel):
         if x is None:
             return None
         return self.output_projection(self.layer_norm(x))
-
