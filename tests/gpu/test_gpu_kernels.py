@@ -210,3 +210,40 @@ def test_triton_retention_gate_matches_reference(T):
     assert fast is not None and fast.is_contiguous()
     assert torch.equal(silu_gate_head_norm(gate, o, eps), fast)
     check(f"triton retention gate T={T}", fast, _silu_gate_head_norm(gate, o, eps), ref)
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("B,T,H,D,rope,with_state", [(2, 3000, 24, 128, True, True), (1, 1000, 4, 64, True, False),
+                                                     (1, 777, 2, 128, False, True)],
+                         ids=["B2-T3000-H24-rope-state", "T1000-D64-rope", "T777-no-rope"])  # fmt: skip
+def test_fused_rope_retention_matches_reference(B, T, H, D, rope, with_state):
+    """yoco-eval's one-pass kernel (RoPE inside) on q/k/v read straight from a fused projection's output (strided
+    tokens) against the fp64 reference; the yardstick is its twin, the RoPE kernel's rounding + the PyTorch
+    chunked retention in fp32 math."""
+    from yoco_eval.ops.fused import _rope
+    from yoco_eval.ops.rope import inv_freq, rope_tables
+    from yoco_eval.ops.triton_retention import rope_retention
+
+    g = torch.Generator(device=DEV).manual_seed(T)
+    buf = torch.randn(B, T, 4 * H * D + H, device=DEV, generator=g).bfloat16()
+    q, k, v = (buf[..., i * H * D : (i + 1) * H * D].view(B, T, H, D) for i in range(3))
+    log_g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=DEV, generator=g) * 2 + 3) / 16
+    s0 = torch.randn(B, H, D, D, device=DEV, generator=g) * 0.1 if with_state else None
+    scale = D**-0.5
+    if rope:
+        pos = torch.arange(300_000, 300_000 + T, device=DEV).expand(B, T)
+        tables = rope_tables(pos, inv_freq(D, 10000.0, "yoco", DEV), torch.bfloat16)
+        cos, sin = (x.double() for x in tables)
+        qd, kd = q.double(), k.double()
+        q64 = torch.stack((qd[..., 0::2] * cos - qd[..., 1::2] * sin, qd[..., 0::2] * sin + qd[..., 1::2] * cos), -1)
+        k64 = torch.stack((kd[..., 0::2] * cos - kd[..., 1::2] * sin, kd[..., 0::2] * sin + kd[..., 1::2] * cos), -1)
+        q64, k64 = q64.flatten(-2), k64.flatten(-2) * scale
+        qb, kb = _rope(q, *tables, True, 1.0), _rope(k, *tables, True, scale)
+    else:
+        tables, k = None, (k.float() * scale).bfloat16()
+        q64, k64, qb, kb = q.double(), k.double(), q, k
+    ref_o, ref_s = naive_parallel_retention(q64, k64, v.double(), log_g.double(), None if s0 is None else s0.double())
+    base_o, base_s = torch_chunk_retention(qb, kb, v, log_g, s0, chunk_size=64)
+    fast_o, fast_s = rope_retention(q, k, v, log_g, tables, scale, s0)
+    check(f"fused rope+retention B={B} T={T} H={H} D={D} rope={rope} out", fast_o, base_o, ref_o)
+    check(f"fused rope+retention B={B} T={T} H={H} D={D} rope={rope} state", fast_s, base_s, ref_s)
