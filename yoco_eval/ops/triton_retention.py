@@ -35,7 +35,6 @@ try:
 except Exception:  # ImportError, or a triton without a usable backend
     triton = None
 
-_RCP_LN2 = 1.4426950408889634  # log2(e): natural-log decays to base 2 for exp2
 
 if triton is not None:
 
@@ -82,7 +81,7 @@ if triton is not None:
                 ke = ((kef * cos - kof * sin) * k_scale).to(K.dtype.element_ty)
                 ko = ((kef * sin + kof * cos) * k_scale).to(K.dtype.element_ty)
             v = tl.load(v_row + t[:, None] * stride_vt + cols[None, :], mask=tm, other=0.0)
-            g = tl.load(LOG_G + b * stride_gb + t * stride_gt + h, mask=t < T, other=0.0) * _RCP_LN2
+            g = tl.load(LOG_G + b * stride_gb + t * stride_gt + h, mask=t < T, other=0.0) * 1.4426950408889634  # log2(e)
             c = tl.cumsum(g, 0)  # log2 decay from the block's start through each position
             c_last = tl.sum(g, 0)  # padded positions add 0, so this is the last real position's c
             s = tl.dot(qe, tl.trans(ke)) + tl.dot(qo, tl.trans(ko))
