@@ -316,8 +316,12 @@ class GatedRetention(nn.Module):
             log_g = log_g.masked_fill(~step.valid[..., None], 0.0)
             k = k.masked_fill(~step.valid[..., None, None], 0.0)  # zero before RoPE is zero after it
         state = step.cache.retention[self.index] if step.cache is not None else None
-        if kernel == "fused":  # one pass: RoPE on q and k as they are loaded, state kept on chip
-            o, new_state = rope_retention(q, k, v, log_g, step.rope_tables(freqs, x.dtype), D**-0.5, state)
+        if kernel == "fused":  # RoPE, retention, per-head norm and output gate in two kernel passes
+            out, new_state = rope_retention(q, k, v, log_g, step.rope_tables(freqs, x.dtype), D**-0.5, state,
+                                            gate=g, eps=self.subln.eps)  # fmt: skip
+            if state is not None:
+                state.copy_(new_state)
+            return project(self.out_proj, out, residual)
         else:
             q, k = apply_rope_qk(q, k, step.rope_tables(freqs, x.dtype), True, D**-0.5)
             if kernel == "step" and state is not None:

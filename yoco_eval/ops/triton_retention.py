@@ -1,26 +1,31 @@
-"""One-pass gated retention for prefill, with YOCO's interleaved RoPE applied as q and k are loaded (Triton).
+"""Gated retention for prefill with YOCO's RoPE and output gate inside the kernels (Triton, yoco-eval's own).
 
-fla-core's chunked kernel (:func:`yoco_eval.ops.retention.triton_chunk_retention`) makes three passes over a
-prefill chunk: the RoPE kernel rewrites q and k, one kernel writes the recurrent state of every 64-token block
-to memory (``[T/64, H, D, Dv]``, as large as q itself), and a second kernel reads it back with q, k and v. Here
-each program keeps its slice of the state ``S[:, cols]`` in registers and walks the blocks in order, so q, k and
-v are read once and o written once, and nothing else goes to memory.
+The unfused path makes four passes over a prefill chunk: a RoPE kernel rewrites q and k; fla-core's chunked
+retention writes the state entering every block (``[T/BT, H, D, Dv]``) and reads it back with q, k and v; a
+last kernel applies the per-head RMSNorm and the SiLU gate. Here there are two passes, and q and k are rotated
+as they are loaded, so the rotated copies and the ungated output never reach memory:
 
-Per 64-token block (positions ``t``, in-block cumulative log2 decay ``c``, ``c_last`` the block's total)::
+1. **State pass** (sequential over the blocks, parallel over heads and state columns): rotates and scales k,
+   stores the state entering each block in bf16 (as fla-core does), carries the fp32 state to the end::
 
-    s   = (q k^T) * 2^(c_i - c_j)  for j <= i, else 0        (intra-block, [BT, BT])
-    o   = s v + (q S) * 2^c_i                               (S: the state before the block)
-    S   = 2^c_last S + k^T (v * 2^(c_last - c_j))
+       S <- 2^c_last S + k^T (v * 2^(c_last - c_j))
 
-Interleaved RoPE rotates pairs ``(2i, 2i+1)``. Loading the even and odd elements of q and k as two halves makes
-the rotation elementwise, and then ``q . k = q_e . k_e + q_o . k_o`` and ``q S = q_e S_e + q_o S_o`` with the
-state's even and odd rows kept as two blocks: no shuffles. The rotated values are rounded to bf16 exactly as
-the separate RoPE kernel rounds them, the matrix products take bf16 inputs with fp32 accumulation and the state
-stays fp32 (fla-core rounds its stored states to bf16), so the twin
-(:func:`yoco_eval.ops.fused._rope` + :func:`yoco_eval.ops.retention.torch_chunk_retention`) sees the same inputs.
+2. **Output pass** (every block in parallel): rotates q and k, then per block::
 
-Parallelism is ``B * H * Dv / BV`` programs, each sequential over the blocks; the block configs were measured
-on an H100 with ``reports/gpu/bench_retention.py``.
+       o = ((q k^T) * 2^(c_i - c_j) [j <= i]) v + (q S_block) * 2^c_i
+       out = silu(gate) * rms_norm_per_head(o)        (optional: the gated-retention output, ready for out_proj)
+
+``c`` is the in-block cumulative log2 decay and ``c_last`` the block's total. Interleaved RoPE rotates pairs
+``(2i, 2i+1)``: each tile of q or k is loaded whole and split into its even and odd halves, the rotation is then
+elementwise, and ``q . k = q_e . k_e + q_o . k_o``, ``q S = q_e S_e + q_o S_o`` with the state's even and odd
+rows. Rounding follows the unfused path: rotated values are rounded to bf16 as the RoPE kernel rounds them,
+products take bf16 inputs with fp32 accumulation, the retention output is rounded to bf16 before the norm, the
+SiLU to bf16 before the product. The twins are :func:`yoco_eval.ops.fused._rope`,
+:func:`yoco_eval.ops.retention.torch_chunk_retention` and :func:`yoco_eval.ops.fused._silu_gate_head_norm`.
+
+A one-pass kernel (state kept in registers, no state round trip) was measured first and ran 6x slower than
+RoPE + fla-core on an H100: its programs are few (heads x column blocks) and sequential over 512 blocks, so it is
+latency-bound (reports/gpu/README.md, 2026-11-27 e).
 """
 
 from __future__ import annotations
@@ -39,127 +44,185 @@ except Exception:  # ImportError, or a triton without a usable backend
 if triton is not None:
 
     @triton.jit
-    def _rope_retention_kernel(Q, K, V, LOG_G, COS, SIN, S0, OUT, S_OUT,
-                               stride_qb, stride_qt, stride_kb, stride_kt, stride_vb, stride_vt,
-                               stride_ob, stride_ot, stride_gb, stride_gt, stride_cb, stride_ct, T, k_scale,
-                               H: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BT: tl.constexpr,
-                               BV: tl.constexpr, HAS_S0: tl.constexpr, ROPE: tl.constexpr):  # fmt: skip
-        i_v = tl.program_id(0)
+    def _rotate(x, cos, sin, scale, dtype: tl.constexpr):
+        """Interleaved RoPE of a ``[BT, D]`` tile -> its rotated even and odd halves ``[BT, D/2]`` in ``dtype``."""
+        xe, xo = tl.split(tl.reshape(x.to(tl.float32), [x.shape[0], x.shape[1] // 2, 2]))
+        return ((xe * cos - xo * sin) * scale).to(dtype), ((xe * sin + xo * cos) * scale).to(dtype)
+
+    @triton.jit
+    def _state_pass_kernel(K, V, LOG_G, COS, SIN, S0, HB, S_OUT,
+                           stride_kb, stride_kt, stride_vb, stride_vt, stride_gb, stride_gt, stride_cb, stride_ct,
+                           T, NT, k_scale,
+                           H: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                           HAS_S0: tl.constexpr, ROPE: tl.constexpr):  # fmt: skip
+        i_p = tl.program_id(0)  # 0: the state's even rows (2i), 1: its odd rows (2i+1)
+        i_v = tl.program_id(1)
+        i_bh = tl.program_id(2)
+        b = (i_bh // H).to(tl.int64)
+        h = i_bh % H
+        half = tl.arange(0, D // 2)
+        rows = 2 * half + i_p
+        cols = i_v * BV + tl.arange(0, BV)
+        t_in = tl.arange(0, BT)
+        d = tl.arange(0, D)
+        s_off = rows[:, None] * DV + cols[None, :]
+        if HAS_S0:
+            S = tl.load(S0 + i_bh.to(tl.int64) * D * DV + s_off)
+        else:
+            S = tl.zeros([D // 2, BV], dtype=tl.float32)
+        k_row = K + b * stride_kb + h * D
+        v_row = V + b * stride_vb + h * DV
+        hb = HB + i_bh.to(tl.int64) * NT * D * DV
+        for i_t in range(0, NT):
+            t = (i_t * BT + t_in).to(tl.int64)
+            tm = (t < T)[:, None]
+            tl.store(hb + i_t * D * DV + s_off, S.to(HB.dtype.element_ty))  # the state entering this block
+            k = tl.load(k_row + t[:, None] * stride_kt + d[None, :], mask=tm, other=0.0)
+            if ROPE:
+                c_off = b * stride_cb + t[:, None] * stride_ct + half[None, :]
+                cos = tl.load(COS + c_off, mask=tm, other=0.0).to(tl.float32)
+                sin = tl.load(SIN + c_off, mask=tm, other=0.0).to(tl.float32)
+                ke, ko = _rotate(k, cos, sin, k_scale, K.dtype.element_ty)
+            else:
+                ke, ko = tl.split(tl.reshape(k, [BT, D // 2, 2]))
+            if i_p == 0:
+                kp = ke
+            else:
+                kp = ko
+            v = tl.load(v_row + t[:, None] * stride_vt + cols[None, :], mask=tm, other=0.0)
+            g = tl.load(LOG_G + b * stride_gb + t * stride_gt + h, mask=t < T, other=0.0) * 1.4426950408889634
+            c = tl.cumsum(g, 0)  # log2 decay from the block's start through each position
+            c_last = tl.sum(g, 0)  # padded positions add 0
+            vw = (v.to(tl.float32) * tl.exp2(c_last - c)[:, None]).to(v.dtype)
+            S = S * tl.exp2(c_last) + tl.dot(tl.trans(kp), vw)
+        tl.store(S_OUT + i_bh.to(tl.int64) * D * DV + s_off, S)
+
+    @triton.jit
+    def _output_pass_kernel(Q, K, V, LOG_G, COS, SIN, HB, GATE, OUT,
+                            stride_qb, stride_qt, stride_kb, stride_kt, stride_vb, stride_vt, stride_gb, stride_gt,
+                            stride_cb, stride_ct, stride_zb, stride_zt, stride_ob, stride_ot, T, NT, k_scale, eps,
+                            H: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BT: tl.constexpr,
+                            ROPE: tl.constexpr, GATED: tl.constexpr):  # fmt: skip
+        i_t = tl.program_id(0)
         i_bh = tl.program_id(1)
         b = (i_bh // H).to(tl.int64)
         h = i_bh % H
         half = tl.arange(0, D // 2)
-        cols = i_v * BV + tl.arange(0, BV)
+        d = tl.arange(0, D)
+        dv = tl.arange(0, DV)
         t_in = tl.arange(0, BT)
-        causal = t_in[:, None] >= t_in[None, :]
-        s_base = i_bh.to(tl.int64) * D * DV
-        if HAS_S0:  # the state's even rows (2i) and odd rows (2i+1), columns of this program
-            s_e = tl.load(S0 + s_base + (2 * half)[:, None] * DV + cols[None, :])
-            s_o = tl.load(S0 + s_base + (2 * half + 1)[:, None] * DV + cols[None, :])
+        t = (i_t * BT + t_in).to(tl.int64)
+        tm = (t < T)[:, None]
+        q = tl.load(Q + b * stride_qb + h * D + t[:, None] * stride_qt + d[None, :], mask=tm, other=0.0)
+        k = tl.load(K + b * stride_kb + h * D + t[:, None] * stride_kt + d[None, :], mask=tm, other=0.0)
+        if ROPE:
+            c_off = b * stride_cb + t[:, None] * stride_ct + half[None, :]
+            cos = tl.load(COS + c_off, mask=tm, other=0.0).to(tl.float32)
+            sin = tl.load(SIN + c_off, mask=tm, other=0.0).to(tl.float32)
+            qe, qo = _rotate(q, cos, sin, 1.0, Q.dtype.element_ty)
+            ke, ko = _rotate(k, cos, sin, k_scale, K.dtype.element_ty)
         else:
-            s_e = tl.zeros([D // 2, BV], dtype=tl.float32)
-            s_o = tl.zeros([D // 2, BV], dtype=tl.float32)
-        q_row = Q + b * stride_qb + h * D
-        k_row = K + b * stride_kb + h * D
-        v_row = V + b * stride_vb + h * DV
-        o_row = OUT + b * stride_ob + h * DV
-        for t0 in range(0, T, BT):
-            t = (t0 + t_in).to(tl.int64)
-            tm = (t < T)[:, None]
-            qe = tl.load(q_row + t[:, None] * stride_qt + 2 * half[None, :], mask=tm, other=0.0)
-            qo = tl.load(q_row + t[:, None] * stride_qt + 2 * half[None, :] + 1, mask=tm, other=0.0)
-            ke = tl.load(k_row + t[:, None] * stride_kt + 2 * half[None, :], mask=tm, other=0.0)
-            ko = tl.load(k_row + t[:, None] * stride_kt + 2 * half[None, :] + 1, mask=tm, other=0.0)
-            if ROPE:  # same arithmetic and rounding as the stand-alone RoPE kernel
-                c_off = b * stride_cb + t[:, None] * stride_ct + half[None, :]
-                cos = tl.load(COS + c_off, mask=tm, other=0.0)
-                sin = tl.load(SIN + c_off, mask=tm, other=0.0)
-                qef, qof = qe.to(tl.float32), qo.to(tl.float32)
-                kef, kof = ke.to(tl.float32), ko.to(tl.float32)
-                qe = (qef * cos - qof * sin).to(Q.dtype.element_ty)
-                qo = (qef * sin + qof * cos).to(Q.dtype.element_ty)
-                ke = ((kef * cos - kof * sin) * k_scale).to(K.dtype.element_ty)
-                ko = ((kef * sin + kof * cos) * k_scale).to(K.dtype.element_ty)
-            v = tl.load(v_row + t[:, None] * stride_vt + cols[None, :], mask=tm, other=0.0)
-            g = tl.load(LOG_G + b * stride_gb + t * stride_gt + h, mask=t < T, other=0.0) * 1.4426950408889634  # log2(e)
-            c = tl.cumsum(g, 0)  # log2 decay from the block's start through each position
-            c_last = tl.sum(g, 0)  # padded positions add 0, so this is the last real position's c
-            s = tl.dot(qe, tl.trans(ke)) + tl.dot(qo, tl.trans(ko))
-            s = s * tl.exp2(tl.where(causal, c[:, None] - c[None, :], float("-inf")))
-            inter = tl.dot(qe, s_e.to(qe.dtype)) + tl.dot(qo, s_o.to(qo.dtype))
-            o = tl.dot(s.to(v.dtype), v) + inter * tl.exp2(c)[:, None]
-            tl.store(o_row + t[:, None] * stride_ot + cols[None, :], o.to(OUT.dtype.element_ty), mask=tm)
-            vw = (v.to(tl.float32) * tl.exp2(c_last - c)[:, None]).to(v.dtype)
-            decay = tl.exp2(c_last)
-            s_e = s_e * decay + tl.dot(tl.trans(ke), vw)
-            s_o = s_o * decay + tl.dot(tl.trans(ko), vw)
-        tl.store(S_OUT + s_base + (2 * half)[:, None] * DV + cols[None, :], s_e)
-        tl.store(S_OUT + s_base + (2 * half + 1)[:, None] * DV + cols[None, :], s_o)
+            qe, qo = tl.split(tl.reshape(q, [BT, D // 2, 2]))
+            ke, ko = tl.split(tl.reshape(k, [BT, D // 2, 2]))
+        g = tl.load(LOG_G + b * stride_gb + t * stride_gt + h, mask=t < T, other=0.0) * 1.4426950408889634
+        c = tl.cumsum(g, 0)
+        s = tl.dot(qe, tl.trans(ke)) + tl.dot(qo, tl.trans(ko))
+        s = s * tl.exp2(tl.where(t_in[:, None] >= t_in[None, :], c[:, None] - c[None, :], float("-inf")))
+        v = tl.load(V + b * stride_vb + h * DV + t[:, None] * stride_vt + dv[None, :], mask=tm, other=0.0)
+        hb = HB + (i_bh.to(tl.int64) * NT + i_t) * D * DV
+        s_e = tl.load(hb + (2 * half)[:, None] * DV + dv[None, :])
+        s_o = tl.load(hb + (2 * half + 1)[:, None] * DV + dv[None, :])
+        o = tl.dot(s.to(v.dtype), v) + (tl.dot(qe, s_e) + tl.dot(qo, s_o)) * tl.exp2(c)[:, None]
+        o = o.to(OUT.dtype.element_ty)
+        if GATED:  # per-head RMSNorm (fp32, cast back), times silu(gate) rounded to bf16, as the twin
+            of = o.to(tl.float32)
+            normed = (of * tl.rsqrt(tl.sum(of * of, 1) / DV + eps)[:, None]).to(o.dtype)
+            z = tl.load(GATE + b * stride_zb + h * DV + t[:, None] * stride_zt + dv[None, :], mask=tm, other=0.0)
+            zf = z.to(tl.float32)
+            sz = (zf * tl.sigmoid(zf)).to(z.dtype)
+            o = (sz.to(tl.float32) * normed.to(tl.float32)).to(OUT.dtype.element_ty)
+        tl.store(OUT + b * stride_ob + h * DV + t[:, None] * stride_ot + dv[None, :], o, mask=tm)
 
 
 def available() -> bool:
-    """The kernel can run here: triton importable, a CUDA device, not switched off (``YOCO_EVAL_TRITON=0``)."""
+    """The kernels can run here: triton importable, a CUDA device, not switched off (``YOCO_EVAL_TRITON=0``)."""
     return triton is not None and torch.cuda.is_available() and os.environ.get("YOCO_EVAL_TRITON", "1") != "0"
 
 
-def _heads_contiguous(x: torch.Tensor) -> bool:
-    return x.stride(-1) == 1 and x.stride(-2) == x.shape[-1]
+def _tokens_stride(x: torch.Tensor, what: str) -> None:
+    if x.stride(-1) != 1 or x.stride(-2) != x.shape[-1]:
+        raise ValueError(f"rope_retention: the heads of {what} must be contiguous inside each token")
 
 
-def _default_config() -> tuple[int, int, int]:
-    """(BV, num_warps, num_stages): measured best for D = Dv = 128 on an H100 (reports/gpu/bench_retention.py);
-    ``YOCO_EVAL_RETENTION_CONFIG="BV,warps,stages"`` overrides it (tuning on another card)."""
+def _default_config() -> tuple[int, int, int, int, int]:
+    """``(BT, state BV, state warps, output warps, output stages)``: measured best for D = Dv = 128 on an H100
+    (reports/gpu/bench_retention.py); ``YOCO_EVAL_RETENTION_CONFIG="BT,BV,w1,w2,s2"`` overrides it."""
     env = os.environ.get("YOCO_EVAL_RETENTION_CONFIG")
     if env:
-        bv, warps, stages = (int(x) for x in env.split(","))
-        return bv, warps, stages
-    return 32, 4, 2
+        bt, bv, w1, w2, s2 = (int(x) for x in env.split(","))
+        return bt, bv, w1, w2, s2
+    return 64, 64, 4, 8, 2
 
 
 def rope_retention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_g: torch.Tensor,
                    tables: tuple[torch.Tensor, torch.Tensor] | None, k_scale: float,
-                   state: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
-                   block_t: int = 64) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Gated retention over one prefill chunk, RoPE included.
+                   state: torch.Tensor | None = None, gate: torch.Tensor | None = None, eps: float = 1e-5,
+                   config: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gated retention over one prefill chunk, RoPE (and optionally the output gate) included.
 
     Args:
-        q, k: ``[B, T, H, D]`` BEFORE RoPE (heads contiguous: a projection's output, any token stride); the
-            kernel rotates both by ``tables`` and multiplies the rotated keys by ``k_scale``. ``tables=None``: no
-            rotation (then k must already be scaled, and ``k_scale`` is ignored).
-        v: ``[B, T, H, Dv]``; log_g: ``[B, T, H]`` fp32 (natural log of the decay, <= 0).
-        tables: cos/sin ``[B or 1, T, 1, D/2]`` fp32 (:func:`yoco_eval.ops.rope.rope_tables`), interleaved pairs.
-        state: ``[B, H, D, Dv]`` fp32 or None (zeros). config: ``(BV, num_warps, num_stages)``.
+        q, k: ``[B, T, H, D]`` BEFORE RoPE (heads contiguous, e.g. a projection's output; any token stride). Both
+            are rotated by ``tables`` and the rotated keys multiplied by ``k_scale``. ``tables=None``: no rotation
+            (k must then be scaled already; ``k_scale`` is ignored).
+        v: ``[B, T, H, Dv]``; log_g: ``[B, T, H]`` fp32, natural log of the decay (<= 0).
+        tables: cos/sin ``[B or 1, T, 1, D/2]`` (:func:`yoco_eval.ops.rope.rope_tables`), interleaved pairs.
+        state: ``[B, H, D, Dv]`` fp32 or None (zeros).
+        gate: ``[B, T, H*Dv]`` or None. Given, the output is ``silu(gate) * rms_norm_per_head(o)`` (eps ``eps``,
+            no weight) ``[B, T, H*Dv]``, gated retention's input to its output projection.
+        config: ``(BT, BV, state-pass warps, output-pass warps, output-pass stages)``.
     Returns:
-        ``(o [B, T, H, Dv] in q's dtype, new state [B, H, D, Dv] fp32)``.
+        ``(o [B, T, H, Dv] or the gated [B, T, H*Dv], in q's dtype; new state [B, H, D, Dv] fp32)``.
     """
     B, T, H, D = q.shape
     Dv = v.shape[-1]
-    BV, warps, stages = config or _default_config()
+    BT, BV, w1, w2, s2 = config or _default_config()
     BV = min(BV, Dv)
-    if not (_heads_contiguous(q) and _heads_contiguous(k) and _heads_contiguous(v)):
-        raise ValueError("rope_retention: heads must be contiguous inside each token")
-    if D < 32 or D & (D - 1) or BV < 16 or BV & (BV - 1) or Dv % BV:
-        raise ValueError(f"rope_retention: head dim {D} must be a power of two >= 32, and Dv={Dv} a multiple of "
-                         f"BV={BV} (a power of two >= 16)")
+    for x, what in ((q, "q"), (k, "k"), (v, "v")):
+        _tokens_stride(x, what)
+    if D < 32 or D & (D - 1) or Dv < 16 or Dv & (Dv - 1) or Dv % BV:
+        raise ValueError(f"rope_retention: head dims {D}, {Dv} must be powers of two (>= 32, >= 16)")
     log_g = log_g.float()
     if log_g.stride(-1) != 1:
         log_g = log_g.contiguous()
-    o = torch.empty(B, T, H, Dv, device=q.device, dtype=q.dtype)
+    NT = triton.cdiv(T, BT)
+    hb = torch.empty(B * H, NT, D, Dv, device=q.device, dtype=q.dtype)
     s_out = torch.empty(B, H, D, Dv, device=q.device, dtype=torch.float32)
     s0 = None if state is None else state.float().contiguous()
-    if tables is not None:
-        cos, sin = (x.reshape(x.shape[0], T, D // 2) for x in tables)
-        if cos.stride(-1) != 1:
-            cos, sin = cos.contiguous(), sin.contiguous()
+    if tables is not None:  # the tables hold bf16-rounded values: read them as bf16 (half the bytes, same values)
+        cos, sin = (x.reshape(x.shape[0], T, D // 2).to(q.dtype) for x in tables)
         stride_cb, stride_ct = (cos.stride(0) if cos.shape[0] > 1 else 0), cos.stride(1)
     else:
         cos = sin = log_g  # unused pointers
         stride_cb = stride_ct = 0
-    _rope_retention_kernel[(Dv // BV, B * H)](
-        q, k, v, log_g, cos, sin, s_out if s0 is None else s0, o, s_out,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), o.stride(0), o.stride(1),
-        log_g.stride(0), log_g.stride(1), stride_cb, stride_ct, T, float(k_scale),
-        H=H, D=D, DV=Dv, BT=block_t, BV=BV, HAS_S0=s0 is not None, ROPE=tables is not None,
-        num_warps=warps, num_stages=stages,
+    _state_pass_kernel[(2, Dv // BV, B * H)](
+        k, v, log_g, cos, sin, s_out if s0 is None else s0, hb, s_out,
+        k.stride(0), k.stride(1), v.stride(0), v.stride(1), log_g.stride(0), log_g.stride(1), stride_cb, stride_ct,
+        T, NT, float(k_scale),
+        H=H, D=D, DV=Dv, BT=BT, BV=BV, HAS_S0=s0 is not None, ROPE=tables is not None, num_warps=w1, num_stages=2,
     )  # fmt: skip
-    return o, s_out
+    if gate is not None:
+        if gate.shape != (B, T, H * Dv) or gate.stride(-1) != 1:
+            raise ValueError("rope_retention: gate must be [B, T, H*Dv] with contiguous channels")
+        out = torch.empty(B, T, H * Dv, device=q.device, dtype=q.dtype)
+        zb, zt = gate.stride(0), gate.stride(1)
+    else:
+        out = torch.empty(B, T, H, Dv, device=q.device, dtype=q.dtype)
+        gate, zb, zt = out, 0, 0  # unused pointer
+    _output_pass_kernel[(NT, B * H)](
+        q, k, v, log_g, cos, sin, hb, gate, out,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), log_g.stride(0),
+        log_g.stride(1), stride_cb, stride_ct, zb, zt, out.stride(0), out.stride(1), T, NT, float(k_scale),
+        float(eps), H=H, D=D, DV=Dv, BT=BT, ROPE=tables is not None, GATED=gate is not out,
+        num_warps=w2, num_stages=s2,
+    )  # fmt: skip
+    return out, s_out
