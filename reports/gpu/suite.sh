@@ -50,6 +50,12 @@ for s in $steps; do
             timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 1m --gen 32 --chunk-size 8192 \
               --out "$OUT/record_mem_c8192.json" 2>&1 | tee -a "$OUT/record.log" ;;
     projections) timeout 60 python3 reports/gpu/bench_projections.py "$OUT/bench_projections.json" ;;
+    memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks
+            timeout 420 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths 512k --gen 32 \
+              --chunk-size ${CHUNK:-8192} --out "$OUT/memratio_c${CHUNK:-8192}.json" 2>&1 | tee "$OUT/memratio.log" ;;
+    fp8) # the throughput row with the opt-in fp8 K/V cache, batch 8
+            timeout 300 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 --batch 8 \
+              --chunk-size 32768 --kv-dtype fp8 --out "$OUT/throughput_b8_fp8.json" 2>&1 | tee "$OUT/fp8.log" ;;
     needle) # the YOCO paper's grid, 1 trial, random-weight YOCO-3B; NPROC=2 shards it over two GPUs with torchrun;
             # SHARED=1 shares one haystack across depths (prefix reuse); NEEDLE_TAG names the run folder
             launch="python3"; [ "${NPROC:-1}" -gt 1 ] && launch="torchrun --standalone --nproc_per_node $NPROC"
