@@ -210,3 +210,51 @@ def test_triton_retention_gate_matches_reference(T):
     assert fast is not None and fast.is_contiguous()
     assert torch.equal(silu_gate_head_norm(gate, o, eps), fast)
     check(f"triton retention gate T={T}", fast, _silu_gate_head_norm(gate, o, eps), ref)
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("B,T,H,D,rope,with_state", [(2, 3000, 24, 128, True, True), (1, 1000, 4, 64, True, False),
+                                                     (1, 777, 2, 128, False, True)],
+                         ids=["B2-T3000-H24-rope-state", "T1000-D64-rope", "T777-no-rope"])  # fmt: skip
+def test_fused_rope_retention_matches_reference(B, T, H, D, rope, with_state):
+    """yoco-eval's two-pass retention kernels (RoPE and the output gate inside) on q/k/v/gate read straight from a
+    fused projection's output (strided tokens) against the fp64 reference; the yardstick is the twin, the RoPE
+    kernel's rounding + the PyTorch chunked retention in fp32 math (+ the PyTorch gate)."""
+    from yoco_eval.ops.fused import _rope, _silu_gate_head_norm
+    from yoco_eval.ops.rope import inv_freq, rope_tables
+    from yoco_eval.ops.triton_retention import rope_retention
+
+    g = torch.Generator(device=DEV).manual_seed(T)
+    buf32 = torch.randn(B, T, 4 * H * D + H, device=DEV, generator=g)  # the reference starts from these values
+    buf = buf32.bfloat16()  # the kernels and the yardstick from their bf16 rounding
+    q, k, v = (buf[..., i * H * D : (i + 1) * H * D].view(B, T, H, D) for i in range(3))
+    q32, k32, v32 = (buf32[..., i * H * D : (i + 1) * H * D].view(B, T, H, D) for i in range(3))
+    z = buf[..., 3 * H * D : 4 * H * D]
+    log_g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=DEV, generator=g) * 2 + 3) / 16
+    s0 = torch.randn(B, H, D, D, device=DEV, generator=g) * 0.1 if with_state else None
+    scale, eps = D**-0.5, 1e-5
+    if rope:
+        pos = torch.arange(300_000, 300_000 + T, device=DEV).expand(B, T)
+        tables = rope_tables(pos, inv_freq(D, 10000.0, "yoco", DEV), torch.bfloat16)
+        cos, sin = (x.double() for x in tables)
+
+        def rot64(x):
+            x = x.double()
+            return torch.stack((x[..., 0::2] * cos - x[..., 1::2] * sin, x[..., 0::2] * sin + x[..., 1::2] * cos), -1)
+
+        q64, k64 = rot64(q32).flatten(-2), rot64(k32).flatten(-2) * scale
+        qb, kb = _rope(q, *tables, True, 1.0), _rope(k, *tables, True, scale)
+    else:
+        tables, k = None, (k32 * scale).bfloat16()
+        q64, k64, qb, kb = q32.double(), k32.double() * scale, q, k
+    ref_o, ref_s = naive_parallel_retention(q64, k64, v32.double(), log_g.double(), None if s0 is None else s0.double())
+    normed = ref_o * torch.rsqrt(ref_o.pow(2).mean(-1, keepdim=True) + eps)
+    ref_gated = torch.nn.functional.silu(buf32[..., 3 * H * D : 4 * H * D].double()) * normed.flatten(-2)
+    base_o, base_s = torch_chunk_retention(qb, kb, v, log_g, s0, chunk_size=64)
+    name = f"fused retention B={B} T={T} H={H} D={D} rope={rope}"
+    fast_o, fast_s = rope_retention(q, k, v, log_g, tables, scale, s0)
+    check(f"{name} out", fast_o, base_o, ref_o)
+    check(f"{name} state", fast_s, base_s, ref_s)
+    gated, gated_s = rope_retention(q, k, v, log_g, tables, scale, s0, gate=z, eps=eps)
+    assert torch.equal(gated_s, fast_s)
+    check(f"{name} gated out", gated, _silu_gate_head_norm(z, base_o, eps), ref_gated)
