@@ -14,8 +14,7 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (cuda when available)")
     p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16, or auto (bf16 on GPU, fp32 on CPU)")
     p.add_argument("--attn-backend", default="auto", help="auto, sdpa or torch")
-    p.add_argument("--retention-backend", default="auto",
-                   help="auto, fused (one-pass Triton kernel, CUDA), triton (fla-core, CUDA) or torch")
+    p.add_argument("--retention-backend", default="auto", help="auto, triton (fla-core, CUDA) or torch")
     p.add_argument("--chunk-size", type=int, default=4096, help="prefill chunk length in tokens")
     p.add_argument("--tokenizer", default=None, help="override the checkpoint's tokenizer")
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"],

@@ -24,7 +24,7 @@ from typing import Any
 from yoco_eval.errors import ConfigError
 
 _BACKENDS = ("auto", "torch", "sdpa", "flex", "flash_attn")
-_RET_BACKENDS = ("auto", "torch", "triton", "fused")
+_RET_BACKENDS = ("auto", "torch", "triton")
 
 
 def _check(cond: bool, msg: str) -> None:

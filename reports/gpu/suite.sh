@@ -50,14 +50,6 @@ for s in $steps; do
             timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 1m --gen 32 --chunk-size 8192 \
               --out "$OUT/record_mem_c8192.json" 2>&1 | tee -a "$OUT/record.log" ;;
     projections) timeout 60 python3 reports/gpu/bench_projections.py "$OUT/bench_projections.json" ;;
-    retention) # the retention kernels on one 32K chunk, then the prefill with ours (its best config) and fla-core's
-            timeout 300 python3 reports/gpu/bench_retention.py "$OUT/bench_retention.json" 2>&1 | tee "$OUT/bench_retention.log"
-            best=$(python3 -c "import json,re; b=json.load(open('$OUT/bench_retention.json'))['summary']['best_ours']['way']; \
-                   print(','.join(re.findall(r'\d+', b)))" 2>/dev/null)
-            echo "best config: ${best:-default}"
-            for r in fused triton; do YOCO_EVAL_RETENTION_CONFIG=$best timeout 200 python3 -m yoco_eval profile \
-              --models yoco-3b --lengths ${LENGTHS:-512k,1m} --gen 32 --chunk-size ${CHUNK:-32768} --retention-backend $r \
-              --out "$OUT/prefill_$r.json" 2>&1 | tail -4 | tee -a "$OUT/bench_retention.log"; done ;;
     memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks
             timeout 420 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths 512k --gen 32 \
               --chunk-size ${CHUNK:-8192} --out "$OUT/memratio_c${CHUNK:-8192}.json" 2>&1 | tee "$OUT/memratio.log" ;;

@@ -11,7 +11,6 @@ import torch
 from yoco_eval.config import get_config
 from yoco_eval.generate import Engine
 from yoco_eval.model.checkpoint import build_model, init_weights
-from yoco_eval.ops.retention import fla_available
 from yoco_eval.tokenizer import YOCOTokenizer
 
 pytestmark = pytest.mark.gpu
@@ -62,21 +61,10 @@ def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k(monkeypatch):
     got, _ = _chunked_prefill_then_decode(model, ids, T, n_dec)
     rel = lambda a: ((a - ref).norm() / ref.norm()).item()  # noqa: E731
     agree = lambda a: (a.argmax(-1) == ref.argmax(-1)).float().mean().item()  # noqa: E731
-    print(f"yoco-3b 8K vs fp32 ({model.backends.retention} retention): bf16 full forward rel.L2 {rel(full):.3g} "
-          f"(argmax {agree(full):.3f}); bf16 chunked prefill+decode rel.L2 {rel(got):.3g} (argmax {agree(got):.3f}); "
-          f"full {t_full:.2f} s")
+    print(f"yoco-3b 8K vs fp32: bf16 full forward rel.L2 {rel(full):.3g} (argmax {agree(full):.3f}); "
+          f"bf16 chunked prefill+decode rel.L2 {rel(got):.3g} (argmax {agree(got):.3f}); full {t_full:.2f} s")
     assert rel(got) <= 2 * rel(full) + 1e-3
     assert agree(got) >= agree(full) - 0.1
-    for other in ("triton", "torch"):  # the same full forward through fla-core's kernel and the PyTorch twin
-        if other == "triton" and not fla_available():
-            continue
-        with monkeypatch.context() as m:
-            m.setattr(model, "retention_backend", other)
-            model._backends = None
-            alt = model(ids, logits_from=n_dec + 1).float()
-        model._backends = None
-        print(f"  full forward with {other} retention: rel.L2 {rel(alt):.3g} (argmax {agree(alt):.3f})")
-        assert rel(full) <= 2 * rel(alt) + 1e-3
 
 
 @torch.inference_mode()

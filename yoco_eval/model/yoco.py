@@ -30,14 +30,8 @@ from yoco_eval.config import YOCOConfig
 from yoco_eval.model.cache import KV_DTYPES, Cache, KVCache, new_kv, new_window
 from yoco_eval.ops import Backends, fp8, fused, resolve_backends
 from yoco_eval.ops.attention import attention, decode_attention
-from yoco_eval.ops.retention import (
-    fla_available,
-    recurrent_retention_step,
-    torch_chunk_retention,
-    triton_chunk_retention,
-)
+from yoco_eval.ops.retention import recurrent_retention_step, torch_chunk_retention, triton_chunk_retention
 from yoco_eval.ops.rope import apply_rope, apply_rope_qk, inv_freq, rope_tables
-from yoco_eval.ops.triton_retention import rope_retention
 
 _SPLIT_DECODE_MIN = 8192  # keys from which decode attention is split along the keys
 _FFN_ROWS = 8192  # inference: the feed-forward runs over at most this many tokens at a time (bounds its activation)
@@ -301,35 +295,25 @@ class GatedRetention(nn.Module):
     def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor, residual=None) -> torch.Tensor:
         B, T, d = x.shape
         H, D = self.n_heads, self.head_dim
-        kernel = step.backends.retention if T > 1 else "step"
-        if kernel == "fused" and torch.is_grad_enabled() and x.requires_grad:  # forward-only kernel: training
-            kernel = "triton" if fla_available() else "torch"
         w = fused_weight(self, ("q_proj", "k_proj", "v_proj", "g_proj", "gt_proj"))
-        if w is not None and kernel in ("step", "torch"):
+        if w is not None and not (step.backends.retention == "triton" and T > 1):
             # one GEMM for q, k, v, g and the gate logits (inference; decode, or the PyTorch retention)
             q, k, v, g, gt = F.linear(x, w).split([d, d, d, d, H], dim=-1)
-        else:  # separate GEMMs: contiguous q, k, v for the GPU kernels (faster than one GEMM at 32K rows)
+        else:  # separate GEMMs: contiguous q, k, v, which fla-core's kernels would otherwise copy
             q, k, v, g, gt = self.q_proj(x), self.k_proj(x), self.v_proj(x), self.g_proj(x), self.gt_proj(x)
-        q, k, v = q.view(B, T, H, D), k.view(B, T, H, D), v.reshape(B, T, H, D)
+        q, k = apply_rope_qk(q.view(B, T, H, D), k.view(B, T, H, D), step.rope_tables(freqs, x.dtype), True, D**-0.5)
+        v = v.reshape(B, T, H, D)
         log_g = fused.gate_log(gt, self.normalizer)  # [B, T, H] fp32
         if step.valid is not None:  # padding: no decay and no contribution, so the state skips it
             log_g = log_g.masked_fill(~step.valid[..., None], 0.0)
-            k = k.masked_fill(~step.valid[..., None, None], 0.0)  # zero before RoPE is zero after it
+            k = k.masked_fill(~step.valid[..., None, None], 0.0)
         state = step.cache.retention[self.index] if step.cache is not None else None
-        if kernel == "fused":  # RoPE, retention, per-head norm and output gate in two kernel passes
-            out, new_state = rope_retention(q, k, v, log_g, step.rope_tables(freqs, x.dtype), D**-0.5, state,
-                                            gate=g, eps=self.subln.eps)  # fmt: skip
-            if state is not None:
-                state.copy_(new_state)
-            return project(self.out_proj, out, residual)
+        if state is not None and T == 1:
+            o, new_state = recurrent_retention_step(q, k, v, log_g, state)
+        elif step.backends.retention == "triton":
+            o, new_state = triton_chunk_retention(q, k, v, log_g, state)
         else:
-            q, k = apply_rope_qk(q, k, step.rope_tables(freqs, x.dtype), True, D**-0.5)
-            if kernel == "step" and state is not None:
-                o, new_state = recurrent_retention_step(q, k, v, log_g, state)
-            elif kernel == "triton":
-                o, new_state = triton_chunk_retention(q, k, v, log_g, state)
-            else:
-                o, new_state = torch_chunk_retention(q, k, v, log_g, state)
+            o, new_state = torch_chunk_retention(q, k, v, log_g, state)
         if state is not None:
             state.copy_(new_state)
         # per-head RMSNorm (subln, no weight) and the SiLU output gate in one pass
@@ -488,7 +472,7 @@ class YOCO(LanguageModel):
     Args:
         cfg: a :class:`~yoco_eval.config.YOCOConfig`.
         attn_backend / retention_backend: kernel choice (``"auto"``, ``"sdpa"``/``"torch"``;
-            ``"auto"``/``"fused"``/``"triton"``/``"torch"``), resolved once by :func:`yoco_eval.ops.resolve_backends`.
+            ``"auto"``/``"triton"``/``"torch"``), resolved once by :func:`yoco_eval.ops.resolve_backends`.
     """
 
     kv_dtypes = KV_DTYPES  # the one shared K/V cache may be stored in fp8

@@ -17,12 +17,11 @@ import torch
 
 from yoco_eval.errors import BackendUnavailable
 from yoco_eval.ops import retention as _retention
-from yoco_eval.ops import triton_retention as _fused_retention
 
 log = logging.getLogger("yoco_eval")
 
 ATTN_BACKENDS = ("auto", "sdpa", "torch", "flash_attn")
-RETENTION_BACKENDS = ("auto", "fused", "triton", "torch")
+RETENTION_BACKENDS = ("auto", "triton", "torch")
 _logged: set = set()
 
 
@@ -48,18 +47,10 @@ def resolve_backends(attn: str = "auto", retention: str = "auto", device: str | 
     if attn == "auto":
         attn = "sdpa"
     if retention == "auto":
-        if dev.type == "cuda" and _fused_retention.available():
-            retention = "fused"
-        else:
-            retention = "triton" if dev.type == "cuda" and _retention.fla_available() else "torch"
+        retention = "triton" if dev.type == "cuda" and _retention.fla_available() else "torch"
     elif retention == "triton" and not (dev.type == "cuda" and _retention.fla_available()):
         raise BackendUnavailable(
             "retention backend 'triton' needs a CUDA device and fla-core: `pip install 'yoco-eval[gpu]'` "
-            "(or choose retention_backend=torch)"
-        )
-    elif retention == "fused" and not (dev.type == "cuda" and _fused_retention.available()):
-        raise BackendUnavailable(
-            "retention backend 'fused' needs a CUDA device and triton: `pip install 'yoco-eval[gpu]'` "
             "(or choose retention_backend=torch)"
         )
     b = Backends(attn, retention)
