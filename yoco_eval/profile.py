@@ -72,7 +72,7 @@ def build_random(name: str, device="cuda", dtype=None, **backends):
 
 def kv_bytes_per_token(model) -> int:
     c = model.setup_cache(1, 1, device="meta", dtype=torch.bfloat16)
-    return sum(t.numel() * t.element_size() for x in c.kv for t in x.tensors())
+    return sum(x.nbytes() for x in c.kv)
 
 
 @torch.inference_mode()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from yoco_eval.errors import ConfigError
-from yoco_eval.ops.fp8 import FP8
+from yoco_eval.ops.fp8 import FP8, as_bytes
 
 KV_DTYPES = ("auto", "fp8")
 
@@ -63,21 +63,21 @@ class KVCache:
     def tensors(self) -> list[torch.Tensor]:
         return [t for t in (self.k, self.v, self.k_scale, self.v_scale) if t is not None]
 
+    def nbytes(self) -> int:
+        return _nbytes(self.tensors())
+
     def select_rows(self, rows: torch.Tensor) -> KVCache:
         if not self.quantized:
             return KVCache(self.k[rows].clone(), self.v[rows].clone())
-        # fp8 rows are gathered as bytes (float8 indexing is not implemented on every device); scales keep their
-        # head-major layout
-        k, v = (t.view(torch.uint8)[rows].view(FP8) for t in (self.k, self.v))
+        # fp8 rows are gathered as bytes; scales keep their head-major layout
+        k, v = (as_bytes(t)[rows].view(FP8) for t in (self.k, self.v))
         ks, vs = (t.transpose(1, 2)[rows].transpose(1, 2) for t in (self.k_scale, self.v_scale))
         return KVCache(k, v, ks, vs)
 
     def put_rows(self, idx: torch.Tensor, src: KVCache) -> None:
         """Copy ``src``'s rows into rows ``idx`` (same layout; fp8 as bytes)."""
         for x, y in zip(self.tensors(), src.tensors(), strict=True):
-            if x.dtype == FP8:
-                x, y = x.view(torch.uint8), y.view(torch.uint8)
-            x[idx] = y
+            as_bytes(x)[idx] = as_bytes(y)
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Cache:
     writes: int = 0  # prefill calls into this cache so far (lets a saved state tell whether its K/V still holds)
 
     def nbytes(self) -> int:
-        return _nbytes([*_state_tensors(self.retention, self.windows), *(t for c in self.kv for t in c.tensors())])
+        return _nbytes(_state_tensors(self.retention, self.windows)) + sum(c.nbytes() for c in self.kv)
 
     def reset(self) -> None:
         """Forget all sequences (keeps the memory)."""

@@ -218,11 +218,10 @@ def write_kv(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step):
     cache, as :class:`~yoco_eval.ops.fp8.QuantKV` reads)."""
     if c.quantized:
         (kq, ks), (vq, vs) = fp8.quantize(k), fp8.quantize(v)
-        # written as bytes: float8 index_put is not implemented on every device
-        parts = [(c.k.view(torch.uint8), kq.view(torch.uint8)), (c.v.view(torch.uint8), vq.view(torch.uint8)),
-                 (c.k_scale, ks), (c.v_scale, vs)]  # fmt: skip
+        srcs = (kq, vq, ks, vs)
     else:
-        parts = [(c.k, k), (c.v, v)]
+        srcs = (k, v)
+    parts = [(fp8.as_bytes(dst), fp8.as_bytes(src)) for dst, src in zip(c.tensors(), srcs, strict=True)]
     if step.start is not None:
         for dst, src in parts:
             dst[:, step.start : step.start + k.shape[1]] = src
@@ -246,12 +245,12 @@ def attend_kv(q, k, v, q_pos, step: Step, q_is_tail: bool) -> torch.Tensor:
     if step.uniform and q_is_tail:
         if q.shape[1] == 1 and Tk >= _SPLIT_DECODE_MIN:  # e.g. the last prompt token after prefill
             return decode_attention(q, k, v, None, backend=step.backends.attn)
-        k, v = _dense(k, q.dtype), _dense(v, q.dtype)
+        k, v = fp8.dense(k, q.dtype), fp8.dense(v, q.dtype)
         return attention(q, k, v, kind="lower_right", backend=step.backends.attn)
     if step.cache is not None and q.shape[1] == 1 and step.valid is None and Tk >= _SPLIT_DECODE_MIN:
         # decode: every query sees every key written so far (its own included): split the keys across the GPU
         return decode_attention(q, k, v, None, backend=step.backends.attn, kv_len=step.pos[:, -1] + 1)
-    k, v = _dense(k, q.dtype), _dense(v, q.dtype)
+    k, v = fp8.dense(k, q.dtype), fp8.dense(v, q.dtype)
     k_pos = torch.arange(Tk, device=k.device).expand(k.shape[0], Tk)
     if step.cache is not None:
         k_valid = k_pos < step.cache.lengths[:, None]
@@ -267,10 +266,6 @@ def attend_kv(q, k, v, q_pos, step: Step, q_is_tail: bool) -> torch.Tensor:
     else:
         k_valid = step.valid
     return attention(q, k, v, q_pos, k_pos, k_valid, kind="general", backend=step.backends.attn)
-
-
-def _dense(x, dtype: torch.dtype) -> torch.Tensor:
-    return x.dequantize(dtype) if isinstance(x, fp8.QuantKV) else x
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from yoco_eval.ops import triton_kernels
-from yoco_eval.ops.fp8 import QuantKV
+from yoco_eval.ops.fp8 import QuantKV, dense
 
 try:
     from torch.nn.attention.bias import causal_lower_right
@@ -204,8 +204,7 @@ def decode_attention(
             kv_len = torch.full((B,), Tk, dtype=torch.int32, device=q.device)
         scales = {"k_scale": k.scale, "v_scale": v.scale} if quant else {}
         return triton_kernels.decode_attention_splitk(q, kd, vd, kv_len, scale, **scales)
-    if quant:
-        k, v = k.dequantize(q.dtype), v.dequantize(q.dtype)
+    k, v = dense(k, q.dtype), dense(v, q.dtype)
     if k_valid is None and kv_len is not None:
         k_valid = torch.arange(Tk, device=q.device)[None] < kv_len[:, None]
     if splits is None:

@@ -27,6 +27,17 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torc
     return (q.float() * scale[..., None]).to(dtype)
 
 
+def as_bytes(x: torch.Tensor) -> torch.Tensor:
+    """An fp8 tensor viewed as uint8 (others unchanged): float8 indexing and index_put are not implemented on every
+    device, byte copies are exact."""
+    return x.view(torch.uint8) if x.dtype == FP8 else x
+
+
+def dense(x, dtype: torch.dtype) -> torch.Tensor:
+    """A cache read as a plain tensor: a :class:`QuantKV` dequantized to ``dtype``, anything else as it is."""
+    return x.dequantize(dtype) if isinstance(x, QuantKV) else x
+
+
 def fake_quant(x: torch.Tensor) -> torch.Tensor:
     """``x`` rounded through the fp8 cache format (what a cached read of it returns)."""
     return dequantize(*quantize(x), x.dtype)
