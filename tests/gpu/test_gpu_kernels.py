@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yoco_eval.ops import triton_kernels
+from yoco_eval.ops import retention, triton_kernels
 from yoco_eval.ops.attention import attention, decode_attention
 from yoco_eval.ops.naive import naive_attention, naive_parallel_retention
 from yoco_eval.ops.retention import fla_available, torch_chunk_retention, triton_chunk_retention
@@ -43,6 +43,12 @@ def test_triton_retention_matches_reference(T, H, D):
     fast_o, fast_s = triton_chunk_retention(qb, kb, vb, log_g, s0)
     check(f"retention T={T} H={H} out", fast_o, base_o, ref_o)
     check(f"retention T={T} H={H} state", fast_s, base_s, ref_s)
+    if torch.cuda.get_device_capability()[0] == 9 and retention.FLA_AUTOTUNE_SHORTENED:
+        from fla.ops.common.chunk_h import chunk_fwd_kernel_h  # the state kernel ran from the Hopper shortlist
+
+        best = chunk_fwd_kernel_h.best_config
+        print(f"fla state kernel config: {best}")
+        assert (best.kwargs["BK"], best.kwargs["BV"], best.num_warps in (4, 8)) == (64, 64, True)
 
 
 @pytest.mark.parametrize("kind", ["lower_right", "general", "square"])

@@ -64,3 +64,26 @@ def test_padding_positions_leave_the_state_untouched():
     g2[:, 25:] = 0
     _, s_pad = torch_chunk_retention(q, k2, v, g2, chunk_size=16)
     assert torch.allclose(s_real, s_pad, atol=1e-5)
+
+
+def test_hopper_shortlist_keeps_the_measured_tile_only_on_hopper(monkeypatch):
+    """fla-core's 48-config state-kernel search shrinks to 4 configs on compute capability 9.x, nowhere else."""
+    from types import SimpleNamespace as NS
+
+    from yoco_eval.ops.retention import hopper_shortlist
+
+    configs = [NS(kwargs={"BK": bk, "BV": bv}, num_warps=w, num_stages=s)
+               for bk in (32, 64) for bv in (32, 64) for w in (1, 2, 4, 8) for s in (2, 3, 4)]  # fmt: skip
+    on_gpu = {"k": NS(device=torch.device("cuda", 0)), "T": 4096}
+    capability = {"cc": (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: capability["cc"])
+    kept = hopper_shortlist(configs, on_gpu)
+    assert len(kept) == 4
+    assert {(c.num_warps, c.num_stages) for c in kept} == {(4, 3), (4, 4), (8, 3), (8, 4)}
+    assert all(c.kwargs == {"BK": 64, "BV": 64} for c in kept)
+    capability["cc"] = (8, 0)  # an A100: the full search
+    assert hopper_shortlist(configs, on_gpu) == configs
+    assert hopper_shortlist(configs, {"k": torch.zeros(1)}) == configs  # CPU tensors: untouched
+    no_tile = [c for c in configs if c.kwargs["BK"] == 32]
+    capability["cc"] = (9, 0)
+    assert hopper_shortlist(no_tile, on_gpu) == no_tile  # nothing matches: never an empty search

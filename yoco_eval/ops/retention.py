@@ -21,6 +21,44 @@ try:  # optional GPU kernels
 except Exception:  # ImportError, or triton missing / no driver
     _fla_chunk_simple_gla = None
 
+# fla-core autotunes its state kernel (``chunk_fwd_kernel_h``) over 48 configs the first time it runs in a process:
+# 39 s on a fresh H100, most of a needle sweep's first cell, and paid again by every rank of a sharded sweep. On
+# Hopper it picked BK = BV = 64 with 4 warps and 4 stages (11-27 f1, YOCO-3B's 128-dim heads); the shortlist below
+# keeps that tile and lets the autotuner choose among 4 warp/stage settings (about 3 s). Other GPUs keep the full
+# search; YOCO_EVAL_FLA_FULL_AUTOTUNE=1 restores it everywhere.
+_HOPPER_STATE_TILES = {"BK": 64, "BV": 64}
+
+
+def hopper_shortlist(configs: list, nargs: dict, **kwargs) -> list:
+    """Triton ``early_config_prune`` hook: on a Hopper GPU (compute capability 9.x), the configs with the 64 x 64
+    state tile and 4 or 8 warps, 3 or 4 stages; elsewhere (or if none matches) all of them."""
+    dev = next((v.device for v in nargs.values() if isinstance(getattr(v, "device", None), torch.device)), None)
+    if dev is None or dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] != 9:
+        return configs
+    keep = [c for c in configs if all(c.kwargs.get(n) == v for n, v in _HOPPER_STATE_TILES.items())
+            and c.num_warps in (4, 8) and c.num_stages in (3, 4)]  # fmt: skip
+    return keep or configs
+
+
+def _shorten_fla_autotune() -> bool:
+    """Install :func:`hopper_shortlist` on fla-core's state kernel if it has no pruning of its own."""
+    import os
+
+    if _fla_chunk_simple_gla is None or os.environ.get("YOCO_EVAL_FLA_FULL_AUTOTUNE") == "1":
+        return False
+    try:
+        from fla.ops.common import chunk_h
+    except Exception:
+        return False
+    tuner = getattr(chunk_h, "chunk_fwd_kernel_h", None)
+    if tuner is None or not hasattr(tuner, "configs") or getattr(tuner, "early_config_prune", 1) is not None:
+        return False
+    tuner.early_config_prune = hopper_shortlist
+    return True
+
+
+FLA_AUTOTUNE_SHORTENED = _shorten_fla_autotune()
+
 
 def fla_available() -> bool:
     return _fla_chunk_simple_gla is not None and torch.cuda.is_available()
