@@ -63,7 +63,7 @@ for s in $steps; do
             timeout ${NEEDLE_TIMEOUT:-540} $launch -m yoco_eval.niah.cli --model yoco \
               --model-args pretrained=yoco-3b,device=cuda,dtype=bfloat16,max_length=1048600 \
               --lengths ${NEEDLE_LENGTHS:-128k:1M:128k} --depths ${NEEDLE_DEPTHS:-0:100:11} --trials 1 --max-new-tokens 16 \
-              ${SHARED:+--shared-haystack} --no-progress --out "$dir" 2>&1 | tail -20
+              ${SHARED:+--shared-haystack} --no-progress --out "$dir" 2>&1 | tee "$dir.log" | tail -20
             python3 -m yoco_eval.niah.cli --show "$dir" 2>&1 | tail -22 ;;
   esac
   echo "== step $s took $(( $(date +%s) - t0 )) s"

@@ -51,7 +51,9 @@ def _shorten_fla_autotune() -> bool:
     except Exception:
         return False
     tuner = getattr(chunk_h, "chunk_fwd_kernel_h", None)
-    if tuner is None or not hasattr(tuner, "configs") or getattr(tuner, "early_config_prune", 1) is not None:
+    while tuner is not None and not hasattr(tuner, "configs"):  # under @triton.heuristics: unwrap to the Autotuner
+        tuner = getattr(tuner, "fn", None)
+    if tuner is None or getattr(tuner, "early_config_prune", 1) is not None:
         return False
     tuner.early_config_prune = hopper_shortlist
     return True
