@@ -65,6 +65,14 @@ for s in $steps; do
               --lengths ${NEEDLE_LENGTHS:-128k:1M:128k} --depths ${NEEDLE_DEPTHS:-0:100:11} --trials 1 --max-new-tokens 16 \
               ${SHARED:+--shared-haystack} --no-progress --out "$dir" 2>&1 | tee "$dir.log" | tail -20
             python3 -m yoco_eval.niah.cli --show "$dir" 2>&1 | tail -22 ;;
+    needlepair) # the 2-GPU row as a same-call pair: the grid on 1 GPU, then on 2 (torchrun), each starting from
+            # empty Triton and Inductor caches, as a fresh machine does
+            for n in 1 2; do
+              ( export TRITON_CACHE_DIR=/tmp/cache_n$n/triton TORCHINDUCTOR_CACHE_DIR=/tmp/cache_n$n/inductor
+                [ $n = 1 ] && export CUDA_VISIBLE_DEVICES=0
+                OUT=$OUT NPROC=$n SHARED=1 NEEDLE_TAG=_fresh NEEDLE_TIMEOUT=${NEEDLE_TIMEOUT:-330} bash "$0" needle ) 2>&1 \
+                | grep -Ev "^ *[0-9]+( +[0-9]+\.[0-9]+)+ *$|^length|depth.len"
+            done ;;
   esac
   echo "== step $s took $(( $(date +%s) - t0 )) s"
 done

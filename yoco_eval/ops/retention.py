@@ -31,8 +31,10 @@ _HOPPER_STATE_TILES = {"BK": 64, "BV": 64}
 
 def hopper_shortlist(configs: list, nargs: dict, **kwargs) -> list:
     """Triton ``early_config_prune`` hook: on a Hopper GPU (compute capability 9.x), the configs with the 64 x 64
-    state tile and 4 or 8 warps, 3 or 4 stages; elsewhere (or if none matches) all of them."""
-    dev = next((v.device for v in nargs.values() if isinstance(getattr(v, "device", None), torch.device)), None)
+    state tile and 4 or 8 warps, 3 or 4 stages; elsewhere (or if none matches) all of them. The kernel's tensors
+    arrive in ``nargs`` (positional launch arguments) or ``kwargs`` (keyword ones, as fla-core passes them)."""
+    args = [*nargs.values(), *kwargs.values()]
+    dev = next((v.device for v in args if isinstance(getattr(v, "device", None), torch.device)), None)
     if dev is None or dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] != 9:
         return configs
     keep = [c for c in configs if all(c.kwargs.get(n) == v for n, v in _HOPPER_STATE_TILES.items())
