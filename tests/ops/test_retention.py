@@ -89,3 +89,19 @@ def test_hopper_shortlist_keeps_the_measured_tile_only_on_hopper(monkeypatch):
     assert hopper_shortlist(no_tile, on_gpu) == no_tile  # nothing matches: never an empty search
     # fla-core launches with keyword arguments: Triton then passes the tensors in kwargs, and nargs is empty
     assert len(hopper_shortlist(configs, {}, **on_gpu)) == 4
+
+
+def test_install_shortlist_reaches_the_autotuner_under_heuristics():
+    """fla-core stacks ``@triton.heuristics`` over ``@triton.autotune``: the hook must land on the inner autotuner,
+    and must not replace a pruning hook the library set itself."""
+    from types import SimpleNamespace as NS
+
+    from yoco_eval.ops.retention import hopper_shortlist, install_shortlist
+
+    tuner = NS(configs=[1, 2], early_config_prune=None, fn=NS())
+    kernel = NS(fn=tuner)  # heuristics wrapper -> autotuner -> jit function
+    assert install_shortlist(kernel) and tuner.early_config_prune is hopper_shortlist
+    own = NS(configs=[1], early_config_prune=len, fn=NS())
+    assert not install_shortlist(NS(fn=own)) and own.early_config_prune is len
+    assert not install_shortlist(NS(fn=NS(fn=None)))  # a plain jit function: nothing to prune
+    assert not install_shortlist(None)

@@ -42,8 +42,20 @@ def hopper_shortlist(configs: list, nargs: dict, **kwargs) -> list:
     return keep or configs
 
 
+def install_shortlist(kernel) -> bool:
+    """Give the Triton autotuner under ``kernel`` (reached through ``@triton.heuristics`` wrappers, whose ``.fn``
+    is the next layer down) :func:`hopper_shortlist` as its ``early_config_prune``. Returns False, changing nothing,
+    if there is no autotuner or it already prunes its own configs."""
+    tuner = kernel
+    while tuner is not None and not hasattr(tuner, "configs"):
+        tuner = getattr(tuner, "fn", None)
+    if tuner is None or getattr(tuner, "early_config_prune", 1) is not None:
+        return False
+    tuner.early_config_prune = hopper_shortlist
+    return True
+
+
 def _shorten_fla_autotune() -> bool:
-    """Install :func:`hopper_shortlist` on fla-core's state kernel if it has no pruning of its own."""
     import os
 
     if _fla_chunk_simple_gla is None or os.environ.get("YOCO_EVAL_FLA_FULL_AUTOTUNE") == "1":
@@ -52,13 +64,7 @@ def _shorten_fla_autotune() -> bool:
         from fla.ops.common import chunk_h
     except Exception:
         return False
-    tuner = getattr(chunk_h, "chunk_fwd_kernel_h", None)
-    while tuner is not None and not hasattr(tuner, "configs"):  # under @triton.heuristics: unwrap to the Autotuner
-        tuner = getattr(tuner, "fn", None)
-    if tuner is None or getattr(tuner, "early_config_prune", 1) is not None:
-        return False
-    tuner.early_config_prune = hopper_shortlist
-    return True
+    return install_shortlist(getattr(chunk_h, "chunk_fwd_kernel_h", None))
 
 
 FLA_AUTOTUNE_SHORTENED = _shorten_fla_autotune()
