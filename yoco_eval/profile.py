@@ -158,11 +158,16 @@ def main(args) -> int:
     if not torch.cuda.is_available():
         raise YocoEvalError("profile needs a CUDA GPU (it measures GPU memory and latency)")
     lengths = parse_lengths(args.lengths)
+    peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+    if "fla" in peers:  # FLA's YOCO runs our fla-core kernels: both get their full autotuning in this process
+        from yoco_eval.ops.retention import full_fla_autotune
+
+        full_fla_autotune()
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         rows += profile_model(name, lengths, args.gen, args.chunk_size, args.batch, kv_dtype=args.kv_dtype,
                               retention_backend=args.retention_backend)  # fmt: skip
-    for peer in [x.strip() for x in args.peers.split(",") if x.strip()]:
+    for peer in peers:
         from yoco_eval.profile_peers import measure
 
         try:

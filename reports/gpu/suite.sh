@@ -36,16 +36,16 @@ for s in $steps; do
                --chunk-size ${CHUNK:-16384} --out "$OUT/profile_yoco_final.json"
            timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 --batch 1 \
                --chunk-size ${CHUNK:-16384} --out "$OUT/throughput_b1.json"
-           YOCO_EVAL_FLA_FULL_AUTOTUNE=1 timeout 200 python3 -m yoco_eval profile --models "" --peers fla --peer-lengths 128k,256k,512k,1m \
+           timeout 200 python3 -m yoco_eval profile --models "" --peers fla --peer-lengths 128k,256k,512k,1m \
                --out "$OUT/peer_fla.json"
            timeout 90 python3 -m yoco_eval profile --models "" --peers hf --peer-lengths 128k,256k \
                --out "$OUT/peer_hf.json" ;;
-    peers) YOCO_EVAL_FLA_FULL_AUTOTUNE=1 timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
+    peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
     record) # the issue-6 table in one call: our rows next to our Transformer and FLA's YOCO (64K chunks: f5 measured
             # 2.996 / 6.018 s at 512K / 1M against 3.070 / 6.462 s with 32K), then the 1M memory row with 8K chunks.
-            # FLA's YOCO shares fla-core's kernels with us: it keeps their full autotuning (no Hopper shortlist)
-            YOCO_EVAL_FLA_FULL_AUTOTUNE=1 timeout 560 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths ${LENGTHS:-256k,512k,1m} \
+            # (with FLA as a peer, profile gives fla-core its full autotuning: FLA's YOCO runs the same kernels)
+            timeout 560 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths ${LENGTHS:-256k,512k,1m} \
               --gen 32 --chunk-size ${CHUNK:-65536} --peers fla --peer-lengths 512k,1m --out "$OUT/record.json" 2>&1 \
               | tee "$OUT/record.log"
             timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 1m --gen 32 --chunk-size 8192 \

@@ -105,3 +105,25 @@ def test_install_shortlist_reaches_the_autotuner_under_heuristics():
     assert not install_shortlist(NS(fn=own)) and own.early_config_prune is len
     assert not install_shortlist(NS(fn=NS(fn=None)))  # a plain jit function: nothing to prune
     assert not install_shortlist(None)
+
+
+def test_full_fla_autotune_removes_the_shortlist_and_its_choices(monkeypatch):
+    """Before FLA's own YOCO is measured, the search goes back to fla-core's and the cached choices are forgotten."""
+    import sys
+    from types import ModuleType
+    from types import SimpleNamespace as NS
+
+    from yoco_eval.ops import retention
+
+    tuner = NS(configs=[1, 2], early_config_prune=None, fn=NS(), cache={})
+    chunk_h = NS(chunk_fwd_kernel_h=NS(fn=tuner))
+    for name in ("fla", "fla.ops"):
+        monkeypatch.setitem(sys.modules, name, ModuleType(name))
+    common = ModuleType("fla.ops.common")
+    common.chunk_h = chunk_h
+    monkeypatch.setitem(sys.modules, "fla.ops.common", common)
+    assert retention.install_shortlist(chunk_h.chunk_fwd_kernel_h)
+    tuner.cache[("key",)] = "a config the shortlist chose"
+    monkeypatch.setattr(retention, "FLA_AUTOTUNE_SHORTENED", True)
+    retention.full_fla_autotune()
+    assert tuner.early_config_prune is None and tuner.cache == {} and not retention.FLA_AUTOTUNE_SHORTENED

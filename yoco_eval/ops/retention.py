@@ -42,13 +42,17 @@ def hopper_shortlist(configs: list, nargs: dict, **kwargs) -> list:
     return keep or configs
 
 
+def _autotuner(kernel):
+    while kernel is not None and not hasattr(kernel, "configs"):
+        kernel = getattr(kernel, "fn", None)
+    return kernel
+
+
 def install_shortlist(kernel) -> bool:
     """Give the Triton autotuner under ``kernel`` (reached through ``@triton.heuristics`` wrappers, whose ``.fn``
     is the next layer down) :func:`hopper_shortlist` as its ``early_config_prune``. Returns False, changing nothing,
     if there is no autotuner or it already prunes its own configs."""
-    tuner = kernel
-    while tuner is not None and not hasattr(tuner, "configs"):
-        tuner = getattr(tuner, "fn", None)
+    tuner = _autotuner(kernel)
     if tuner is None or getattr(tuner, "early_config_prune", 1) is not None:
         return False
     tuner.early_config_prune = hopper_shortlist
@@ -68,6 +72,21 @@ def _shorten_fla_autotune() -> bool:
 
 
 FLA_AUTOTUNE_SHORTENED = _shorten_fla_autotune()
+
+
+def full_fla_autotune() -> None:
+    """Undo the shortlist for the rest of the process (and forget what it chose): for measuring FLA's own YOCO,
+    which runs the same fla-core kernels and is owed their full search."""
+    global FLA_AUTOTUNE_SHORTENED
+    if not FLA_AUTOTUNE_SHORTENED:
+        return
+    from fla.ops.common import chunk_h
+
+    tuner = _autotuner(getattr(chunk_h, "chunk_fwd_kernel_h", None))
+    if tuner is not None and tuner.early_config_prune is hopper_shortlist:
+        tuner.early_config_prune = None
+        tuner.cache.clear()
+    FLA_AUTOTUNE_SHORTENED = False
 
 
 def fla_available() -> bool:
