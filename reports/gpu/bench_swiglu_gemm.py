@@ -120,17 +120,11 @@ def check(dev, dtype, M, N, K, runners):
     return res
 
 
-def bench(fn, *args, reps=50):
-    for _ in range(5):
-        fn(*args)
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(reps):
-        fn(*args)
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e) / reps
+def bench(fn, *args) -> float:
+    """Median ms of ``fn(*args)`` (CUDA events, warmed: triton.testing.do_bench)."""
+    from triton.testing import do_bench
+
+    return do_bench(lambda: fn(*args), warmup=25, rep=100, return_mode="median")
 
 
 def main(out_path):

@@ -124,6 +124,7 @@ def test_full_fla_autotune_removes_the_shortlist_and_its_choices(monkeypatch):
     monkeypatch.setitem(sys.modules, "fla.ops.common", common)
     assert retention.install_shortlist(chunk_h.chunk_fwd_kernel_h)
     tuner.cache[("key",)] = "a config the shortlist chose"
-    monkeypatch.setattr(retention, "FLA_AUTOTUNE_SHORTENED", True)
+    monkeypatch.setattr(retention, "_fla_chunk_simple_gla", object())  # fla-core "installed"
+    assert retention.fla_shortlist_active()
     retention.full_fla_autotune()
-    assert tuner.early_config_prune is None and tuner.cache == {} and not retention.FLA_AUTOTUNE_SHORTENED
+    assert tuner.early_config_prune is None and tuner.cache == {} and not retention.fla_shortlist_active()

@@ -14,6 +14,8 @@ CUDA only). The oracle for both is :mod:`yoco_eval.ops.naive`.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 try:  # optional GPU kernels
@@ -59,34 +61,34 @@ def install_shortlist(kernel) -> bool:
     return True
 
 
-def _shorten_fla_autotune() -> bool:
-    import os
-
-    if _fla_chunk_simple_gla is None or os.environ.get("YOCO_EVAL_FLA_FULL_AUTOTUNE") == "1":
-        return False
+def _fla_state_tuner():
+    """fla-core's state-kernel autotuner, or None (no fla-core, or its layout changed)."""
+    if _fla_chunk_simple_gla is None:
+        return None
     try:
         from fla.ops.common import chunk_h
     except Exception:
-        return False
-    return install_shortlist(getattr(chunk_h, "chunk_fwd_kernel_h", None))
+        return None
+    return _autotuner(getattr(chunk_h, "chunk_fwd_kernel_h", None))
 
 
-FLA_AUTOTUNE_SHORTENED = _shorten_fla_autotune()
+def fla_shortlist_active() -> bool:
+    """Whether fla-core's state kernel currently searches :func:`hopper_shortlist`."""
+    tuner = _fla_state_tuner()
+    return tuner is not None and tuner.early_config_prune is hopper_shortlist
 
 
 def full_fla_autotune() -> None:
     """Undo the shortlist for the rest of the process (and forget what it chose): for measuring FLA's own YOCO,
     which runs the same fla-core kernels and is owed their full search."""
-    global FLA_AUTOTUNE_SHORTENED
-    if not FLA_AUTOTUNE_SHORTENED:
-        return
-    from fla.ops.common import chunk_h
-
-    tuner = _autotuner(getattr(chunk_h, "chunk_fwd_kernel_h", None))
-    if tuner is not None and tuner.early_config_prune is hopper_shortlist:
+    if fla_shortlist_active():
+        tuner = _fla_state_tuner()
         tuner.early_config_prune = None
         tuner.cache.clear()
-    FLA_AUTOTUNE_SHORTENED = False
+
+
+if os.environ.get("YOCO_EVAL_FLA_FULL_AUTOTUNE") != "1":
+    install_shortlist(_fla_state_tuner())
 
 
 def fla_available() -> bool:
