@@ -67,6 +67,25 @@ def swiglu_gemm_tma(x_desc, w_desc, o_desc, M, N, K,
     o_desc.store([om, on], h.to(o_desc.dtype))
 
 
+@triton.jit
+def swiglu_gemm_tma_persistent(x_desc, w_desc, o_desc, M, N, K, BM: tl.constexpr, BN: tl.constexpr,
+                               BK: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
+                               FLATTEN: tl.constexpr):
+    # one program per SM walks the output tiles; with FLATTEN Triton pipelines across tile boundaries too
+    num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
+    for tile in tl.range(tl.program_id(0), num_tiles, NUM_SMS, flatten=FLATTEN):
+        pid_m, pid_n = _tile(tile, M, N, BM, BN, GROUP_M)
+        om, on = pid_m * BM, pid_n * BN
+        acc_a = tl.zeros((BM, BN), dtype=tl.float32)
+        acc_b = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K, BK):
+            x = x_desc.load([om, k])
+            acc_a = tl.dot(x, w_desc.load([on, k]).T, acc_a)
+            acc_b = tl.dot(x, w_desc.load([N + on, k]).T, acc_b)
+        h = acc_a * tl.sigmoid(acc_a) * acc_b
+        o_desc.store([om, on], h.to(o_desc.dtype))
+
+
 def run_ptr(x, w, cfg):
     M, K = x.shape
     N = w.shape[0] // 2
@@ -92,6 +111,28 @@ def run_tma(x, w, cfg):
     grid = (triton.cdiv(M, BM) * (N // BN),)
     swiglu_gemm_tma[grid](xd, wd, od, M, N, K, BM=BM, BN=BN, BK=BK, GROUP_M=8, num_stages=stages, num_warps=warps)
     return out
+
+
+def run_persistent(x, w, cfg, flatten=True):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    M, K = x.shape
+    N = w.shape[0] // 2
+    BM, BN, BK, stages, warps = cfg
+    out = torch.empty(M, N, device=x.device, dtype=x.dtype)
+    xd = TensorDescriptor.from_tensor(x, [BM, BK])
+    wd = TensorDescriptor.from_tensor(w, [BN, BK])
+    od = TensorDescriptor.from_tensor(out, [BM, BN])
+    sms = 2 if INTERPRET else torch.cuda.get_device_properties(x.device).multi_processor_count
+    tiles = triton.cdiv(M, BM) * (N // BN)
+    swiglu_gemm_tma_persistent[(min(sms, tiles),)](xd, wd, od, M, N, K, BM=BM, BN=BN, BK=BK, GROUP_M=8,
+                                                   NUM_SMS=min(sms, tiles), FLATTEN=flatten,
+                                                   num_stages=stages, num_warps=warps)
+    return out
+
+
+def run_persistent_nested(x, w, cfg):
+    return run_persistent(x, w, cfg, flatten=False)
 
 
 def base(x, w):
@@ -130,12 +171,15 @@ def bench(fn, *args) -> float:
 def main(out_path):
     if INTERPRET:
         cfg = (16, 16, 16, 1, 1)
-        check("cpu", torch.float32, 40, 32, 48, [("ptr", run_ptr, cfg)])
+        check("cpu", torch.float32, 40, 32, 48, [("ptr", run_ptr, cfg), ("tma", run_tma, cfg),
+                                                  ("persistent", run_persistent_nested, cfg)])
         return
     print(torch.cuda.get_device_name(), triton.__version__)
     res = {"device": torch.cuda.get_device_name(), "rows": []}
     small = (64, 64, 64, 3, 4)
-    res["check"] = check("cuda", torch.bfloat16, 1000, 1024, 3072, [("ptr", run_ptr, small), ("tma", run_tma, small)])
+    res["check"] = check("cuda", torch.bfloat16, 1000, 1024, 3072, [("ptr", run_ptr, small), ("tma", run_tma, small),
+                                                                      ("persistent", run_persistent, small),
+                                                                      ("persistent_nested", run_persistent_nested, small)])
     K, N = 3072, 8192  # YOCO-3B: d = 3072, FFN hidden 8192
     # shared memory per stage: (BM + 2 BN) x BK x 2 bytes; H100 allows 227 KB
     configs = [(128, 64, 64, 4, 4), (128, 64, 64, 4, 8), (128, 128, 64, 3, 8), (128, 128, 64, 4, 8),
@@ -149,7 +193,8 @@ def main(out_path):
         row = {"M": M, "cublas_gemm_ms": t_gemm, "cublas_tflops": flop / t_gemm / 1e9, "base_ms": t_base,
                "swiglu_ms": t_base - t_gemm, "fused": []}
         print(f"M={M}: cuBLAS GEMM {t_gemm:.3f} ms ({flop / t_gemm / 1e9:.0f} TFLOP/s), + SwiGLU {t_base:.3f} ms")
-        for kind, fn in (("ptr", run_ptr), ("tma", run_tma)):
+        for kind, fn in (("ptr", run_ptr), ("tma", run_tma), ("persistent", run_persistent),
+                         ("persistent_nested", run_persistent_nested)):
             for cfg in configs:
                 try:
                     t = bench(fn, x, w, cfg)

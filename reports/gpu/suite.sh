@@ -50,6 +50,8 @@ for s in $steps; do
               | tee "$OUT/record.log"
             timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 1m --gen 32 --chunk-size 8192 \
               --out "$OUT/record_mem_c8192.json" 2>&1 | tee -a "$OUT/record.log" ;;
+    swiglu) timeout 240 python3 reports/gpu/bench_swiglu_gemm.py "$OUT/bench_swiglu_gemm.json" 2>&1 \
+              | tee "$OUT/bench_swiglu_gemm.log" ;;
     projections) timeout 60 python3 reports/gpu/bench_projections.py "$OUT/bench_projections.json" ;;
     memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks
             timeout 420 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths 512k --gen 32 \
