@@ -177,9 +177,9 @@ def main(out_path):
     print(torch.cuda.get_device_name(), triton.__version__)
     res = {"device": torch.cuda.get_device_name(), "rows": []}
     small = (64, 64, 64, 3, 4)
-    res["check"] = check("cuda", torch.bfloat16, 1000, 1024, 3072, [("ptr", run_ptr, small), ("tma", run_tma, small),
-                                                                      ("persistent", run_persistent, small),
-                                                                      ("persistent_nested", run_persistent_nested, small)])
+    runners = [("ptr", run_ptr, small), ("tma", run_tma, small), ("persistent", run_persistent, small),
+               ("persistent_nested", run_persistent_nested, small)]
+    res["check"] = check("cuda", torch.bfloat16, 1000, 1024, 3072, runners)
     K, N = 3072, 8192  # YOCO-3B: d = 3072, FFN hidden 8192
     # shared memory per stage: (BM + 2 BN) x BK x 2 bytes; H100 allows 227 KB
     configs = [(128, 64, 64, 4, 4), (128, 64, 64, 4, 8), (128, 128, 64, 3, 8), (128, 128, 64, 4, 8),
