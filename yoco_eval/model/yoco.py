@@ -181,12 +181,10 @@ class FeedForward(nn.Module):
         # [rows, 2 * hidden] activation stays bounded however long the prefill chunk
         x2 = x.reshape(-1, x.shape[-1])
         if x2.shape[0] <= _FFN_ROWS:
-            a, b = F.linear(x2, w).chunk(2, dim=-1)
-            return project(self.fc2, fused.silu_mul(a, b), residual).view(x.shape)
+            return project(self.fc2, fused.swiglu_up(x2, w), residual).view(x.shape)
         out = x2.new_zeros(x2.shape) if residual is None else residual.view(x2.shape)
         for r in range(0, x2.shape[0], _FFN_ROWS):
-            a, b = F.linear(x2[r : r + _FFN_ROWS], w).chunk(2, dim=-1)
-            project(self.fc2, fused.silu_mul(a, b), out[r : r + _FFN_ROWS])
+            project(self.fc2, fused.swiglu_up(x2[r : r + _FFN_ROWS], w), out[r : r + _FFN_ROWS])
         return out.view(x.shape)
 
 

@@ -3,8 +3,9 @@
 Each function here is the plain-PyTorch definition (the CPU path and the test oracle); on CUDA tensors it runs
 through ``torch.compile`` (Inductor generates one Triton kernel per function instead of ~5-10 separate passes
 over the activations). Compilation is lazy, shape-dynamic, and falls back to the eager function (logged once)
-if it fails. ``YOCO_EVAL_COMPILE=0`` turns it off. The SwiGLU product and the retention output gate go one step
-further, to hand-written Triton kernels (:mod:`yoco_eval.ops.triton_kernels`) where the layout allows.
+if it fails. ``YOCO_EVAL_COMPILE=0`` turns it off. The SwiGLU product (with the up-projection GEMM where it
+pays) and the retention output gate go one step further, to hand-written Triton kernels
+(:mod:`yoco_eval.ops.triton_kernels`) where the layout allows.
 """
 
 from __future__ import annotations
@@ -82,6 +83,19 @@ def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``silu(a) * b`` (SwiGLU), a and b of one shape ``[..., N]``."""
     out = triton_kernels.silu_mul(a, b) if triton_kernels.available(a) else None
     return out if out is not None else _silu_mul_compiled(a, b)
+
+
+def _swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    a, b = F.linear(x, w).chunk(2, dim=-1)
+    return silu_mul(a, b)
+
+
+def swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The FFN's up-projection and SwiGLU: ``silu(x @ w[:N].T) * (x @ w[N:].T)`` for ``x`` ``[M, K]`` and the
+    fused weight ``w`` ``[2N, K]`` -> ``[M, N]``. One Triton GEMM with the product in its epilogue on Hopper for
+    long row counts (:func:`triton_kernels.swiglu_up`), else cuBLAS's GEMM and :func:`silu_mul`."""
+    out = triton_kernels.swiglu_up(x, w) if triton_kernels.available(x) else None
+    return out if out is not None else _swiglu_up(x, w)
 
 
 def silu_gate_head_norm(g: torch.Tensor, o: torch.Tensor, eps: float) -> torch.Tensor:
