@@ -282,7 +282,9 @@ def _hopper(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index)[0] == 9
 
 
-SWIGLU_UP_MIN_ROWS = 2048  # below this cuBLAS's GEMM + the SwiGLU pass is used (decode, short chunks)
+# fewer rows (decode, short chunks) keep cuBLAS's GEMM + the SwiGLU pass: the fused kernel took 0.93-0.96x the
+# twin's time from 1,024 to 8,192 rows on an H100 (2026-11-27 g2); shorter slices were not measured
+SWIGLU_UP_MIN_ROWS = 1024
 _SWIGLU_UP_CONFIG = (128, 128, 64, 3, 8)  # BM, BN, BK, stages, warps: the H100 sweep's best (bench_swiglu_gemm)
 
 
