@@ -201,6 +201,46 @@ def test_triton_swiglu_matches_reference(rows):
     check(f"triton swiglu rows={rows}", fast, _silu_mul(a, b), ref)
 
 
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("rows,offset", [(32768, 0), (1, 0), (3, 3072)], ids=["prefill", "decode", "strided"])
+def test_triton_rms_norm_matches_reference(rows, offset):
+    """RMSNorm at a prefill chunk, one token, and a strided view with a storage offset (a last-token slice): one
+    kernel for all three, where Inductor recompiled per row count, offset and stride."""
+    from yoco_eval.ops.fused import _rms_norm, rms_norm
+
+    D, eps = 3072, 1e-5
+    g = torch.Generator(device=DEV).manual_seed(rows)
+    buf = (torch.randn(rows, 2 * D + offset, device=DEV, generator=g) * 2).bfloat16()
+    x = buf[:, offset : offset + D]
+    w = (torch.rand(D, device=DEV, generator=g) + 0.5).bfloat16()
+    xd = x.double()
+    normed = xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + eps)
+    for weight, ref in ((w, normed * w.double()), (None, normed)):
+        fast = triton_kernels.rms_norm(x, weight, eps)
+        assert fast is not None and fast.is_contiguous()
+        assert torch.equal(rms_norm(x, weight, eps), fast)  # the dispatcher takes the Triton kernel
+        check(f"triton rms_norm rows={rows} affine={weight is not None}", fast, _rms_norm(x, weight, eps), ref)
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+def test_triton_gate_log_matches_reference():
+    """Retention's log-decay from the gate logits, a strided slice of the fused projection (values to +-60)."""
+    from yoco_eval.ops.fused import _gate_log, gate_log
+
+    B, T, H, normalizer = 2, 4096, 24, 16.0
+    g = torch.Generator(device=DEV).manual_seed(0)
+    buf = (torch.randn(B, T, 4 * 3072 + H, device=DEV, generator=g) * 20).bfloat16()
+    gt = buf[..., -H:]
+    ref = torch.nn.functional.logsigmoid(gt.double()) / normalizer
+    fast = triton_kernels.gate_log(gt, normalizer)
+    assert fast is not None and fast.dtype == torch.float32 and fast.is_contiguous()
+    assert torch.equal(gate_log(gt, normalizer), fast)
+    rel = ((fast.double() - ref).abs() / ref.abs().clamp_min(1e-30)).max().item()
+    print(f"triton gate_log: max rel err {rel:.3g} (fp32 rounding: 6e-8 per operation)")
+    assert rel < 1e-5
+    check("triton gate_log", fast, _gate_log(gt, normalizer), ref, floor=1e-6)
+
+
 @pytest.mark.skipif(triton_kernels.TensorDescriptor is None or torch.cuda.get_device_capability()[0] != 9,
                     reason="the fused up-projection needs triton's TMA descriptors on a Hopper GPU")
 @pytest.mark.parametrize("rows", [8192, 3001])

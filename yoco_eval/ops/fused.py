@@ -73,10 +73,22 @@ def _gate_log(x: torch.Tensor, normalizer: float) -> torch.Tensor:
 
 
 rope = _Lazy(_rope)
-rms_norm = _Lazy(_rms_norm)
-gate_log = _Lazy(_gate_log)
+_rms_norm_compiled = _Lazy(_rms_norm)
+_gate_log_compiled = _Lazy(_gate_log)
 _silu_mul_compiled = _Lazy(_silu_mul)
 _silu_gate_head_norm_compiled = _Lazy(_silu_gate_head_norm)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dim (fp32 statistics, cast back, then times ``weight``): ``[..., D]`` -> ``[..., D]``."""
+    out = triton_kernels.rms_norm(x, weight, eps) if triton_kernels.available(x) else None
+    return out if out is not None else _rms_norm_compiled(x, weight, eps)
+
+
+def gate_log(x: torch.Tensor, normalizer: float) -> torch.Tensor:
+    """Retention's per-head log-decay ``logsigmoid(x) / normalizer`` in fp32: ``[..., H]`` -> ``[..., H]``."""
+    out = triton_kernels.gate_log(x, normalizer) if triton_kernels.available(x) else None
+    return out if out is not None else _gate_log_compiled(x, normalizer)
 
 
 def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

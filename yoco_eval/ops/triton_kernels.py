@@ -12,13 +12,16 @@
   ``silu(a) * b`` is written, so the ``[rows, 2 * hidden]`` intermediate is never written or read back. At 8,192
   rows of YOCO-3B it took 0.93x the time of cuBLAS's GEMM plus the SwiGLU pass on an H100
   (``reports/gpu/bench_swiglu_gemm.py``, 2026-11-27), though the GEMM alone runs at 659 against cuBLAS's 754 TFLOP/s.
+* :func:`rms_norm` and :func:`gate_log` — RMSNorm and retention's log-decay, so the YOCO GPU path needs no
+  Inductor compile: Inductor compiled the RMSNorm once per row count, storage offset and stride (three times in
+  a needle sweep's first cell, and past its recompile limit of 8 in the GPU tests, after which it ran eager).
 * :func:`silu_mul` and :func:`silu_gate_head_norm` — the SwiGLU product and gated retention's per-head
   RMSNorm + SiLU gate, each one pass over the activations. The shape-dynamic Inductor kernels they replace ran at
   1.8 TB/s (SwiGLU, strided halves of the fused up-projection) and 1.2 TB/s plus a separate reduction (gate) in
   the H100 prefill trace of 2026-11-27. Both round SiLU to the activation dtype before the product, as eager
   PyTorch (and the official code) does.
 
-Twins (the oracles the GPU tests compare with): :func:`yoco_eval.ops.fused._rope`,
+Twins (the oracles the GPU tests compare with): :func:`yoco_eval.ops.fused._rope`, ``_rms_norm``, ``_gate_log``,
 :func:`yoco_eval.ops.attention.decode_attention` with ``backend="torch"``, :func:`yoco_eval.ops.fused._silu_mul`
 and :func:`yoco_eval.ops.fused._silu_gate_head_norm`, :func:`yoco_eval.ops.fused._swiglu_up`. Nothing here runs
 on the CPU path; ``YOCO_EVAL_TRITON=0`` turns them all off.
@@ -189,6 +192,33 @@ if triton is not None:
         tl.store(OUT + r[:, None] * stride_out + h * D + d[None, :], out.to(g.dtype), mask=mask)
 
     @triton.jit
+    def _rms_norm_kernel(X, W, OUT, stride_x, R, D, eps, AFFINE: tl.constexpr, BLOCK_R: tl.constexpr,
+                         BLOCK_D: tl.constexpr):  # fmt: skip
+        r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+        d = tl.arange(0, BLOCK_D)
+        mask = (r[:, None] < R) & (d[None, :] < D)
+        x = tl.load(X + r[:, None] * stride_x + d[None, :], mask=mask, other=0.0)
+        xf = x.to(tl.float32)
+        normed = (xf * tl.rsqrt(tl.sum(xf * xf, 1) / D + eps)[:, None]).to(x.dtype)  # fp32 norm, cast back
+        if AFFINE:  # then the weight, in the activation dtype (the official order)
+            w = tl.load(W + d, mask=d < D, other=0.0)
+            normed = (normed.to(tl.float32) * w.to(tl.float32)).to(x.dtype)
+        tl.store(OUT + r[:, None] * D + d[None, :], normed, mask=mask)
+
+    @triton.jit
+    def _gate_log_kernel(X, OUT, stride_x, R, N, inv_normalizer, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+        r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+        n = tl.arange(0, BLOCK_N)
+        mask = (r[:, None] < R) & (n[None, :] < N)
+        x = tl.load(X + r[:, None] * stride_x + n[None, :], mask=mask, other=0.0).to(tl.float32)
+        # logsigmoid(x) = min(x, 0) - log1p(t), t = exp(-|x|) in (0, 1]; log1p(t) = log(u) * t / (u - 1) with
+        # u = 1 + t rounded (Goldberg's trick: the rounding error of u cancels), and t itself where u rounds to 1
+        t = tl.exp(-tl.abs(x))
+        u = 1.0 + t
+        out = tl.minimum(x, 0.0) - tl.where(u == 1.0, t, tl.log(u) * (t / (u - 1.0)))
+        tl.store(OUT + r[:, None] * N + n[None, :], out * inv_normalizer, mask=mask)
+
+    @triton.jit
     def _swiglu_up_kernel(x_desc, w_desc, o_desc, M, N, K, NUM_PROGRAMS, BM: tl.constexpr, BN: tl.constexpr,
                           BK: tl.constexpr, GROUP_M: tl.constexpr):  # fmt: skip
         # persistent: program p takes output tiles p, p + NUM_PROGRAMS, ...; GROUP_M row blocks share each
@@ -220,6 +250,44 @@ def row_stride(x: torch.Tensor, inner: int = 1) -> int | None:
         if x.shape[i] > 1 and x.stride(i) != x.stride(i + 1) * x.shape[i + 1]:
             return None
     return x.stride(lead - 1)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor | None:
+    """RMSNorm over the last dim of ``x`` ``[..., D]`` (fp32 statistics, cast back, then times ``weight`` ``[D]``
+    in x's dtype) into a new contiguous tensor; any row stride, storage offset or row count, so one compiled kernel
+    serves prefill chunks, decode steps and last-token views. None when the layout does not fit."""
+    D = x.shape[-1]
+    sx = row_stride(x)
+    if sx is None or (weight is not None and (weight.dtype != x.dtype or weight.shape != (D,)
+                                              or not weight.is_contiguous())) or D > 16384:
+        return None
+    R = x.numel() // max(D, 1)
+    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    if out.numel():
+        block_d = triton.next_power_of_2(D)
+        block_r = max(1, 8192 // block_d)
+        _rms_norm_kernel[(triton.cdiv(R, block_r),)](
+            x, weight if weight is not None else x, out, sx, R, D, float(eps), AFFINE=weight is not None,
+            BLOCK_R=block_r, BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
+        )  # fmt: skip
+    return out
+
+
+def gate_log(x: torch.Tensor, normalizer: float) -> torch.Tensor | None:
+    """``logsigmoid(x) / normalizer`` in fp32 for retention's gate logits ``x`` ``[..., H]`` (typically a strided
+    slice of the fused projection) into a new contiguous fp32 tensor; None when the layout does not fit."""
+    N = x.shape[-1]
+    sx = row_stride(x)
+    if sx is None or N > 1024:
+        return None
+    R = x.numel() // max(N, 1)
+    out = torch.empty(x.shape, device=x.device, dtype=torch.float32)
+    if out.numel():
+        block_n = triton.next_power_of_2(N)
+        block_r = max(1, 2048 // block_n)
+        _gate_log_kernel[(triton.cdiv(R, block_r),)](x, out, sx, R, N, 1.0 / normalizer, BLOCK_R=block_r,
+                                                     BLOCK_N=block_n, num_warps=4)  # fmt: skip
+    return out
 
 
 def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
