@@ -239,7 +239,6 @@ if triton is not None:
             o_desc.store([om, on], (acc_a * tl.sigmoid(acc_a) * acc_b).to(o_desc.dtype))
 
 
-
 def row_stride(x: torch.Tensor, inner: int = 1) -> int | None:
     """The stride between consecutive rows when ``x`` is read as ``[rows, *x.shape[-inner:]]`` without a copy
     (last dim contiguous, the leading dims collapsible into one), else None."""
