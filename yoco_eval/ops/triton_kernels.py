@@ -372,11 +372,18 @@ def swiglu_up(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int, int
     for t in (x, w):  # TMA: contiguous rows, 16-byte aligned base and row stride
         if t.stride(1) != 1 or (t.stride(0) * t.element_size()) % 16 or t.data_ptr() % 16:
             return None
+    return _swiglu_up_launch(x, w, (BM, BN, BK, stages, warps),
+                             torch.cuda.get_device_properties(x.device).multi_processor_count)
+
+
+def _swiglu_up_launch(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int, int, int],
+                      max_programs: int) -> torch.Tensor:
+    """The launch behind :func:`swiglu_up`, without its checks (the interpreter tests call it on the CPU)."""
+    BM, BN, BK, stages, warps = config
     M, K = x.shape
     N = w.shape[0] // 2
     out = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    tiles = triton.cdiv(M, BM) * (N // BN)
-    programs = min(tiles, torch.cuda.get_device_properties(x.device).multi_processor_count)
+    programs = min(triton.cdiv(M, BM) * (N // BN), max_programs)
     _swiglu_up_kernel[(programs,)](
         TensorDescriptor.from_tensor(x, [BM, BK]), TensorDescriptor.from_tensor(w, [BN, BK]),
         TensorDescriptor.from_tensor(out, [BM, BN]), M, N, K, programs, BM=BM, BN=BN, BK=BK, GROUP_M=8,

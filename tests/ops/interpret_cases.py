@@ -1,0 +1,178 @@
+"""Our Triton kernels' arithmetic on the CPU, under Triton's interpreter (``TRITON_INTERPRET=1``), in fp32.
+
+Run by ``tests/ops/test_triton_interpreter.py`` in a subprocess: Triton picks the interpreter when a kernel is
+defined, so the variable must be set before ``yoco_eval.ops.triton_kernels`` is imported. The GPU tests
+(``tests/gpu``) check the same kernels in bf16 at real sizes; these catch index, mask, stride and loop mistakes in
+CI, where there is no GPU. Rule (as on the GPU): a kernel's error against the fp64 reference is at most twice the
+plain-PyTorch twin's, plus a floor of a few fp32 ulps of the values (``FLOOR``) for errors that happen to be 0.
+fp8 is left to the GPU tests: the interpreter computes with numpy, which has no fp8.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    raise RuntimeError("run these with TRITON_INTERPRET=1 (tests/ops/test_triton_interpreter.py does)")
+
+from yoco_eval.ops import fused, triton_kernels  # noqa: E402
+from yoco_eval.ops.naive import naive_attention  # noqa: E402
+
+FLOOR = 1e-5
+
+
+def err(a, ref):
+    return (a.double() - ref).abs().max().item()
+
+
+def check(fast, base, ref, floor=FLOOR):
+    e_fast, e_base = err(fast, ref), err(base, ref)
+    assert e_fast <= 2 * e_base + floor, f"kernel error {e_fast:.3g} against the twin's {e_base:.3g}"
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_rms_norm(affine):
+    g = torch.Generator().manual_seed(0)
+    D = 48  # not a power of two: the last block is masked
+    buf = torch.randn(3, 7, 2 * D + 5, generator=g) * 3
+    x = buf[:, :, 5 : 5 + D]  # a strided view with a storage offset
+    w = torch.rand(D, generator=g) + 0.5 if affine else None
+    xd = x.double()
+    ref = xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-5)
+    ref = ref * w.double() if affine else ref
+    fast = triton_kernels.rms_norm(x, w, 1e-5)
+    assert fast is not None and fast.shape == x.shape and fast.is_contiguous()
+    check(fast, fused._rms_norm(x, w, 1e-5), ref)
+
+
+def test_gate_log():
+    g = torch.Generator().manual_seed(1)
+    buf = torch.randn(2, 9, 4 * 8 + 5, generator=g) * 30
+    x = buf[..., -5:]
+    ref = torch.nn.functional.logsigmoid(x.double()) / 16.0
+    fast = triton_kernels.gate_log(x, 16.0)
+    assert fast is not None and fast.dtype == torch.float32
+    check(fast, fused._gate_log(x, 16.0), ref, floor=1e-6)
+
+
+def test_silu_mul_on_the_halves_of_a_projection():
+    g = torch.Generator().manual_seed(2)
+    buf = torch.randn(6, 2 * 1100, generator=g) * 3  # N > one 1024-wide block
+    a, b = buf[:, :1100], buf[:, 1100:]
+    ref = torch.nn.functional.silu(a.double()) * b.double()
+    fast = triton_kernels.silu_mul(a, b)
+    assert fast is not None
+    check(fast, fused._silu_mul(a, b), ref)
+
+
+def test_silu_gate_head_norm():
+    g = torch.Generator().manual_seed(3)
+    B, T, H, D = 2, 5, 3, 16
+    gbuf = torch.randn(B, T, 2 * H * D, generator=g) * 3
+    gate = gbuf[..., H * D :]
+    o = torch.randn(B, T, H, D, generator=g) * 0.1
+    od = o.double()
+    normed = od * torch.rsqrt(od.pow(2).mean(-1, keepdim=True) + 1e-5)
+    ref = torch.nn.functional.silu(gate.double()) * normed.flatten(-2)
+    fast = triton_kernels.silu_gate_head_norm(gate, o, 1e-5)
+    assert fast is not None
+    check(fast, fused._silu_gate_head_norm(gate, o, 1e-5), ref)
+
+
+@pytest.mark.parametrize("interleaved", [True, False], ids=["yoco", "llama"])
+@pytest.mark.parametrize("adjacent", [True, False], ids=["fused-qk", "separate"])
+def test_rope_in_place(interleaved, adjacent):
+    from yoco_eval.ops.rope import apply_rope_qk, inv_freq, rope_tables
+
+    B, T, H, Hk, D = 2, 19, 3, 2, 16  # T not a multiple of the 16-token block
+    g = torch.Generator().manual_seed(4)
+    buf = torch.randn(B, T, (H + 2 * Hk) * D, generator=g) * 4
+    pos = torch.arange(1000, 1000 + T).expand(B, T)
+    tables = rope_tables(pos, inv_freq(D, 10000.0, "yoco" if interleaved else "llama", "cpu"), torch.float32)
+    q = buf[..., : H * D].view(B, T, H, D)
+    k = buf[..., H * D : (H + Hk) * D].view(B, T, Hk, D) if adjacent else buf[..., -Hk * D :].view(B, T, Hk, D)
+    kd_, qd_ = k.double(), q.double()
+    cos, sin = (t.double() for t in tables)
+    ref_q = fused._rope(qd_, cos, sin, interleaved, 1.0)
+    ref_k = fused._rope(kd_, cos, sin, interleaved, D**-0.5)
+    base_q = fused._rope(q.clone(), *tables, interleaved, 1.0)
+    base_k = fused._rope(k.clone(), *tables, interleaved, D**-0.5)
+    out_q, out_k = apply_rope_qk(q, k, tables, interleaved, D**-0.5)
+    assert out_q.data_ptr() == q.data_ptr() and out_k.data_ptr() == k.data_ptr()  # rotated in place
+    check(out_q, base_q, ref_q)
+    check(out_k, base_k, ref_k)
+
+
+@pytest.mark.parametrize("splits", [None, 3])
+def test_decode_attention_splitk(splits):
+    B, Hk, G, D, Tk = 2, 2, 3, 64, 300
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(B, 1, Hk * G, D, generator=g)
+    k, v = (torch.randn(B, Tk + 40, Hk, D, generator=g) for _ in range(2))
+    lengths = torch.tensor([Tk, 107])
+    valid = torch.arange(Tk)[None] < lengths[:, None]
+    kpos = torch.arange(Tk).expand(B, Tk)
+    ref = naive_attention(q.double(), k[:, :Tk].double(), v[:, :Tk].double(), lengths[:, None] - 1, kpos, valid)
+    base = naive_attention(q, k[:, :Tk], v[:, :Tk], lengths[:, None] - 1, kpos, valid)
+    k[:, Tk:] = float("nan")  # poison: a read past a row's length would show
+    v[:, Tk:] = float("nan")
+    fast = triton_kernels.decode_attention_splitk(q, k, v, lengths, splits=splits, block_n=32)
+    assert torch.isfinite(fast).all()
+    check(fast, base, ref)
+
+
+@pytest.mark.parametrize("rows,programs", [(40, 3), (128, 64)], ids=["persistent-loop", "one-tile-each"])
+def test_swiglu_up_gemm(rows, programs):
+    """The fused up-projection's tile walk, edges (TMA zero fill past the last row) and epilogue, at a small tile."""
+    g = torch.Generator().manual_seed(6)
+    K, N = 48, 32
+    x = torch.randn(rows, K, generator=g)
+    w = torch.randn(2 * N, K, generator=g) * K**-0.5
+    ab = x.double() @ w.double().T
+    ref = torch.nn.functional.silu(ab[:, :N]) * ab[:, N:]
+    fast = triton_kernels._swiglu_up_launch(x, w, (16, 16, 16, 1, 1), programs)
+    check(fast, fused._swiglu_up(x, w), ref)
+
+
+@torch.inference_mode()
+def test_yoco_model_through_the_kernels(monkeypatch):
+    """A tiny YOCO's chunked prefill + decode with the kernels in place of their twins, against fp64 (the rule of
+    tests/model/test_cache.py: within 3x the fp32 full forward's error). Counts the kernel calls, so a silent
+    fallback to the twins fails."""
+    from yoco_eval.config import get_config
+    from yoco_eval.model.checkpoint import build_model, init_weights
+
+    calls: dict[str, int] = {}
+    for name in ("rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_"):
+        fn = getattr(triton_kernels, name)
+
+        def counted(*a, _fn=fn, _name=name, **kw):
+            out = _fn(*a, **kw)
+            calls[_name] = calls.get(_name, 0) + (out is not None)
+            return out
+
+        monkeypatch.setattr(triton_kernels, name, counted)
+    model = init_weights(build_model(get_config("yoco-debug"), attn_backend="sdpa", retention_backend="torch"), 0,
+                         std=0.15).eval()  # fmt: skip
+    ids = torch.randint(4, 260, (2, 40), generator=torch.Generator().manual_seed(7))
+    monkeypatch.setenv("YOCO_EVAL_TRITON", "0")  # the twins: the fp32 full forward and the fp64 reference
+    full = model(ids)
+    m64 = build_model(get_config("yoco-debug"), attn_backend="torch", retention_backend="torch").eval()
+    m64.load_state_dict(model.state_dict())
+    ref = m64.double()(ids)
+    assert not calls
+    monkeypatch.setenv("YOCO_EVAL_TRITON", "1")
+    cache = model.setup_cache(2, 48)
+    got = [model(ids[:, s : s + 12], cache=cache, start_pos=s) for s in range(0, 36, 12)]
+    pos = torch.full((2,), 36)
+    for t in range(36, 40):
+        got.append(model(ids[:, t : t + 1], cache=cache, start_pos=pos))
+        pos = pos + 1
+    got = torch.cat(got, 1)
+    assert set(calls) == {"rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_"}, calls
+    budget = 3 * (full.double() - ref).abs().max().item() + 1e-6
+    assert (got.double() - ref).abs().max().item() <= budget
+    assert torch.equal(got.argmax(-1), full.argmax(-1))
