@@ -139,11 +139,9 @@ def test_swiglu_up_gemm(rows, programs):
 
 @torch.inference_mode()
 def test_yoco_model_through_the_kernels(monkeypatch):
-    """A tiny YOCO's chunked prefill + decode with the kernels in place of their twins, against fp64 (the rule of
-    tests/model/test_cache.py: within 3x the fp32 full forward's error). Counts the kernel calls, so a silent
-    fallback to the twins fails."""
-    from yoco_eval.config import get_config
-    from yoco_eval.model.checkpoint import build_model, init_weights
+    """A tiny YOCO's chunked prefill + decode with the kernels in place of their twins, against fp64, under
+    tests/model/test_cache.py's rule and helpers. Counts the kernel calls, so a silent fallback to the twins fails."""
+    from tests.model.test_cache import assert_close_to_ref, make, ref64
 
     calls: dict[str, int] = {}
     for name in ("rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_"):
@@ -155,14 +153,10 @@ def test_yoco_model_through_the_kernels(monkeypatch):
             return out
 
         monkeypatch.setattr(triton_kernels, name, counted)
-    model = init_weights(build_model(get_config("yoco-debug"), attn_backend="sdpa", retention_backend="torch"), 0,
-                         std=0.15).eval()  # fmt: skip
+    model = make("yoco-debug")
     ids = torch.randint(4, 260, (2, 40), generator=torch.Generator().manual_seed(7))
     monkeypatch.setenv("YOCO_EVAL_TRITON", "0")  # the twins: the fp32 full forward and the fp64 reference
-    full = model(ids)
-    m64 = build_model(get_config("yoco-debug"), attn_backend="torch", retention_backend="torch").eval()
-    m64.load_state_dict(model.state_dict())
-    ref = m64.double()(ids)
+    full, ref = model(ids), ref64(model, ids)
     assert not calls
     monkeypatch.setenv("YOCO_EVAL_TRITON", "1")
     cache = model.setup_cache(2, 48)
@@ -173,6 +167,5 @@ def test_yoco_model_through_the_kernels(monkeypatch):
         pos = pos + 1
     got = torch.cat(got, 1)
     assert set(calls) == {"rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_"}, calls
-    budget = 3 * (full.double() - ref).abs().max().item() + 1e-6
-    assert (got.double() - ref).abs().max().item() <= budget
+    assert_close_to_ref(got, full, ref)
     assert torch.equal(got.argmax(-1), full.argmax(-1))

@@ -79,22 +79,26 @@ _silu_mul_compiled = _Lazy(_silu_mul)
 _silu_gate_head_norm_compiled = _Lazy(_silu_gate_head_norm)
 
 
+def _kernel_or_twin(kernel, twin, x: torch.Tensor, *args):
+    """``kernel(x, *args)`` when the Triton kernels can run on ``x`` and the kernel takes its layout (it returns
+    None when not), else the twin."""
+    out = kernel(x, *args) if triton_kernels.available(x) else None
+    return out if out is not None else twin(x, *args)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     """RMSNorm over the last dim (fp32 statistics, cast back, then times ``weight``): ``[..., D]`` -> ``[..., D]``."""
-    out = triton_kernels.rms_norm(x, weight, eps) if triton_kernels.available(x) else None
-    return out if out is not None else _rms_norm_compiled(x, weight, eps)
+    return _kernel_or_twin(triton_kernels.rms_norm, _rms_norm_compiled, x, weight, eps)
 
 
 def gate_log(x: torch.Tensor, normalizer: float) -> torch.Tensor:
     """Retention's per-head log-decay ``logsigmoid(x) / normalizer`` in fp32: ``[..., H]`` -> ``[..., H]``."""
-    out = triton_kernels.gate_log(x, normalizer) if triton_kernels.available(x) else None
-    return out if out is not None else _gate_log_compiled(x, normalizer)
+    return _kernel_or_twin(triton_kernels.gate_log, _gate_log_compiled, x, normalizer)
 
 
 def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``silu(a) * b`` (SwiGLU), a and b of one shape ``[..., N]``."""
-    out = triton_kernels.silu_mul(a, b) if triton_kernels.available(a) else None
-    return out if out is not None else _silu_mul_compiled(a, b)
+    return _kernel_or_twin(triton_kernels.silu_mul, _silu_mul_compiled, a, b)
 
 
 def _swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -106,11 +110,9 @@ def swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The FFN's up-projection and SwiGLU: ``silu(x @ w[:N].T) * (x @ w[N:].T)`` for ``x`` ``[M, K]`` and the
     fused weight ``w`` ``[2N, K]`` -> ``[M, N]``. One Triton GEMM with the product in its epilogue on Hopper for
     long row counts (:func:`triton_kernels.swiglu_up`), else cuBLAS's GEMM and :func:`silu_mul`."""
-    out = triton_kernels.swiglu_up(x, w) if triton_kernels.available(x) else None
-    return out if out is not None else _swiglu_up(x, w)
+    return _kernel_or_twin(triton_kernels.swiglu_up, _swiglu_up, x, w)
 
 
 def silu_gate_head_norm(g: torch.Tensor, o: torch.Tensor, eps: float) -> torch.Tensor:
     """``silu(g) * rms_norm(o)`` per head: g ``[B, T, H*D]``, o ``[B, T, H, D]`` -> ``[B, T, H*D]``."""
-    out = triton_kernels.silu_gate_head_norm(g, o, eps) if triton_kernels.available(g) else None
-    return out if out is not None else _silu_gate_head_norm_compiled(g, o, eps)
+    return _kernel_or_twin(triton_kernels.silu_gate_head_norm, _silu_gate_head_norm_compiled, g, o, eps)

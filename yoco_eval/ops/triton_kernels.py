@@ -372,8 +372,7 @@ def swiglu_up(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int, int
     for t in (x, w):  # TMA: contiguous rows, 16-byte aligned base and row stride
         if t.stride(1) != 1 or (t.stride(0) * t.element_size()) % 16 or t.data_ptr() % 16:
             return None
-    return _swiglu_up_launch(x, w, (BM, BN, BK, stages, warps),
-                             torch.cuda.get_device_properties(x.device).multi_processor_count)
+    return _swiglu_up_launch(x, w, (BM, BN, BK, stages, warps), _sm_count())
 
 
 def _swiglu_up_launch(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int, int, int],
