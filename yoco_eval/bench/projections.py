@@ -3,15 +3,15 @@ runs them now (four separate ``d x d`` GEMMs, each output contiguous for fla-cor
 the four weights (outputs still contiguous) and one fused ``d x 4d`` GEMM (outputs strided: fla-core would copy
 them). Says whether batching the projections would shorten the prefill. Run on the device machine:
 
-    python reports/gpu/bench_projections.py [out.json]
+    python -m yoco_eval.bench.projections [out.json]
 
 Times are medians of triton.testing.do_bench (CUDA events, warmed); TFLOP/s counts 2 * rows * d * 4d.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 import torch
 from triton.testing import do_bench
@@ -48,5 +48,11 @@ def main(out: str | None = None) -> list[dict]:
     return rows
 
 
+def cli(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m yoco_eval.bench.projections", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", nargs="?", help="write the rows here (JSON)")
+    main(ap.parse_args(argv).out)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    cli()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU suite, run on the device machine from the repo root (see reports/gpu/README.md):
-#   bash reports/gpu/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] ...
+# GPU suite, run on the device machine from the repo root (results: reports/gpu/README.md):
+#   bash yoco_eval/bench/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] ...
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -24,7 +24,7 @@ for s in $steps; do
                json.dump(b(), open(os.environ['OUT']+'/loglik_32k.json','w'), indent=1)" ;;
     kernels) timeout 280 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider -k "triton or yoco_3b or cuda_graph" \
                2>&1 | tee "$OUT/gpu_tests_kernels.log"
-             timeout 200 python3 reports/gpu/bench_decode.py "$OUT/bench_decode.json" 2>&1 | tee "$OUT/bench_decode.log" ;;
+             timeout 200 python3 -m yoco_eval.bench.decode "$OUT/bench_decode.json" 2>&1 | tee "$OUT/bench_decode.log" ;;
     prefill) for c in ${CHUNKS:-16384 8192}; do timeout 200 python3 -m yoco_eval profile --models yoco-3b \
                --lengths ${LENGTHS:-32k,512k,1m} --gen 32 --chunk-size $c --out "$OUT/profile_yoco_c$c.json"; done ;;
     trace) timeout 300 python3 -c "from yoco_eval.profile import trace; trace(ctx=${CTX:-524288}, chunk=${CHUNK:-16384})" 2>&1 | tee "$OUT/trace.log" ;;
@@ -50,9 +50,9 @@ for s in $steps; do
               | tee "$OUT/record.log"
             timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 1m --gen 32 --chunk-size 8192 \
               --out "$OUT/record_mem_c8192.json" 2>&1 | tee -a "$OUT/record.log" ;;
-    swiglu) timeout 240 python3 reports/gpu/bench_swiglu_gemm.py "$OUT/bench_swiglu_gemm.json" 2>&1 \
+    swiglu) timeout 240 python3 -m yoco_eval.bench.swiglu_gemm "$OUT/bench_swiglu_gemm.json" 2>&1 \
               | tee "$OUT/bench_swiglu_gemm.log" ;;
-    projections) timeout 60 python3 reports/gpu/bench_projections.py "$OUT/bench_projections.json" ;;
+    projections) timeout 60 python3 -m yoco_eval.bench.projections "$OUT/bench_projections.json" ;;
     memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks
             timeout 420 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths 512k --gen 32 \
               --chunk-size ${CHUNK:-8192} --out "$OUT/memratio_c${CHUNK:-8192}.json" 2>&1 | tee "$OUT/memratio.log" ;;

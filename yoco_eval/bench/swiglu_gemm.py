@@ -3,15 +3,15 @@
 ``h = silu(x @ W1^T) * (x @ W2^T)`` with ``W = [W1; W2]`` ``[2N, K]`` (the fused fc1/gate weight). The fused kernel
 (:func:`yoco_eval.ops.triton_kernels.swiglu_up`) keeps both accumulators of an output tile and writes only ``h``
 ``[M, N]``. This times it over tile configurations and row counts (the FFN runs at most 8,192 rows at a time),
-which set ``_SWIGLU_UP_CONFIG`` and ``SWIGLU_UP_MIN_ROWS``. Usage on the GPU: ``python
-reports/gpu/bench_swiglu_gemm.py OUT.json``. (The pointer-based, non-persistent TMA and flattened-persistent
-versions of commit 2cda956 were slower at 8,192 rows: ``2026-11-27-g-h100/g1_bench_swiglu_gemm.log``.)
+which set ``_SWIGLU_UP_CONFIG`` and ``SWIGLU_UP_MIN_ROWS``. Usage on the GPU: ``python -m
+yoco_eval.bench.swiglu_gemm OUT.json``. (The pointer-based, non-persistent TMA and flattened-persistent versions of
+commit 2cda956 were slower at 8,192 rows: ``reports/gpu/swiglu_gemm_variants_h100.log``.)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 import torch
 from triton.testing import do_bench
@@ -60,5 +60,11 @@ def main(out_path):
     json.dump(res, open(out_path, "w"), indent=1)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m yoco_eval.bench.swiglu_gemm", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", nargs="?", default="/tmp/bench_swiglu_gemm.json", help="results file (JSON)")
+    main(ap.parse_args(argv).out)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/bench_swiglu_gemm.json")
+    cli()

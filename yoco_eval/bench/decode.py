@@ -3,7 +3,7 @@ measured copy bandwidth and the SDPA split-key path it replaces (YOCO-3B shape: 
 heads, head dim 128, bf16; ``--fp8``: the opt-in fp8 cache, e4m3 + per-(token, head) fp32 scales in the cache's
 head-major layout). Run on the device machine from the repo root:
 
-    python reports/gpu/bench_decode.py [out.json] [--fp8]
+    python -m yoco_eval.bench.decode [out.json] [--fp8]
 
 Each time is the median of triton.testing.do_bench (CUDA events, warmed). Bytes counted: every key and value of
 the context read once (the floor for one query layer); bandwidth = bytes / time.
@@ -11,9 +11,9 @@ the context read once (the floor for one query layer); bandwidth = bytes / time.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
-import sys
 from functools import partial
 
 import torch
@@ -99,6 +99,13 @@ def main(out_path: str | None = None, fp8: bool = False) -> None:
             json.dump(res, f, indent=1)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m yoco_eval.bench.decode", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", nargs="?", help="write the full results here (JSON)")
+    ap.add_argument("--fp8", action="store_true", help="time the opt-in fp8 cache (e4m3 + per-token scales)")
+    args = ap.parse_args(argv)
+    main(args.out, fp8=args.fp8)
+
+
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--fp8"]
-    main(args[0] if args else None, fp8="--fp8" in sys.argv[1:])
+    cli()

@@ -1,0 +1,9 @@
+"""GPU benchmarks and the timing protocol every comparison follows.
+
+- :mod:`yoco_eval.bench.protocol`: the steady-state timing protocol (cold call apart, warm-up at the timed length,
+  median of at least 3 runs with their spread) used by ``yoco-eval profile`` for our rows and the peers'.
+- ``python -m yoco_eval.bench.decode``: the Triton flash-decoding kernel against SDPA and the copy bandwidth.
+- ``python -m yoco_eval.bench.projections``: the self-decoder's q/k/v/g projections, separate vs batched vs fused.
+- ``python -m yoco_eval.bench.swiglu_gemm``: the up-projection GEMM with SwiGLU in its epilogue against cuBLAS.
+- ``bash yoco_eval/bench/suite.sh STEP ...``: the GPU suite run on the device machine (results: reports/gpu/).
+"""
