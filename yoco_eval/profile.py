@@ -18,10 +18,12 @@ import gc
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from yoco_eval.bench.protocol import PROTOCOL, Protocol, measure_steady, require_protocol
 from yoco_eval.errors import YocoEvalError
 
 
@@ -55,6 +57,21 @@ def _reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+PROTOCOL_TEXT = (
+    f"{PROTOCOL}: each row's first call at its length is recorded apart as 'cold'; warm-up calls at that length "
+    "until two consecutive ones agree within 3%; 'median' and 'spread' ((max - min) / median) of the timed runs"
+)
+
+
+def autotune_policy() -> str:
+    """Which Triton autotuning this process gives fla-core's kernels (ours and FLA's YOCO run the same ones)."""
+    try:
+        from yoco_eval.ops.retention import fla_shortlist_active
+    except ImportError:  # no fla-core: nothing of it is tuned
+        return "no fla-core"
+    return "fla-core: yoco-eval's Hopper shortlist" if fla_shortlist_active() else "fla-core: full autotuning"
+
+
 def _git_commit() -> str:
     from yoco_eval.niah.runner import git_commit
 
@@ -77,10 +94,15 @@ def kv_bytes_per_token(model) -> int:
 
 @torch.inference_mode()
 def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: int = 1, warm: int = 8192,
-                  log=print, device: str = "cuda", kv_dtype: str = "auto", **backends) -> list[dict]:  # fmt: skip
+                  log=print, device: str = "cuda", kv_dtype: str = "auto", protocol: Protocol | None = None,
+                  **backends) -> list[dict]:  # fmt: skip
+    """Rows of ``name`` at each length, each timed under ``protocol`` (default :class:`Protocol`: cold call apart,
+    warm-up at the length, median of 3). ``prefill_s`` / ``decode_ms_per_token`` / ``throughput_tok_s`` are the
+    medians; ``peak_mem_bytes`` is the largest peak of the timed runs."""
     from yoco_eval.generate import Engine
     from yoco_eval.tokenizer import YOCOTokenizer
 
+    protocol = protocol or Protocol()
     model = build_random(name, device=device, **backends)
     if kv_dtype not in model.kv_dtypes:
         log(f"{name}: kv_dtype={kv_dtype} is for YOCO only; measuring it with its own cache dtype")
@@ -94,18 +116,17 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
     rows, overhead = [], None
     for T in lengths:
         row = {"model": name, "context_length": T, "batch": batch, "kv_dtype": model.kv_dtype, "status": "ok",
-               "error": None,
+               "error": None, "autotune": autotune_policy(),
                "weights_bytes": weights, "kv_cache_bytes": per_tok * (T + gen) * batch}  # fmt: skip
-        _reset_peak()
+        prompt = torch.randint(4, V, (T,)).tolist()
+        peaks: list[tuple[int, int | None]] = []
         try:
-            prompt = torch.randint(4, V, (T,)).tolist()
-            out = engine.generate([prompt] * batch, max_new_tokens=gen, ignore_eos=True)
-            _sync()
-            o = out[0]
-            peak = _peak() or 0
-            row.update(prefill_s=o.prefill_s, decode_ms_per_token=1000 * o.decode_s / max(1, gen - 1),
-                       peak_mem_bytes=peak, prefill_peak_mem_bytes=o.stats.get("prefill_peak_bytes"),
-                       throughput_tok_s=batch * gen / (o.prefill_s + o.decode_s))  # fmt: skip
+            timing = measure_steady(partial(_generate_once, engine, [prompt] * batch, gen, peaks), protocol, log=log)
+            timed = peaks[len(timing.warmup) :]  # the warm-up calls' peaks may hold one-time workspaces
+            peak = max(p for p, _ in timed)
+            pre_peaks = [q for _, q in timed if q is not None]
+            row.update(timing.median, peak_mem_bytes=peak, prefill_peak_mem_bytes=max(pre_peaks, default=None))
+            row.update(timing.fields())
             overhead = max(overhead or 0, peak - weights - row["kv_cache_bytes"])
         except torch.OutOfMemoryError as e:
             row.update(status="oom", error=str(e).splitlines()[0][:200], prefill_s=None, decode_ms_per_token=None,
@@ -126,6 +147,16 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
     del engine, model
     _reset_peak()
     return rows
+
+
+def _generate_once(engine, prompts: list[list[int]], gen: int, peaks: list) -> dict[str, float]:
+    """One timed generate call (prefill + ``gen`` decode steps); appends (peak, prefill peak) bytes to ``peaks``."""
+    _reset_peak()
+    o = engine.generate(prompts, max_new_tokens=gen, ignore_eos=True)[0]
+    _sync()
+    peaks.append((_peak() or 0, o.stats.get("prefill_peak_bytes")))
+    return {"prefill_s": o.prefill_s, "decode_ms_per_token": 1000 * o.decode_s / max(1, gen - 1),
+            "throughput_tok_s": len(prompts) * gen / (o.prefill_s + o.decode_s)}  # fmt: skip
 
 
 def _fmt(r: dict) -> str:
@@ -150,14 +181,34 @@ def add_parser(sub) -> None:
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"], help="YOCO's shared K/V storage")
     p.add_argument("--peers", default="", help="also re-measure peers in this run: fla, hf (comma-separated)")
     p.add_argument("--peer-lengths", default="128k,256k,512k,1m")
+    p.add_argument("--runs", type=int, default=3, help="timed runs per row, median reported (>= 3 to compare)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="least warm-up calls at the timed length, the cold one included (>= 1 to compare)")  # fmt: skip
+    p.add_argument("--max-warmup", type=int, default=5,
+                   help="most warm-up calls while two consecutive ones differ by more than 3%%")  # fmt: skip
     p.add_argument("--out", default="reports/profile/profile.json")
     p.set_defaults(func=main)
 
 
+def protocol_from_args(args) -> Protocol:
+    """The timing protocol the flags ask for; refuses (one error line) a comparison that would not follow it."""
+    protocol = Protocol(runs=args.runs, min_warmup=args.warmup, max_warmup=max(args.warmup, args.max_warmup))
+    n_models = sum(len([x for x in names.split(",") if x.strip()]) for names in (args.models, args.peers))
+    if n_models > 1 and not protocol.follows:
+        raise YocoEvalError(
+            f"refusing to compare {n_models} models with --runs {args.runs} --warmup {args.warmup}: every compared "
+            "row needs a warm-up at the timed length and >= 3 timed runs (use --runs 3 --warmup 1 or more, or "
+            "profile one model at a time)"
+        )
+    return protocol
+
+
 def main(args) -> int:
+    protocol = protocol_from_args(args)
+    lengths = parse_lengths(args.lengths)
+    peer_lengths = parse_lengths(args.peer_lengths)
     if not torch.cuda.is_available():
         raise YocoEvalError("profile needs a CUDA GPU (it measures GPU memory and latency)")
-    lengths = parse_lengths(args.lengths)
     peers = [x.strip() for x in args.peers.split(",") if x.strip()]
     if "fla" in peers:  # FLA's YOCO runs our fla-core kernels: both get their full autotuning in this process
         from yoco_eval.ops.retention import full_fla_autotune
@@ -166,26 +217,34 @@ def main(args) -> int:
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         rows += profile_model(name, lengths, args.gen, args.chunk_size, args.batch, kv_dtype=args.kv_dtype,
-                              retention_backend=args.retention_backend)  # fmt: skip
+                              retention_backend=args.retention_backend, protocol=protocol)  # fmt: skip
     for peer in peers:
         from yoco_eval.profile_peers import measure
 
         try:
-            rows += measure(peer, parse_lengths(args.peer_lengths))
+            rows += measure(peer, peer_lengths, protocol=protocol)
         except ImportError as e:
             print(f"peer {peer} skipped: {e}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": "yoco-eval/profile/1", "card": torch.cuda.get_device_name(),
+    command = "yoco-eval profile " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("func", "command", "verbose")
+    )
+    write_profile(Path(args.out), rows, card=torch.cuda.get_device_name(), command=command)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def write_profile(out: Path, rows: list[dict], card: str, command: str) -> dict:
+    """Write ``rows`` as a ``yoco-eval/profile/1`` file (atomically), after :func:`require_protocol` accepts them:
+    a comparison whose rows are not steady state is refused with one error line and nothing is written."""
+    require_protocol(rows)
+    doc = {"schema": "yoco-eval/profile/1", "card": card,
            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": _git_commit(),
-           "command": "yoco-eval profile " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                     if k not in ("func", "command", "verbose")),
-           "rows": rows}  # fmt: skip
+           "command": command, "protocol": PROTOCOL_TEXT, "rows": rows}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     tmp.replace(out)
-    print(f"wrote {out}")
-    return 0
+    return doc
 
 
 def wallclock(fn, *a, **kw):

@@ -1,8 +1,11 @@
 """Peers re-measured in the same run as our own code: FLA's YOCO (flash-linear-attention) and HF Llama.
 
-Both at the YOCO-3B shape, bf16, batch 1, random weights; protocol as in the project's peer measurements:
-prefill the prompt in ONE forward (FLA: ``skip_cross_decoder=True, logits_to_keep=1``), then greedy decode
-steps over the cache. Optional: each peer needs its package (``flash-linear-attention``, ``transformers``).
+Both at the YOCO-3B shape, bf16, batch 1, random weights; as in the project's peer measurements: prefill the
+prompt in ONE forward (FLA: ``skip_cross_decoder=True, logits_to_keep=1``), then greedy decode steps over the
+cache. Timed under the same protocol as our rows (:mod:`yoco_eval.bench.protocol`: first call at each length
+recorded apart as ``cold``, warm-up there, median of >= 3 runs), with the same fla-core autotuning (``profile``
+gives both sides the full search when FLA is a peer). Optional: each peer needs its package
+(``flash-linear-attention``, ``transformers``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import time
 
 import torch
 
-from yoco_eval.profile import wallclock
+from yoco_eval.bench.protocol import Protocol, measure_steady
+from yoco_eval.profile import autotune_policy, wallclock
 
 
 def build_fla_yoco():
@@ -38,7 +42,11 @@ def build_hf_llama():
 
 
 @torch.inference_mode()
-def measure(kind: str, lengths: list[int], decode_steps: int = 16, warm: int = 32768, log=print) -> list[dict]:
+def measure(kind: str, lengths: list[int], decode_steps: int = 16, warm: int = 32768, log=print,
+            protocol: Protocol | None = None) -> list[dict]:  # fmt: skip
+    """Rows of peer ``kind`` (``fla`` or ``hf``) at each length, timed under ``protocol`` (default
+    :class:`Protocol`); a first call at ``warm`` tokens absorbs the autotuning of every kernel before that."""
+    protocol = protocol or Protocol()
     model = build_fla_yoco() if kind == "fla" else build_hf_llama()
     name = {"fla": "peer:fla-yoco", "hf": "peer:hf-llama"}[kind]
     extra = {"skip_cross_decoder": True} if kind == "fla" else {}
@@ -57,19 +65,27 @@ def measure(kind: str, lengths: list[int], decode_steps: int = 16, warm: int = 3
         _, t_dec = wallclock(dec)
         return t_pre, 1000 * t_dec / decode_steps
 
+    def timed(T, peaks):
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        pre, dec = run(T)
+        peaks.append(torch.cuda.max_memory_allocated())
+        return {"prefill_s": pre, "decode_ms_per_token": dec}
+
     t0 = time.perf_counter()
     run(warm)  # Triton autotuning / compilation happens here
     log(f"{name}: warm-up at {warm} tokens took {time.perf_counter() - t0:.1f} s")
     rows = []
     for T in lengths:
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        row = {"model": name, "context_length": T, "batch": 1, "status": "ok", "error": None}
+        row = {"model": name, "context_length": T, "batch": 1, "status": "ok", "error": None,
+               "autotune": autotune_policy()}  # fmt: skip
+        peaks: list[int] = []
         try:
-            pre, dec = run(T)
-            row.update(prefill_s=pre, decode_ms_per_token=dec, peak_mem_bytes=torch.cuda.max_memory_allocated(),
-                       throughput_tok_s=None)  # fmt: skip
+            timing = measure_steady(lambda T=T, peaks=peaks: timed(T, peaks), protocol, log=log)
+            pre, dec = timing.median["prefill_s"], timing.median["decode_ms_per_token"]
+            row.update(prefill_s=pre, decode_ms_per_token=dec, peak_mem_bytes=max(peaks[len(timing.warmup) :]),
+                       throughput_tok_s=None, **timing.fields())  # fmt: skip
             log(f"{name:>16} {T:>8} prefill {pre:7.3f} s  decode {dec:7.2f} ms/tok  "
                 f"peak {row['peak_mem_bytes'] / 2**30:6.2f} GiB")  # fmt: skip
         except torch.OutOfMemoryError as e:
