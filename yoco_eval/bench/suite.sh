@@ -2,6 +2,8 @@
 # GPU suite, run on the device machine from the repo root (results: reports/gpu/README.md):
 #   bash yoco_eval/bench/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] ...
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
+# Every profile row now follows the steady-state protocol (cold call + warm-up at the length + 3 timed runs: >= 5 calls
+# a row); record, memratio and fp8 are budgeted for it, the older steps' timeouts were set for one call a row.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # installed once per machine (a warm machine keeps /tmp/site between calls)
@@ -42,20 +44,27 @@ for s in $steps; do
                --out "$OUT/peer_hf.json" ;;
     peers) timeout 500 python3 -m yoco_eval profile --models yoco-3b --lengths 128k,256k,512k,1m --gen 16 \
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
-    record) # the issue-6 table in one call: our rows next to our Transformer and FLA's YOCO (64K chunks: f5 measured
-            # 2.996 / 6.018 s at 512K / 1M against 3.070 / 6.462 s with 32K), then the 1M memory row with 8K chunks.
-            # (with FLA as a peer, profile gives fla-core its full autotuning: FLA's YOCO runs the same kernels)
-            timeout 560 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths ${LENGTHS:-256k,512k,1m} \
+    record) # the results table under the steady-state protocol (yoco_eval/bench/protocol.py; every row: cold call apart,
+            # warm-up at its length, median of 3): our rows next to FLA's YOCO in one comparison (64K chunks; with FLA
+            # as a peer, profile gives fla-core its full autotuning for both sides), our Transformer at 256K in a second
+            # (5 calls of ~37 s; at 512K it would not fit the 10-minute call), then the 1M memory row with 8K chunks.
+            timeout 560 python3 -m yoco_eval profile --models yoco-3b --lengths ${LENGTHS:-256k,512k,1m} \
               --gen 32 --chunk-size ${CHUNK:-65536} --peers fla --peer-lengths 512k,1m --out "$OUT/record.json" 2>&1 \
               | tee "$OUT/record.log"
+            timeout 300 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths 256k --gen 32 \
+              --chunk-size ${CHUNK:-65536} --out "$OUT/record_transformer_256k.json" 2>&1 | tee -a "$OUT/record.log"
             timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 1m --gen 32 --chunk-size 8192 \
               --out "$OUT/record_mem_c8192.json" 2>&1 | tee -a "$OUT/record.log" ;;
     swiglu) timeout 240 python3 -m yoco_eval.bench.swiglu_gemm "$OUT/bench_swiglu_gemm.json" 2>&1 \
               | tee "$OUT/bench_swiglu_gemm.log" ;;
     projections) timeout 60 python3 -m yoco_eval.bench.projections "$OUT/bench_projections.json" ;;
-    memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks
-            timeout 420 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths 512k --gen 32 \
-              --chunk-size ${CHUNK:-8192} --out "$OUT/memratio_c${CHUNK:-8192}.json" 2>&1 | tee "$OUT/memratio.log" ;;
+    memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks. Two one-model files:
+            # only their peaks are compared, and the Transformer's 165 s prefill is timed once (protocol "none")
+            timeout 120 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 32 \
+              --chunk-size ${CHUNK:-8192} --out "$OUT/memratio_yoco_c${CHUNK:-8192}.json" 2>&1 | tee "$OUT/memratio.log"
+            timeout 300 python3 -m yoco_eval profile --models transformer-3b --lengths 512k --gen 32 --runs 1 --warmup 0 \
+              --chunk-size ${CHUNK:-8192} --out "$OUT/memratio_transformer_c${CHUNK:-8192}.json" 2>&1 \
+              | tee -a "$OUT/memratio.log" ;;
     fp8) # the throughput row with the opt-in fp8 K/V cache, batch 8
             timeout 300 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 --batch 8 \
               --chunk-size 32768 --kv-dtype fp8 --out "$OUT/throughput_b8_fp8.json" 2>&1 | tee "$OUT/fp8.log" ;;
