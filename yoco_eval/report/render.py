@@ -169,12 +169,8 @@ def _render_compare(
         for c in row:
             if c.delta is not None:
                 counts["better" if c.delta > 1e-9 else "worse" if c.delta < -1e-9 else "same"] += 1
-    pages = []
-    for r in (a, b):
-        page = r.dir / RUN_PAGE
-        if not page.exists():
-            _render_run(r.dir, index=index, generated_at=generated_at)
-        pages.append(rel_href(page, out.parent))
+    # Links to each run's own page; a comparison never renders (or rewrites) another folder's page.
+    pages = [rel_href(r.dir / RUN_PAGE, out.parent) for r in (a, b)]
     ma, mb = metadata_rows(a), metadata_rows(b)
     side = [(sa[0], [(la, va, vb) for (la, va), (_, vb) in zip(sa[1], sb[1])]) for sa, sb in zip(ma, mb)]
     problems = [Problem(f"A: {p.path}", p.line, p.message, p.fix) for p in a.problems] + [
