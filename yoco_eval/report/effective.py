@@ -63,7 +63,9 @@ class EffectiveLength:
         )
         if self.length is None:
             return f"threshold {how}; {self.reason}"
-        ci = f", 95% interval there {fmt.pct(self.interval[0], 1)}–{fmt.pct(self.interval[1], 1)}%" if self.interval else ""
+        ci = ""
+        if self.interval:
+            ci = f", 95% interval there {fmt.pct(self.interval[0], 1)}–{fmt.pct(self.interval[1], 1)}%"
         more = " (every tested length passed)" if self.all_pass else ""
         return f"longest length scoring ≥ {how}: {self.length:,} tokens{more}{ci}"
 
