@@ -247,6 +247,11 @@ def _render_index(root: Path, generated_at: str | None, name: str = INDEX_PAGE) 
     return IndexResult(_write(index, html), [p for c in cards for p in c.problems])
 
 
+def _rebase(problems: list[Problem], base: Path, root: Path) -> list[Problem]:
+    """Problems whose paths are relative to ``base``, re-expressed relative to ``root`` (for the command's lines)."""
+    return [Problem(os.path.relpath(base / p.path, root), p.line, p.message, p.fix) for p in problems]
+
+
 @dataclass
 class Summary:
     pages: list[Path]
@@ -267,22 +272,24 @@ def render_all(
     """
     root = Path(root)
     found = discover(root)
-    index = root / INDEX_PAGE if with_index else None
+    # Back-links go to the root's index: the one written now, or (with_index=False) the one already there.
+    index = root / INDEX_PAGE if with_index or (root / INDEX_PAGE).is_file() else None
     pages, problems = [], []
+    # Each page shows paths relative to its own folder, so its bytes do not depend on which root rendered it.
     for d in found.runs:
-        r = _render_run(d, index=index, generated_at=generated_at, base=root)
+        r = _render_run(d, index=index, generated_at=generated_at, base=d.parent)
         pages.append(r.path)
-        problems += r.problems
+        problems += _rebase(r.problems, d.parent, root)
     for p in found.lm_eval:
-        r = _render_lm_eval([p], p.with_suffix(".html"), root, generated_at, index)
+        r = _render_lm_eval([p], p.with_suffix(".html"), p.parent, generated_at, index)
         pages.append(r.path)
-        problems += r.problems
+        problems += _rebase(r.problems, p.parent, root)
     if len(found.lm_eval) > 1:
         pages.append(_render_lm_eval(found.lm_eval, root / LM_EVAL_ALL, root, generated_at, index).path)
     for p in found.profiles:
-        r = _render_profile(p, p.with_suffix(".html"), root, generated_at, index)
+        r = _render_profile(p, p.with_suffix(".html"), p.parent, generated_at, index)
         pages.append(r.path)
-        problems += r.problems
+        problems += _rebase(r.problems, p.parent, root)
     for a, b in compare:
         r = _render_compare(Path(a), Path(b), compare_path(root, a, b), generated_at, index)
         pages.append(r.path)
