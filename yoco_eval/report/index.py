@@ -247,6 +247,16 @@ def _render_index(root: Path, generated_at: str | None, name: str = INDEX_PAGE) 
     return IndexResult(_write(index, html), [p for c in cards for p in c.problems])
 
 
+def _existing_compares(root: Path, found: Found) -> list[tuple[Path, Path]]:
+    """The run pairs behind ``compare/*.html`` pages already in the tree, so a re-render keeps them current."""
+    by_page: dict[Path, list[tuple[Path, Path]]] = {}
+    for a in found.runs if found.compares else []:
+        for b in found.runs:
+            if a != b:
+                by_page.setdefault(compare_path(root, a, b), []).append((a, b))
+    return [by_page[p][0] for p in found.compares if len(by_page.get(p, [])) == 1]
+
+
 def _rebase(problems: list[Problem], base: Path, root: Path) -> list[Problem]:
     """Problems whose paths are relative to ``base``, re-expressed relative to ``root`` (for the command's lines)."""
     return [Problem(os.path.relpath(base / p.path, root), p.line, p.message, p.fix) for p in problems]
@@ -290,6 +300,7 @@ def render_all(
         r = _render_profile(p, p.with_suffix(".html"), p.parent, generated_at, index)
         pages.append(r.path)
         problems += _rebase(r.problems, p.parent, root)
+    compare = list(compare) + [p for p in _existing_compares(root, found) if p not in compare]
     for a, b in compare:
         r = _render_compare(Path(a), Path(b), compare_path(root, a, b), generated_at, index)
         pages.append(r.path)
