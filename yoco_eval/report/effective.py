@@ -6,7 +6,8 @@ the first length that falls below the threshold, or that has no scored trial, en
 long length after a collapse does not extend it.
 
 ``rule`` says what must clear the threshold at each length: ``"mean"`` (default) the mean score, ``"lower"``
-the lower end of its 95 % Wilson interval (stricter: few trials cannot pass by luck).
+the lower end of its 95 % Wilson interval (stricter: few trials cannot pass by luck; a length with a single
+scored trial has no interval and is judged by its mean).
 """
 
 from __future__ import annotations
