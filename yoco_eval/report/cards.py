@@ -56,12 +56,12 @@ def random_weights(run: NeedleRun) -> bool:
 
 
 def grid_text(table: HeatmapTable, trials: object = None) -> str:
-    """``8 lengths (128K–1M) × 11 depths × 1 trials``, or ``—`` for an empty grid."""
+    """``8 lengths (128K–1M) × 11 depths × 2 trials``, or ``—`` for an empty grid."""
     lengths = table.lengths
     if not lengths:
         return fmt.DASH
     first, last = fmt.length_labels([lengths[0], lengths[-1]])
-    tail = f" × {fmt.text(trials)} trials" if trials is not None else ""
+    tail = f" × {fmt.text(trials)} trial{'' if trials == 1 else 's'}" if trials is not None else ""
     return f"{len(lengths)} lengths ({first}–{last}) × {len(table.depths)} depths{tail}"
 
 
