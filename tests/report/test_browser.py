@@ -168,3 +168,87 @@ def test_harness_catches_a_failing_script(browser, tmp_path):
     assert r.errors and r.errors[0].startswith("script failed: TypeError")
     clean = browser.open_page(page, "1 + 1")
     assert clean.errors == [] and clean.value == 2
+
+
+# --- layout at a desktop and a narrow width: nothing clipped, labels on the line of their values -------------
+
+LAYOUT = """
+(() => {
+  const vw = document.documentElement.clientWidth, out = {vw, problems: [], heatmaps: 0, pairs: 0};
+  const bad = (what) => out.problems.push(what);
+  const page = document.documentElement.scrollWidth;
+  if (page > vw + 1) bad('page scrolls sideways: ' + page);
+  document.querySelectorAll('.scroll').forEach((s, i) => {
+    if (s.scrollWidth > s.clientWidth + 1) bad('scroll box ' + i + ' hides ' + (s.scrollWidth - s.clientWidth) + 'px');
+  });
+  document.querySelectorAll('svg.heatmap').forEach(svg => {
+    out.heatmaps += 1;
+    const s = svg.getBoundingClientRect(), c = svg.parentElement.getBoundingClientRect();
+    if (s.left < c.left - 1 || s.right > c.right + 1 || s.right > vw) bad(svg.id + ': svg outside its container');
+    svg.querySelectorAll('rect, text, line').forEach(e => {
+      const b = e.getBoundingClientRect();
+      if (b.width === 0 && b.height === 0) return;
+      const what = e.tagName + ' "' + (e.textContent || '').slice(0, 20) + '"';
+      if (b.left < s.left - 1 || b.right > s.right + 1 || b.right > vw) bad(svg.id + ': ' + what + ' clipped');
+    });
+  });
+  const firstLine = (el) => {
+    const r = document.createRange();
+    r.selectNodeContents(el);
+    const rects = Array.from(r.getClientRects()).filter(x => x.height > 0);
+    return rects.length ? rects[0] : el.getBoundingClientRect();
+  };
+  const pair = (label, value) => {
+    if (!label || !value || !label.textContent.trim() || !value.textContent.trim()) return;
+    out.pairs += 1;
+    const a = firstLine(label), b = firstLine(value);
+    if (Math.abs(a.bottom - b.bottom) > 4)
+      bad('"' + label.textContent.trim() + '" sits ' + Math.round(b.bottom - a.bottom) + 'px from its value');
+    if (b.left < a.right - 1) bad('"' + label.textContent.trim() + '" overlaps its value');
+  };
+  document.querySelectorAll('.meta tr').forEach(tr => pair(tr.querySelector('th'), tr.querySelector('td')));
+  document.querySelectorAll('.card dl.facts dt').forEach(dt => pair(dt, dt.nextElementSibling));
+  document.querySelectorAll('table.data tr').forEach(tr => pair(tr.querySelector('th'), tr.querySelector('td')));
+  return out;
+})()
+"""
+
+
+@pytest.fixture(scope="module")
+def layout_pages(tmp_path_factory) -> Path:
+    """The fixture tree and a copy of the committed examples, each rendered as ``yoco-eval report`` would."""
+    from tests.report.conftest import FIXTURE_ROOT
+
+    base = tmp_path_factory.mktemp("layout")
+    root = base / "root"
+    import shutil
+
+    shutil.copytree(FIXTURE_ROOT, root)
+    render_all(root, [(root / "runs" / "alpha", root / "runs" / "beta")])
+    ex = base / "examples"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "reports" / "examples", ex)
+    render_all(ex, [(ex / "yoco-needle-7m", ex / "transformer-needle-7m")])
+    return base
+
+
+@pytest.mark.parametrize("width", [1400, 700])
+@pytest.mark.parametrize(
+    ("page", "heatmaps"),
+    [
+        ("root/index.html", 0),
+        ("root/runs/alpha/report.html", 1),
+        ("root/compare/alpha__vs__beta.html", 3),
+        ("examples/index.html", 0),
+        ("examples/yoco-needle-7m/report.html", 1),
+        ("examples/smollm2-niah/report.html", 1),
+    ],
+)
+def test_layout_has_no_clipping_and_aligned_labels(browser, layout_pages, shots, page, heatmaps, width):
+    name = page.replace("/", "_").removesuffix(".html")
+    r = browser.open_page(layout_pages / page, LAYOUT, shots / f"layout_{name}_{width}.png", width=width)
+    _clean(r, f"{page} at {width}px")
+    v = r.value
+    assert v["vw"] <= width
+    assert v["heatmaps"] == heatmaps
+    assert v["pairs"] > 5  # the check looked at real label/value rows
+    assert v["problems"] == [], v["problems"]

@@ -41,7 +41,7 @@ def test_bad_input_is_one_warning_line_per_problem_and_still_renders(root):
     lines[2] = "{corrupt\n"
     path.write_text("".join(lines), encoding="utf-8")
     p = _run(str(root), "-q")
-    assert p.returncode == 1
+    assert p.returncode == 0  # the rest rendered: a bad line is a warning (and on the page), not a failure
     assert p.stdout == ""
     err = p.stderr.strip().splitlines()
     assert err == [
@@ -77,3 +77,41 @@ def test_add_parser_plugs_into_a_top_level_parser(root, capsys):
     assert not (root / "index.html").exists()
     assert "at 2030-01-01" in (root / "runs" / "alpha" / "report.html").read_text(encoding="utf-8")
     assert capsys.readouterr().out.startswith("rendered 7 pages")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_half_copied_run_folder_is_a_warning_and_exit_0(root):
+    half = root / "gpu" / "half-run"
+    half.mkdir(parents=True)
+    (half / "results.jsonl").write_bytes((root / "runs" / "gamma" / "results.jsonl").read_bytes())
+    p = _run(str(root), "-q")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip() == (
+        f"warning: {half}/run.json: run.json is missing — rerun the sweep (it writes run.json first), or restore the "
+        "file; metadata is shown as —"
+    )
+    assert "run.json is missing" in (half / "report.html").read_text(encoding="utf-8")
+
+
+def test_report_dir_writes_only_inside_dir_and_not_into_a_nested_report_tree(root, tmp_path):
+    nested = root / "examples"
+    (nested / "run").mkdir(parents=True)
+    for f in ("run.json", "results.jsonl"):
+        (nested / "run" / f).write_bytes((root / "runs" / "alpha" / f).read_bytes())
+    (nested / "index.html").write_text("<!DOCTYPE html><title>their own index</title>\n", encoding="utf-8")
+    sibling = tmp_path / "sibling-run"
+    sibling.mkdir()
+    (sibling / "run.json").write_bytes((root / "runs" / "beta" / "run.json").read_bytes())
+    before_nested, before_sibling = _snapshot(nested), _snapshot(sibling)
+    p = _run(str(root / "runs"))
+    assert p.returncode == 0, p.stderr
+    assert not (root / "index.html").exists() and not (tmp_path / "index.html").exists()
+    p = _run(str(root))
+    assert p.returncode == 0, p.stderr
+    assert _snapshot(nested) == before_nested and _snapshot(sibling) == before_sibling
+    index = (root / "index.html").read_text(encoding="utf-8")
+    assert 'href="examples/index.html"' in index  # linked as its own tree, its runs not listed here
+    assert "examples/run" not in index

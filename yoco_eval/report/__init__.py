@@ -3,7 +3,8 @@
 Public API (each returns the written file)::
 
     render_run(run_dir) -> Path                      # <run_dir>/report.html
-    render_index(root="reports") -> Path             # <root>/index.html
+    render_index(root="reports") -> Path             # <root>/index.html (writes that one file only)
+    render_run_and_index(run_dir, index_path) -> (Path, Path | None)   # what a finished sweep calls
     render_compare(run_a, run_b, out) -> Path
     render_lm_eval(results_json_paths, out) -> Path
     render_profile(profile_json, out) -> Path
@@ -11,7 +12,15 @@ Public API (each returns the written file)::
 The command line is ``yoco-eval report DIR`` (see :mod:`yoco_eval.report.cli`).
 """
 
-from yoco_eval.report.index import render_all, render_index
+from yoco_eval.report.index import render_all, render_index, render_run_and_index
 from yoco_eval.report.render import render_compare, render_lm_eval, render_profile, render_run
 
-__all__ = ["render_all", "render_compare", "render_index", "render_lm_eval", "render_profile", "render_run"]
+__all__ = [
+    "render_all",
+    "render_compare",
+    "render_index",
+    "render_lm_eval",
+    "render_profile",
+    "render_run",
+    "render_run_and_index",
+]

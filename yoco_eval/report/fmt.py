@@ -18,6 +18,16 @@ def length(n: int | None) -> str:
     return f"{n:,}"
 
 
+def length_labels(values: list[int] | tuple[int, ...]) -> list[str]:
+    """Labels for one axis of context lengths, all in one style.
+
+    Compact (``512``, ``4K``, ``1M``) when every value is an exact binary multiple (or below 1024), else every
+    value with thousands separators (``1,024``, ``1,536``): never "1K" next to "1,536".
+    """
+    compact = all(n < 1024 or n % 1024 == 0 for n in values)
+    return [length(n) if compact else f"{n:,}" for n in values]
+
+
 def depth(d: float | None) -> str:
     """Depth percent without trailing zeros: 0, 12.5, 33.33."""
     if d is None:

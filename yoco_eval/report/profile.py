@@ -132,7 +132,11 @@ def profile_charts(profile: Profile) -> list[LineChart]:
             out.append((name(k), pts))
         return out
 
-    common = dict(x_label="context length (tokens)", x_format=lambda v: fmt.length(int(v)), x_log=True)
+    lengths = sorted({r.context_length for r in profile.rows})
+    shown = dict(zip(lengths, fmt.length_labels(lengths)))
+    common = dict(
+        x_label="context length (tokens)", x_format=lambda v: shown.get(int(v), fmt.length(int(v))), x_log=True
+    )
     return [
         line_chart(
             "Peak GPU memory",

@@ -20,6 +20,8 @@ from markupsafe import Markup
 
 import yoco_eval
 from yoco_eval.report import fmt
+from yoco_eval.report.cards import random_weights
+from yoco_eval.report.effective import EffectiveLength, effective_length
 from yoco_eval.report.heatmap import DIFF_STOPS, SCORE_STOPS, diff_heatmaps
 from yoco_eval.report.lm_eval import LmEvalRun, lm_eval_table, load_lm_eval
 from yoco_eval.report.load import NeedleRun, load_run
@@ -103,6 +105,21 @@ def rel_href(target: Path, from_dir: Path) -> str:
     return "/".join(quote(part) for part in Path(rel).as_posix().split("/"))
 
 
+def effective(run: NeedleRun, table) -> EffectiveLength | None:
+    """The run's effective context length (default threshold), or None without lengths or with random weights."""
+    if not table.lengths or random_weights(run):
+        return None
+    return effective_length(table.lengths, table.by_length)
+
+
+def eff_marker(view, table, eff: EffectiveLength | None) -> dict[str, Any] | None:
+    """Where the heatmap draws its effective-length line: the right edge of that length's column."""
+    if view is None or eff is None or eff.length is None:
+        return None
+    j = table.lengths.index(eff.length)
+    return {"x": round(view.left + (j + 1) * view.cell_w, 2), "label": "effective " + eff.label(), "tip": eff.explain()}
+
+
 @dataclass
 class Rendered:
     path: Path
@@ -113,10 +130,15 @@ def _run_context(run: NeedleRun, out: Path, index: Path | None, generated_at: st
     table = run_table(run)
     failed = failed_rows(run)
     by_len, by_depth = accuracy_charts([(run.name, table)])
+    view = heatmap_view(table)
+    eff = effective(run, table)
     return dict(
         run=run,
         table=table,
-        heatmap=heatmap_view(table),
+        heatmap=view,
+        eff=eff,
+        marker=eff_marker(view, table, eff),
+        speed=random_weights(run),
         by_length=by_len,
         by_depth=by_depth,
         meta=metadata_rows(run),
@@ -163,18 +185,16 @@ def _render_compare(
     a, b = load_run(run_a, Path(run_a).parent), load_run(run_b, Path(run_b).parent)
     ta, tb = run_table(a), run_table(b)
     diff = diff_heatmaps(ta, tb)
+    ha, hb = heatmap_view(ta, "ha", compact=True), heatmap_view(tb, "hb", compact=True)
+    ea, eb = effective(a, ta), effective(b, tb)
     by_len, by_depth = accuracy_charts([(f"A: {a.name}", ta), (f"B: {b.name}", tb)])
     counts = {"better": 0, "worse": 0, "same": 0}
     for row in diff.cells:
         for c in row:
             if c.delta is not None:
                 counts["better" if c.delta > 1e-9 else "worse" if c.delta < -1e-9 else "same"] += 1
-    pages = []
-    for r in (a, b):
-        page = r.dir / RUN_PAGE
-        if not page.exists():
-            _render_run(r.dir, index=index, generated_at=generated_at)
-        pages.append(rel_href(page, out.parent))
+    # Links to each run's own page; a comparison never renders (or rewrites) another folder's page.
+    pages = [rel_href(r.dir / RUN_PAGE, out.parent) for r in (a, b)]
     ma, mb = metadata_rows(a), metadata_rows(b)
     side = [(sa[0], [(la, va, vb) for (la, va), (_, vb) in zip(sa[1], sb[1])]) for sa, sb in zip(ma, mb)]
     problems = [Problem(f"A: {p.path}", p.line, p.message, p.fix) for p in a.problems] + [
@@ -186,8 +206,12 @@ def _render_compare(
         b=b,
         ta=ta,
         tb=tb,
-        ha=heatmap_view(ta, "ha", compact=True),
-        hb=heatmap_view(tb, "hb", compact=True),
+        ha=ha,
+        hb=hb,
+        ea=ea,
+        eb=eb,
+        ma=eff_marker(ha, ta, ea),
+        mb=eff_marker(hb, tb, eb),
         hd=diff_view(diff),
         diff=diff,
         counts=counts,

@@ -180,7 +180,7 @@ def _grid_view(
         grid_w=round(grid_w, 2),
         grid_h=round(grid_h, 2),
         font=font,
-        cols=tuple(Label(round(left + (j + 0.5) * cell_w, 2), fmt.length(v)) for j, v in enumerate(lengths)),
+        cols=tuple(Label(round(left + (j + 0.5) * cell_w, 2), t) for j, t in enumerate(fmt.length_labels(lengths))),
         rows=tuple(Label(round(top + (i + 0.5) * cell_h, 2), fmt.depth(d) + "%") for i, d in enumerate(depths)),
         squares=tuple(squares),
         col_means=cm,
@@ -302,12 +302,14 @@ def accuracy_charts(tables: list[tuple[str, HeatmapTable]]) -> tuple[LineChart, 
             out.append((k, None if t.mean is None else t.mean * 100, tip))
         return out
 
+    all_lengths = sorted({n for _, t in tables for n in t.lengths})
+    shown = dict(zip(all_lengths, fmt.length_labels(all_lengths)))
     by_len = line_chart(
         "Accuracy by context length",
         [(n, pts(t.lengths, t.by_length, lambda v: f"{v:,} tokens")) for n, t in tables],
         x_label="context length (tokens)",
         y_label="mean score %",
-        x_format=lambda v: fmt.length(int(v)),
+        x_format=lambda v: shown.get(int(v), fmt.length(int(v))),
         y_format=lambda v: f"{v:.0f}",
         x_log=True,
         y_max=100,

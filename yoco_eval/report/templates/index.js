@@ -1,8 +1,7 @@
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("index-data").textContent);
-  var box = document.getElementById("cards");
-  var cards = Array.prototype.slice.call(box.querySelectorAll(".card"));
+  var cards = Array.prototype.slice.call(document.querySelectorAll(".cards .card"));
   var q = document.getElementById("q"), kind = document.getElementById("kind"), sort = document.getElementById("sort");
   var shown = document.getElementById("shown");
 
@@ -23,7 +22,7 @@
       if (!x !== !y) return x ? -1 : 1; // empty values last, whatever the direction
       if (x === y) return (a.getAttribute("data-name") || "").localeCompare(b.getAttribute("data-name") || "");
       return x < y ? -dir : dir;
-    }).forEach(function (c) { box.appendChild(c); });
+    }).forEach(function (c) { c.parentNode.appendChild(c); }); // each section keeps its own cards
   }
   q.addEventListener("input", filter);
   kind.addEventListener("change", filter);
@@ -44,9 +43,10 @@
     var lo = rgb(stops[i]), hi = rgb(stops[i + 1]);
     return "rgb(" + lo.map(function (v, j) { return Math.round(v + (hi[j] - v) * f); }).join(",") + ")";
   }
+  var compact = true; // one style per axis, as on the pages: 4K / 1M only when every length allows it
   function lengthLabel(n) {
-    if (n >= 1048576 && n % 1048576 === 0) return n / 1048576 + "M";
-    if (n >= 1024 && n % 1024 === 0) return n / 1024 + "K";
+    if (compact && n >= 1048576 && n % 1048576 === 0) return n / 1048576 + "M";
+    if (compact && n >= 1024) return n / 1024 + "K";
     return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
   }
   function depthLabel(d) { return String(Math.round(d * 100) / 100); }
@@ -96,6 +96,7 @@
     while (out.firstChild) out.removeChild(out.firstChild);
     if (!a || !b) return;
     var lengths = union(a.lengths, b.lengths), depths = union(a.depths, b.depths), deltas = [];
+    compact = lengths.every(function (n) { return n < 1024 || n % 1024 === 0; });
     var grids = el("div", "grids");
     grids.appendChild(grid("A: " + a.name, lengths, depths, function (l, d) { return scoreCell(lookup(a, l, d)); }));
     grids.appendChild(grid("B: " + b.name, lengths, depths, function (l, d) { return scoreCell(lookup(b, l, d)); }));
