@@ -363,3 +363,25 @@ def test_fp8_cache_loglikelihood_equals_the_fp8_full_forward():
     assert torch.equal(sub.k_scale, c.k_scale[[2, 0]])
     c.put_rows(torch.tensor([1]), c.select_rows(torch.tensor([0])))
     assert torch.equal(c.k.view(torch.uint8)[1], c.k.view(torch.uint8)[0]) and torch.equal(c.v_scale[1], c.v_scale[0])
+
+
+@torch.inference_mode()
+def test_the_engine_prepares_the_model_it_is_given():
+    """The Engine rewrites an eval-mode model for inference, in place and visibly (the documented contract); a
+    training model is left plain. Outputs are the plain model's within the derived tolerance."""
+    from yoco_eval.model.inference import InferenceDecoderLayer
+    from yoco_eval.model.layers import DecoderLayer
+
+    torch.manual_seed(10)
+    model = make("yoco-debug")
+    ids = torch.randint(4, 260, (1, 30))
+    plain = model(ids)
+    assert not any(isinstance(m, InferenceDecoderLayer) for m in model.modules())
+    engine = Engine(model, ByteTokenizer(), chunk_size=8, max_length=64)
+    assert engine.model is model
+    layers = [m for m in model.modules() if isinstance(m, DecoderLayer)]
+    assert layers and all(isinstance(m, InferenceDecoderLayer) for m in layers)
+    assert_close_to_ref(model(ids), plain, ref64(model, ids))
+    trained = make("yoco-debug").train()
+    Engine(trained, ByteTokenizer(), chunk_size=8, max_length=64)
+    assert not any(isinstance(m, InferenceDecoderLayer) for m in trained.modules())
