@@ -15,11 +15,13 @@ os.environ.setdefault("HF_HOME", str(Path(__file__).resolve().parents[1] / ".hf_
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from yoco_eval import settings  # noqa: E402
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 # One intra-op thread: on the 2-core CI machine, OpenMP with 2 threads made small models 4-10x slower
 # (measured: yoco-debug prefill of 9000 tokens 0.19 s with 1 thread, 1.96 s with 2).
-torch.set_num_threads(int(os.environ.get("YOCO_EVAL_THREADS", "1")))
+torch.set_num_threads(settings.get().threads)
 
 
 def pytest_collection_modifyitems(config, items):

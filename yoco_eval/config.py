@@ -23,9 +23,6 @@ from typing import Any
 
 from yoco_eval.errors import ConfigError
 
-_BACKENDS = ("auto", "torch", "sdpa", "flex", "flash_attn")
-_RET_BACKENDS = ("auto", "torch", "triton")
-
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from yoco_eval import settings
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.model.cache import Cache, CacheState
+from yoco_eval.model.inference import GraphDecoder, prepare_for_inference
+from yoco_eval.ops.retention import prepare_fla
 from yoco_eval.tokenizer import Tokenizer
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -60,14 +63,124 @@ class SamplingParams:
     ignore_eos: bool = False  # profiling: always generate max_new_tokens
 
 
-class Engine:
+class _Scoring:
+    """The Engine's scoring methods (lm-eval's loglikelihood, rolling perplexity). They run on the Engine's
+    ``model``, ``device``, ``max_length``, ``chunk_size``, ``prefill_only`` and ``_pad``."""
+
+    @torch.inference_mode()
+    def loglikelihood(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        batch_size: int = 8,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[tuple[float, bool]]:
+        """Log-probability of each continuation given its context, and whether it is the greedy one.
+
+        ``requests``: ``(context_ids, continuation_ids)`` with a non-empty continuation and a context of at least
+        one token. The model sees ``(context + continuation)[:-1]``, left-truncated to ``max_length``. Requests
+        that share the same prefix (the input without its last ``len(continuation)`` tokens) prefill that prefix
+        once and fork the state for each continuation; batches are sorted by length.
+        """
+        prepared = []
+        for i, (ctx, cont) in enumerate(requests):
+            if len(cont) == 0:
+                raise ValueError(f"request {i}: empty continuation")
+            inp = (list(ctx) + list(cont))[-(self.max_length + 1) :][:-1]
+            n = len(cont)
+            if len(inp) < n:
+                raise ValueError(f"request {i}: no context token before the continuation")
+            prepared.append((tuple(inp[: len(inp) - n]), inp[len(inp) - n :], list(cont), i))
+        groups: dict[tuple, list] = {}
+        for item in prepared:
+            groups.setdefault(item[0], []).append(item)
+        order = sorted(groups, key=lambda k: -(len(k) + max(len(x[1]) for x in groups[k])))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        batch: list[tuple] = []
+        rows = 0
+        for key in order:
+            members = groups[key]
+            if batch and rows + len(members) > batch_size:
+                self._score_batch(batch, results, progress)
+                batch, rows = [], 0
+            batch.append((key, members))
+            rows += len(members)
+        if batch:
+            self._score_batch(batch, results, progress)
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, batch, results, progress) -> None:
+        prefixes = [list(k) for k, _ in batch]
+        suffix_rows = [(g, m) for g, (_, members) in enumerate(batch) for m in members]
+        max_suffix = max(len(m[1]) for _, m in suffix_rows)
+        need = max(len(p) for p in prefixes) + max_suffix
+        nonempty = [g for g, p in enumerate(prefixes) if p]
+        cache = self.model.setup_cache(len(batch), need)
+        if nonempty:
+            # prefill every prefix (rows with an empty prefix just stay empty)
+            sub = self.model.setup_cache(len(nonempty), need)
+            self.prefill_only([prefixes[g] for g in nonempty], sub)
+            cache.put_rows(nonempty, sub)
+        rows = torch.tensor([g for g, _ in suffix_rows], device=self.device)
+        cache = cache.select_rows(rows)
+        tokens, _, lens_d = self._pad([m[1] for _, m in suffix_rows])
+        start = torch.tensor([len(prefixes[g]) for g, _ in suffix_rows], device=self.device)
+        valid = torch.arange(max_suffix, device=self.device)[None] < lens_d[:, None]
+        if bool(valid.all()) and len(set(start.tolist())) == 1:
+            valid = None
+        start_arg = int(start[0]) if valid is None else start
+        logits = self.model(tokens, cache=cache, start_pos=start_arg, valid=valid, logits_from=None)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        for r, (_, m) in enumerate(suffix_rows):
+            cont = torch.tensor(m[2], device=self.device)
+            n = len(cont)
+            lp = logp[r, :n]
+            total = lp.gather(-1, cont[:, None]).sum().item()
+            greedy = bool((lp.argmax(-1) == cont).all())
+            results[m[3]] = (total, greedy)
+        if progress is not None:
+            progress(len(suffix_rows))
+
+    @torch.inference_mode()
+    def score_tokens(self, tokens: Sequence[int], prefix: Sequence[int], chunk: int | None = None) -> float:
+        """Total log-probability of ``tokens`` given ``prefix`` in ONE pass (rolling perplexity without windows).
+
+        The sequence ``prefix + tokens`` must fit ``max_length + 1``. Logits are made one chunk at a time."""
+        seq = list(prefix) + list(tokens)
+        inp, n0 = seq[:-1], len(prefix) - 1  # position n0 predicts tokens[0]
+        if len(inp) > self.max_length:
+            raise ValueError(f"document of {len(seq)} tokens does not fit max_length {self.max_length}")
+        chunk = chunk or min(self.chunk_size, 2048)
+        cache = self.model.setup_cache(1, len(inp))
+        x = torch.tensor([inp], device=self.device)
+        target = torch.tensor(seq[1:], device=self.device)
+        total = 0.0
+        for s in range(0, len(inp), chunk):
+            e = min(len(inp), s + chunk)
+            if e <= n0:
+                self.model(x[:, s:e], cache=cache, start_pos=s, logits_from=0)
+                continue
+            lo = max(s, n0)
+            logits = self.model(x[:, s:e], cache=cache, start_pos=s, logits_from=e - lo)[0].float()
+            lp = F.log_softmax(logits, -1).gather(-1, target[lo:e, None])
+            total += lp.sum().item()
+        return total
+
+
+class Engine(_Scoring):
     """Runs a YOCO or Transformer model (see :mod:`yoco_eval.model`) for generation and scoring.
+
+    The Engine REWRITES the model it is given, in place: an eval-mode model goes through
+    :func:`~yoco_eval.model.inference.prepare_for_inference` (fused projections, residual-in-place GEMMs; the same
+    function, the same parameters). On CUDA it also points Triton at the shared cache
+    (:func:`yoco_eval.settings.use_shared_triton_cache`) and gives fla-core's autotuner its shortlist
+    (:func:`yoco_eval.ops.retention.prepare_fla`).
 
     Args:
         model: a :class:`~yoco_eval.model.yoco.YOCO` or :class:`~yoco_eval.model.transformer.Transformer`.
         tokenizer: its tokenizer (``encode``/``decode``/``eos_id``...).
         chunk_size: prefill chunk length (tokens per forward call); bounds activation memory.
         max_length: the longest sequence (prompt + generation) the engine accepts.
+        cuda_graphs: replay decode steps as one CUDA graph (GPU only; see :meth:`graph_decoder`).
     """
 
     def __init__(
@@ -84,29 +197,25 @@ class Engine:
         self.chunk_size = int(chunk_size)
         self.max_length = int(max_length or model.config.max_seq_len)
         self.name = name or model.config.name
-        self.cuda_graphs = cuda_graphs  # decode steps replayed as one CUDA graph (GPU only)
+        self.cuda_graphs = cuda_graphs
         if not model.training:
-            from yoco_eval.model.yoco import fuse_projections
-
-            fuse_projections(model)
-        self._graphs: dict[tuple[int, int], _GraphDecoder] = {}
+            prepare_for_inference(model)
+        if self.device.type == "cuda":
+            settings.use_shared_triton_cache()
+            prepare_fla()
+        self._graphs: dict[tuple[int, int], GraphDecoder] = {}
 
     @classmethod
     def load(cls, spec, device="cpu", dtype="float32", attn_backend="auto", retention_backend="auto",
-             chunk_size=4096, max_length=None, tokenizer=None, kv_dtype="auto") -> Engine:  # fmt: skip
-        """Load a checkpoint folder or preset (see :func:`yoco_eval.model.checkpoint.load_model`).
-        ``kv_dtype="fp8"`` stores YOCO's shared K/V as e4m3 + scales (lossy, opt-in: see
-        :mod:`yoco_eval.model.cache`)."""
-        from yoco_eval.model.cache import check_kv_dtype
+             chunk_size=4096, max_length=None, tokenizer=None, kv_dtype="auto",
+             decode_backend="auto") -> Engine:  # fmt: skip
+        """Load a checkpoint folder or preset (see :func:`yoco_eval.model.checkpoint.load_model`; the backend names
+        are those of :mod:`yoco_eval.ops`). ``kv_dtype="fp8"`` stores YOCO's shared K/V as e4m3 + scales (lossy,
+        opt-in: see :mod:`yoco_eval.model.cache`)."""
         from yoco_eval.model.checkpoint import load_model
 
-        check_kv_dtype(kv_dtype)  # before the (slow) load
-        loaded = load_model(spec, device, parse_dtype(dtype), attn_backend, retention_backend, tokenizer)
-        if kv_dtype != "auto":
-            if kv_dtype not in loaded.model.kv_dtypes:
-                raise YocoEvalError(f"kv_dtype={kv_dtype} is for YOCO checkpoints (one shared cache); {spec} is a "
-                                    "Transformer: drop kv_dtype")  # fmt: skip
-            loaded.model.kv_dtype = kv_dtype
+        loaded = load_model(spec, device, parse_dtype(dtype), attn_backend, retention_backend, tokenizer,
+                            decode_backend=decode_backend, kv_dtype=kv_dtype)  # fmt: skip
         eng = cls(loaded.model, loaded.tokenizer, chunk_size, max_length, name=str(spec))
         eng.source, eng.path = loaded.source, loaded.path
         return eng
@@ -140,7 +249,7 @@ class Engine:
         B = len(prompts)
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token (e.g. BOS)")
-        cache.writes += 1
+        cache.note_prefill()
         tokens, lens, lens_d = self._pad(prompts)
         L = tokens.shape[1]
         out = torch.empty(B, self.model.config.vocab_size, device=self.device) if want_logits else None
@@ -220,7 +329,7 @@ class Engine:
         gen = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
         graph = None
         if self.cuda_graphs and self.device.type == "cuda" and p.max_new_tokens > 1:
-            graph = self._graph_decoder(B, need)
+            graph = self.graph_decoder(B, need)
             cache = graph.cache
         elif prefix is not None:
             cache = prefix.cache_for(self.model, need)
@@ -270,15 +379,21 @@ class Engine:
             results.append(Generation(text, out[i], reason[i], len(prompts[i]), t1 - t0, t2 - t1, dict(stats)))
         return results
 
-    def _graph_decoder(self, batch: int, need: int) -> _GraphDecoder:
-        """A captured decode step over a cache of ``batch`` rows, reused for every length in the same bucket."""
-        key = (batch, -(-need // 4096) * 4096)
+    def graph_decoder(self, batch: int, max_len: int) -> GraphDecoder:
+        """A decode step captured as a CUDA graph over its own cache of ``batch`` rows and at least ``max_len``
+        positions (CUDA only), with that cache reset: prefill into ``.cache``, then ``.step(tokens, pos)``. Reused
+        for every length in the same 4096-token bucket; making one for another size drops the previous one."""
+        key = (batch, -(-max_len // 4096) * 4096)
         g = self._graphs.get(key)
         if g is None:
-            self._graphs.clear()  # keep one: caches at long context are large
-            g = self._graphs[key] = _GraphDecoder(self.model, batch, key[1], self.device)
+            self.drop_graphs()  # keep one: caches at long context are large
+            g = self._graphs[key] = GraphDecoder(self.model, batch, key[1], self.device)
         g.cache.reset()
         return g
+
+    def drop_graphs(self) -> None:
+        """Let go of the captured decode graph and its cache (e.g. before measuring memory at another length)."""
+        self._graphs.clear()
 
     def _hit_stop(self, toks: list[int], stop: Sequence[str]) -> bool:
         tail = self.tokenizer.decode(toks[-(max(len(s) for s in stop) + 8) :])
@@ -288,106 +403,6 @@ class Engine:
         """Convenience: generate from a text prompt (BOS prepended when the tokenizer has one)."""
         ids = self.tokenizer.encode(prompt, bos=self.tokenizer.bos_id is not None)
         return self.generate([ids], **kw)[0].text
-
-    # -- scoring ----------------------------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def loglikelihood(
-        self,
-        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
-        batch_size: int = 8,
-        progress: Callable[[int], None] | None = None,
-    ) -> list[tuple[float, bool]]:
-        """Log-probability of each continuation given its context, and whether it is the greedy one.
-
-        ``requests``: ``(context_ids, continuation_ids)`` with a non-empty continuation and a context of at least
-        one token. The model sees ``(context + continuation)[:-1]``, left-truncated to ``max_length``. Requests
-        that share the same prefix (the input without its last ``len(continuation)`` tokens) prefill that prefix
-        once and fork the state for each continuation; batches are sorted by length.
-        """
-        prepared = []
-        for i, (ctx, cont) in enumerate(requests):
-            if len(cont) == 0:
-                raise ValueError(f"request {i}: empty continuation")
-            inp = (list(ctx) + list(cont))[-(self.max_length + 1) :][:-1]
-            n = len(cont)
-            if len(inp) < n:
-                raise ValueError(f"request {i}: no context token before the continuation")
-            prepared.append((tuple(inp[: len(inp) - n]), inp[len(inp) - n :], list(cont), i))
-        groups: dict[tuple, list] = {}
-        for item in prepared:
-            groups.setdefault(item[0], []).append(item)
-        order = sorted(groups, key=lambda k: -(len(k) + max(len(x[1]) for x in groups[k])))
-        results: list[tuple[float, bool] | None] = [None] * len(requests)
-        batch: list[tuple] = []
-        rows = 0
-        for key in order:
-            members = groups[key]
-            if batch and rows + len(members) > batch_size:
-                self._score_batch(batch, results, progress)
-                batch, rows = [], 0
-            batch.append((key, members))
-            rows += len(members)
-        if batch:
-            self._score_batch(batch, results, progress)
-        return results  # type: ignore[return-value]
-
-    def _score_batch(self, batch, results, progress) -> None:
-        prefixes = [list(k) for k, _ in batch]
-        suffix_rows = [(g, m) for g, (_, members) in enumerate(batch) for m in members]
-        max_suffix = max(len(m[1]) for _, m in suffix_rows)
-        need = max(len(p) for p in prefixes) + max_suffix
-        nonempty = [g for g, p in enumerate(prefixes) if p]
-        cache = self.model.setup_cache(len(batch), need)
-        if nonempty:
-            # prefill every prefix (rows with an empty prefix just stay empty)
-            sub = self.model.setup_cache(len(nonempty), need)
-            self.prefill_only([prefixes[g] for g in nonempty], sub)
-            cache = _scatter_rows(cache, sub, nonempty)
-        rows = torch.tensor([g for g, _ in suffix_rows], device=self.device)
-        cache = cache.select_rows(rows)
-        tokens, _, lens_d = self._pad([m[1] for _, m in suffix_rows])
-        start = torch.tensor([len(prefixes[g]) for g, _ in suffix_rows], device=self.device)
-        valid = torch.arange(max_suffix, device=self.device)[None] < lens_d[:, None]
-        if bool(valid.all()) and len(set(start.tolist())) == 1:
-            valid = None
-        start_arg = int(start[0]) if valid is None else start
-        logits = self.model(tokens, cache=cache, start_pos=start_arg, valid=valid, logits_from=None)
-        logp = F.log_softmax(logits.float(), dim=-1)
-        for r, (_, m) in enumerate(suffix_rows):
-            cont = torch.tensor(m[2], device=self.device)
-            n = len(cont)
-            lp = logp[r, :n]
-            total = lp.gather(-1, cont[:, None]).sum().item()
-            greedy = bool((lp.argmax(-1) == cont).all())
-            results[m[3]] = (total, greedy)
-        if progress is not None:
-            progress(len(suffix_rows))
-
-    @torch.inference_mode()
-    def score_tokens(self, tokens: Sequence[int], prefix: Sequence[int], chunk: int | None = None) -> float:
-        """Total log-probability of ``tokens`` given ``prefix`` in ONE pass (rolling perplexity without windows).
-
-        The sequence ``prefix + tokens`` must fit ``max_length + 1``. Logits are made one chunk at a time."""
-        seq = list(prefix) + list(tokens)
-        inp, n0 = seq[:-1], len(prefix) - 1  # position n0 predicts tokens[0]
-        if len(inp) > self.max_length:
-            raise ValueError(f"document of {len(seq)} tokens does not fit max_length {self.max_length}")
-        chunk = chunk or min(self.chunk_size, 2048)
-        cache = self.model.setup_cache(1, len(inp))
-        x = torch.tensor([inp], device=self.device)
-        target = torch.tensor(seq[1:], device=self.device)
-        total = 0.0
-        for s in range(0, len(inp), chunk):
-            e = min(len(inp), s + chunk)
-            if e <= n0:
-                self.model(x[:, s:e], cache=cache, start_pos=s, logits_from=0)
-                continue
-            lo = max(s, n0)
-            logits = self.model(x[:, s:e], cache=cache, start_pos=s, logits_from=e - lo)[0].float()
-            lp = F.log_softmax(logits, -1).gather(-1, target[lo:e, None])
-            total += lp.sum().item()
-        return total
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -472,53 +487,6 @@ class PrefixCache:
         self.tokens_reused += start
         self._ref, self._writes, self._ids = weakref.ref(cache), cache.writes, ids
         return logits
-
-
-class _GraphDecoder:
-    """One decode step (``tokens [B, 1]`` at per-row positions ``[B]``) captured as a CUDA graph.
-
-    Captured on a fresh cache before any prefill (the warm-up writes are then wiped by ``cache.reset()``); under
-    capture the cache is ``static``: attention covers the whole preallocated buffer under a length mask, so the
-    same graph serves every step."""
-
-    def __init__(self, model, batch: int, max_len: int, device):
-        self.model = model
-        self.cache = model.setup_cache(batch, max_len)
-        self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
-        self.pos = torch.zeros(batch, dtype=torch.long, device=device)
-        self.cache.static = True
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(2):
-                model(self.tok, cache=self.cache, start_pos=self.pos)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.inference_mode():
-            self.logits = model(self.tok, cache=self.cache, start_pos=self.pos)[:, -1].float()
-        self.cache.static = False
-
-    def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        self.tok.copy_(tokens.view(-1, 1))
-        self.pos.copy_(pos)
-        self.graph.replay()
-        self.cache.seen += 1
-        return self.logits
-
-
-def _scatter_rows(dst: Cache, src: Cache, rows: list[int]) -> Cache:
-    """Copy the rows of ``src`` into rows ``rows`` of ``dst`` (same layout)."""
-    idx = torch.tensor(rows, device=dst.lengths.device)
-    dst.lengths[idx] = src.lengths
-    for a, b in zip(dst.retention, src.retention):
-        a[idx] = b
-    for a, b in zip(dst.windows, src.windows):
-        a.k[idx], a.v[idx], a.pos[idx] = b.k, b.v, b.pos
-    for a, b in zip(dst.kv, src.kv):
-        a.put_rows(idx, b)
-    dst.seen = max(dst.seen, src.seen)
-    dst.ragged = True if len(rows) != dst.batch_size else src.ragged
-    return dst
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

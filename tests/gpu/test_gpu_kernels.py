@@ -7,15 +7,14 @@ Each test prints its numbers; `pytest -s` output is recorded under reports/gpu/.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
+from yoco_eval import settings
 from yoco_eval.ops import retention, triton_kernels
 from yoco_eval.ops.attention import attention, decode_attention
 from yoco_eval.ops.naive import naive_attention, naive_parallel_retention
-from yoco_eval.ops.retention import fla_available, torch_chunk_retention, triton_chunk_retention
+from yoco_eval.ops.retention import fla_available, fla_chunk_retention, torch_chunk_retention
 
 pytestmark = pytest.mark.gpu
 DEV = "cuda"
@@ -33,7 +32,8 @@ def check(name, fast, base, ref, floor=1e-3):
 
 @pytest.mark.skipif(not fla_available(), reason="fla-core not installed: pip install 'yoco-eval[gpu]'")
 @pytest.mark.parametrize("T,H,D", [(1024, 4, 128), (3000, 24, 128), (64, 2, 64)], ids=["T1024-H4", "T3000-H24", "T64"])
-def test_triton_retention_matches_reference(T, H, D):
+def test_fla_retention_matches_reference(T, H, D):
+    shortlist = retention.prepare_fla()  # what the Engine does on CUDA
     g = torch.Generator(device=DEV).manual_seed(T)
     q, k, v = (torch.randn(1, T, H, D, device=DEV, generator=g) for _ in range(3))
     k = k * D**-0.5
@@ -42,11 +42,11 @@ def test_triton_retention_matches_reference(T, H, D):
     ref_o, ref_s = naive_parallel_retention(q.double(), k.double(), v.double(), log_g.double(), s0.double())
     qb, kb, vb = (x.bfloat16() for x in (q, k, v))
     base_o, base_s = torch_chunk_retention(qb, kb, vb, log_g, s0, chunk_size=64)
-    fast_o, fast_s = triton_chunk_retention(qb, kb, vb, log_g, s0)
+    fast_o, fast_s = fla_chunk_retention(qb, kb, vb, log_g, s0)
     check(f"retention T={T} H={H} out", fast_o, base_o, ref_o)
     check(f"retention T={T} H={H} state", fast_s, base_s, ref_s)
-    if torch.cuda.get_device_capability()[0] == 9 and os.environ.get("YOCO_EVAL_FLA_FULL_AUTOTUNE") != "1":
-        assert retention.fla_shortlist_active(), "the Hopper shortlist was not installed on fla-core's state kernel"
+    if torch.cuda.get_device_capability()[0] == 9 and not settings.get().fla_full_autotune:
+        assert shortlist, "the Hopper shortlist was not installed on fla-core's state kernel"
         from fla.ops.common.chunk_h import chunk_fwd_kernel_h  # the state kernel ran from the Hopper shortlist
 
         best = chunk_fwd_kernel_h.fn.best_config
@@ -114,7 +114,7 @@ def test_triton_decode_kernel_matches_reference(Tk):
     fast = triton_kernels.decode_attention_splitk(qb, kb, vb, lengths)
     assert torch.isfinite(fast).all()
     check(f"triton decode Tk={Tk}", fast, base, ref)
-    via_api = decode_attention(qb, kb, vb, None, backend="sdpa", kv_len=lengths)
+    via_api = decode_attention(qb, kb, vb, None, backend="triton", kv_len=lengths)
     assert torch.equal(via_api, fast)
 
 
@@ -145,7 +145,8 @@ def test_triton_fp8_decode_kernel_matches_reference(Tk, head_major):
     fast = triton_kernels.decode_attention_splitk(q, kq, vq, lengths, k_scale=ks, v_scale=vs)
     assert torch.isfinite(fast).all()
     check(f"triton fp8 decode Tk={Tk}", fast, base, ref)
-    via_api = decode_attention(q, fp8.QuantKV(kq, ks), fp8.QuantKV(vq, vs), None, backend="sdpa", kv_len=lengths)
+    via_api = decode_attention(q, fp8.QuantKV(kq, ks), fp8.QuantKV(vq, vs), None, backend="triton",
+                               kv_len=lengths)  # fmt: skip
     assert torch.equal(via_api, fast)
 
 

@@ -8,9 +8,11 @@ import time
 import pytest
 import torch
 
+from yoco_eval import settings
 from yoco_eval.config import get_config
 from yoco_eval.generate import Engine
 from yoco_eval.model.checkpoint import build_model, init_weights
+from yoco_eval.model.inference import prepare_for_inference
 from yoco_eval.tokenizer import YOCOTokenizer
 
 pytestmark = pytest.mark.gpu
@@ -19,14 +21,17 @@ pytestmark = pytest.mark.gpu
 def _plain_fp32_logits(model, ids, n, monkeypatch):
     """Logits of the last ``n`` positions from the fp32 model through the plain PyTorch path: PyTorch retention and
     attention, no Triton, no torch.compile (the reference both bf16 paths are measured against)."""
+    names = model.backend_names
     with monkeypatch.context() as m:
         m.setenv("YOCO_EVAL_TRITON", "0")
         m.setenv("YOCO_EVAL_COMPILE", "0")
-        m.setattr(model, "attn_backend", "torch")
-        m.setattr(model, "retention_backend", "torch")
-        model._backends = None
-        ref = model(ids, logits_from=n).float()
-    model._backends = None
+        settings.reload()
+        model.set_backends("torch", "torch", "torch")
+        try:
+            ref = model(ids, logits_from=n).float()
+        finally:
+            model.set_backends(*names)
+    settings.reload()
     return ref
 
 
@@ -45,7 +50,6 @@ def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k(monkeypatch):
     """Derived tolerance: both bf16 paths are compared with the same weights run in fp32 through the plain PyTorch
     path (PyTorch retention and attention, no Triton, no torch.compile); the cached path's error must be within
     2x the bf16 full forward's error (they differ only in rounding order)."""
-    from yoco_eval.model.yoco import fuse_projections
     from yoco_eval.profile import build_random
 
     torch.manual_seed(0)
@@ -53,7 +57,7 @@ def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k(monkeypatch):
     T, n_dec = 8192, 16
     ids = torch.randint(4, 100_000, (1, T + n_dec), device="cuda")
     ref = _plain_fp32_logits(model, ids, n_dec + 1, monkeypatch)  # the last prompt token + the decoded ones
-    model = fuse_projections(model.to(torch.bfloat16))
+    model = prepare_for_inference(model.to(torch.bfloat16))
     t0 = time.perf_counter()
     full = model(ids, logits_from=n_dec + 1).float()
     torch.cuda.synchronize()
@@ -71,20 +75,19 @@ def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k(monkeypatch):
 def test_yoco_3b_fp8_cache_matches_its_full_forward_8k(monkeypatch):
     """kv_dtype="fp8": chunked prefill + decode (the Triton kernel reads the fp8 cache) against the fp8 model's own
     full forward, with the test above's derived rule; also prints how far fp8 moves the logits from bf16."""
-    from yoco_eval.model.yoco import fuse_projections
     from yoco_eval.profile import build_random
 
     torch.manual_seed(0)
     model = build_random("yoco-3b", dtype=torch.float32)
-    model.kv_dtype = "fp8"
+    model.set_kv_dtype("fp8")
     T, n_dec = 8192, 64  # 65 positions: argmax agreement to the fp32 reference (~0.8) has a binomial sd ~0.05
     ids = torch.randint(4, 100_000, (1, T + n_dec), device="cuda")
     ref = _plain_fp32_logits(model, ids, n_dec + 1, monkeypatch)
-    model = fuse_projections(model.to(torch.bfloat16))
+    model = prepare_for_inference(model.to(torch.bfloat16))
     full = model(ids, logits_from=n_dec + 1).float()
     got, cache = _chunked_prefill_then_decode(model, ids, T, n_dec)
     assert cache.kv[0].k.dtype == torch.float8_e4m3fn
-    model.kv_dtype = "auto"
+    model.set_kv_dtype("auto")
     bf16 = model(ids, logits_from=n_dec + 1).float()
     rel = lambda a, b=ref: ((a - b).norm() / b.norm()).item()  # noqa: E731
     agree = lambda a, b=ref: (a.argmax(-1) == b.argmax(-1)).float().mean().item()  # noqa: E731
@@ -104,8 +107,14 @@ def test_cuda_graph_decode_equals_eager_decode():
     eager = Engine(model, tok, chunk_size=256, max_length=20_000, cuda_graphs=False).generate(
         prompts, max_new_tokens=24
     )
-    graph = Engine(model, tok, chunk_size=256, max_length=20_000, cuda_graphs=True).generate(prompts, max_new_tokens=24)
+    engine = Engine(model, tok, chunk_size=256, max_length=20_000, cuda_graphs=True)
+    graph = engine.generate(prompts, max_new_tokens=24)
     assert [g.tokens for g in graph] == [e.tokens for e in eager]
+    # the public graph API: one decoder per 4096-token bucket, reset on every fetch, dropped on demand
+    g = engine.graph_decoder(2, 1000)
+    assert engine.graph_decoder(2, 4000) is g and int(g.cache.lengths.sum()) == 0 and g.cache.seen == 0
+    engine.drop_graphs()
+    assert engine.graph_decoder(2, 1000) is not g
 
 
 @torch.inference_mode()

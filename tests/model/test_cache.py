@@ -65,20 +65,20 @@ def test_fp8_cache_reproduces_the_fp8_full_forward(name, split_from, monkeypatch
     """kv_dtype="fp8" stores the shared K/V as e4m3 with a scale per (token, head). The model it defines is the one
     whose shared keys/values are rounded that way, which its full forward computes too: cached inference must
     reproduce that full forward (the same derived tolerance as above), and must differ from the unrounded model."""
-    import yoco_eval.model.yoco as yoco_mod
+    import yoco_eval.ops.attention as attention_mod
 
-    monkeypatch.setattr(yoco_mod, "_SPLIT_DECODE_MIN", split_from)  # 1: decode through decode_attention
+    monkeypatch.setattr(attention_mod, "SPLIT_DECODE_MIN", split_from)  # 1: decode through decode_attention
     torch.manual_seed(9)
     model = make(name)
     ids = torch.randint(4, 260, (2, 60))
     unrounded = model(ids)
     kv_bytes = lambda c: c.kv[0].nbytes()  # noqa: E731
     plain_bytes = kv_bytes(model.setup_cache(2, 64))
-    model.kv_dtype = "fp8"
+    model.set_kv_dtype("fp8")
     full = model(ids)
     m64 = make(name, "torch")
     m64.load_state_dict(model.state_dict())
-    m64.kv_dtype = "fp8"
+    m64.set_kv_dtype("fp8")
     ref = m64.double()(ids)
     cache = model.setup_cache(2, 64)
     assert cache.kv[0].k.dtype == torch.float8_e4m3fn and kv_bytes(cache) < 0.6 * plain_bytes
@@ -95,13 +95,19 @@ def test_fp8_cache_reproduces_the_fp8_full_forward(name, split_from, monkeypatch
     assert (unrounded.double() - ref).abs().max().item() > K * (full.double() - ref).abs().max().item() + 1e-6
 
 
-def test_fp8_cache_is_refused_for_the_transformer():
+def test_kv_dtype_is_validated_by_the_model():
     from yoco_eval.errors import ConfigError
 
     model = make("transformer-debug")
-    model.kv_dtype = "fp8"
     with pytest.raises(ConfigError, match="YOCO's shared cache only"):
-        model.setup_cache(1, 8)
+        model.set_kv_dtype("fp8")
+    with pytest.raises(ConfigError, match="YOCO's shared cache only"):
+        build_model(get_config("transformer-debug"), kv_dtype="fp8")
+    with pytest.raises(ConfigError, match="unknown kv_dtype 'int4'"):
+        make("yoco-debug").set_kv_dtype("int4")
+    with pytest.raises(AttributeError):  # read-only: set_kv_dtype is the one way in
+        model.kv_dtype = "auto"
+    assert model.kv_dtype == "auto" and model.setup_cache(1, 8).kv[0].k.dtype == torch.float32
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -180,14 +186,14 @@ def test_score_tokens_one_pass_equals_full_forward(name):
 def test_fused_projections_compute_the_same_function(name, tmp_path):
     """Inference fusion (one GEMM for q/k/v/g/gt and fc1/gate) changes no key, value or output."""
     from yoco_eval.model.checkpoint import save_model
-    from yoco_eval.model.yoco import fuse_projections
+    from yoco_eval.model.inference import prepare_for_inference
 
     torch.manual_seed(6)
     model = make(name)
     ids = torch.randint(4, 260, (2, 40))
     before = model(ids)
     sd_before = {k: v.clone() for k, v in model.state_dict().items()}
-    fuse_projections(model)
+    assert prepare_for_inference(model) is model
     assert model.state_dict().keys() == sd_before.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd_before.items())
     assert any(getattr(m, "_fused", None) is not None for m in model.modules())
@@ -200,20 +206,28 @@ def test_fused_projections_compute_the_same_function(name, tmp_path):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_residual_added_by_the_output_gemm_computes_the_same_function(name, monkeypatch):
-    """At inference each block's output GEMM accumulates into the residual stream in place (``project``: one
-    rounding, no separate add); with autograd on, the plain ``x + f(x)`` path runs. Same function."""
+    """After prepare_for_inference, at inference each block's output GEMM accumulates into the residual stream in
+    place (``add_linear_``: one rounding, no separate add); with autograd on, and in the plain model, the plain
+    ``x + f(x)`` path runs. Same function."""
+    from yoco_eval.model.inference import prepare_for_inference
+    from yoco_eval.model.layers import DecoderLayer
+
     torch.manual_seed(8)
     model = make(name)
     ids = torch.randint(4, 260, (2, 40))
     calls = []
     addmm_ = torch.Tensor.addmm_
     monkeypatch.setattr(torch.Tensor, "addmm_", lambda self, *a, **k: calls.append(1) or addmm_(self, *a, **k))
+    with torch.inference_mode():
+        model(ids)
+    assert not calls  # the plain model stays plain
+    prepare_for_inference(model)
     with torch.enable_grad():
         plain = model(ids)
     assert plain.requires_grad and not calls  # the plain path ran
     with torch.inference_mode():
         fused_out = model(ids)
-    n_layers = sum(1 for m in model.modules() if type(m).__name__ == "DecoderLayer")
+    n_layers = sum(1 for m in model.modules() if isinstance(m, DecoderLayer))
     assert len(calls) == 2 * n_layers  # the in-place path ran: mixer and feed-forward of every layer
     assert_close_to_ref(fused_out, plain.detach(), ref64(model, ids))
 
@@ -223,17 +237,16 @@ def test_residual_added_by_the_output_gemm_computes_the_same_function(name, monk
 def test_feed_forward_in_row_slices_computes_the_same_function(name, monkeypatch):
     """Inference runs the feed-forward over bounded row slices (a long prefill chunk's activation stays small);
     slices that do and don't divide the rows give the unsliced outputs."""
-    import yoco_eval.model.yoco as yoco_mod
-    from yoco_eval.model.yoco import fuse_projections
+    import yoco_eval.model.inference as inference_mod
 
     torch.manual_seed(7)
     model = make(name)
     ids = torch.randint(4, 260, (2, 40))
     before = model(ids)
-    fuse_projections(model)
+    inference_mod.prepare_for_inference(model)
     ref = ref64(model, ids)
     for rows in (7, 16):
-        monkeypatch.setattr(yoco_mod, "_FFN_ROWS", rows)
+        monkeypatch.setattr(inference_mod, "FFN_ROWS", rows)
         assert_close_to_ref(model(ids), before, ref)
 
 
@@ -350,3 +363,25 @@ def test_fp8_cache_loglikelihood_equals_the_fp8_full_forward():
     assert torch.equal(sub.k_scale, c.k_scale[[2, 0]])
     c.put_rows(torch.tensor([1]), c.select_rows(torch.tensor([0])))
     assert torch.equal(c.k.view(torch.uint8)[1], c.k.view(torch.uint8)[0]) and torch.equal(c.v_scale[1], c.v_scale[0])
+
+
+@torch.inference_mode()
+def test_the_engine_prepares_the_model_it_is_given():
+    """The Engine rewrites an eval-mode model for inference, in place and visibly (the documented contract); a
+    training model is left plain. Outputs are the plain model's within the derived tolerance."""
+    from yoco_eval.model.inference import InferenceDecoderLayer
+    from yoco_eval.model.layers import DecoderLayer
+
+    torch.manual_seed(10)
+    model = make("yoco-debug")
+    ids = torch.randint(4, 260, (1, 30))
+    plain = model(ids)
+    assert not any(isinstance(m, InferenceDecoderLayer) for m in model.modules())
+    engine = Engine(model, ByteTokenizer(), chunk_size=8, max_length=64)
+    assert engine.model is model
+    layers = [m for m in model.modules() if isinstance(m, DecoderLayer)]
+    assert layers and all(isinstance(m, InferenceDecoderLayer) for m in layers)
+    assert_close_to_ref(model(ids), plain, ref64(model, ids))
+    trained = make("yoco-debug").train()
+    Engine(trained, ByteTokenizer(), chunk_size=8, max_length=64)
+    assert not any(isinstance(m, InferenceDecoderLayer) for m in trained.modules())

@@ -10,12 +10,12 @@ fp8 is left to the GPU tests: the interpreter computes with numpy, which has no 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if os.environ.get("TRITON_INTERPRET") != "1":
+from yoco_eval import settings
+
+if not settings.get().triton_interpret:
     raise RuntimeError("run these with TRITON_INTERPRET=1 (tests/ops/test_triton_interpreter.py does)")
 
 from yoco_eval.ops import fused, triton_kernels  # noqa: E402
@@ -139,9 +139,11 @@ def test_swiglu_up_gemm(rows, programs):
 
 @torch.inference_mode()
 def test_yoco_model_through_the_kernels(monkeypatch):
-    """A tiny YOCO's chunked prefill + decode with the kernels in place of their twins, against fp64, under
+    """A tiny YOCO's chunked prefill + decode (rewritten for inference, as the Engine runs it) with the kernels in
+    place of their twins, against fp64, under
     tests/model/test_cache.py's rule and helpers. Counts the kernel calls, so a silent fallback to the twins fails."""
     from tests.model.test_cache import assert_close_to_ref, make, ref64
+    from yoco_eval.model.inference import prepare_for_inference
 
     calls: dict[str, int] = {}
     for name in ("rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_"):
@@ -156,9 +158,12 @@ def test_yoco_model_through_the_kernels(monkeypatch):
     model = make("yoco-debug")
     ids = torch.randint(4, 260, (2, 40), generator=torch.Generator().manual_seed(7))
     monkeypatch.setenv("YOCO_EVAL_TRITON", "0")  # the twins: the fp32 full forward and the fp64 reference
+    settings.reload()
     full, ref = model(ids), ref64(model, ids)
     assert not calls
     monkeypatch.setenv("YOCO_EVAL_TRITON", "1")
+    settings.reload()
+    prepare_for_inference(model)  # as the Engine runs it: fused projections, residual-in-place GEMMs
     cache = model.setup_cache(2, 48)
     got = [model(ids[:, s : s + 12], cache=cache, start_pos=s) for s in range(0, 36, 12)]
     pos = torch.full((2,), 36)

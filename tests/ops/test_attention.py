@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from yoco_eval.config import get_config
-from yoco_eval.model.yoco import SlidingWindowAttention, make_step
+from yoco_eval.model.cache import make_step
+from yoco_eval.model.yoco import SlidingWindowAttention
 from yoco_eval.ops import resolve_backends
 from yoco_eval.ops.attention import attention
 from yoco_eval.ops.naive import naive_attention

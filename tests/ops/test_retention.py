@@ -109,6 +109,20 @@ def test_install_shortlist_reaches_the_autotuner_under_heuristics():
 
 def test_full_fla_autotune_removes_the_shortlist_and_its_choices(monkeypatch):
     """Before FLA's own YOCO is measured, the search goes back to fla-core's and the cached choices are forgotten."""
+    from types import SimpleNamespace as NS
+
+    from yoco_eval.ops import retention
+
+    tuner = _fake_fla(monkeypatch)
+    assert retention.install_shortlist(NS(fn=tuner))
+    tuner.cache[("key",)] = "a config the shortlist chose"
+    assert retention.fla_shortlist_active()
+    retention.full_fla_autotune()
+    assert tuner.early_config_prune is None and tuner.cache == {} and not retention.fla_shortlist_active()
+
+
+def _fake_fla(monkeypatch):
+    """A stand-in fla-core whose state kernel is an autotuner without pruning (what the real one is)."""
     import sys
     from types import ModuleType
     from types import SimpleNamespace as NS
@@ -116,15 +130,30 @@ def test_full_fla_autotune_removes_the_shortlist_and_its_choices(monkeypatch):
     from yoco_eval.ops import retention
 
     tuner = NS(configs=[1, 2], early_config_prune=None, fn=NS(), cache={})
-    chunk_h = NS(chunk_fwd_kernel_h=NS(fn=tuner))
     for name in ("fla", "fla.ops"):
         monkeypatch.setitem(sys.modules, name, ModuleType(name))
     common = ModuleType("fla.ops.common")
-    common.chunk_h = chunk_h
+    common.chunk_h = NS(chunk_fwd_kernel_h=NS(fn=tuner))
     monkeypatch.setitem(sys.modules, "fla.ops.common", common)
-    assert retention.install_shortlist(chunk_h.chunk_fwd_kernel_h)
-    tuner.cache[("key",)] = "a config the shortlist chose"
-    monkeypatch.setattr(retention, "_fla_chunk_simple_gla", object())  # fla-core "installed"
-    assert retention.fla_shortlist_active()
-    retention.full_fla_autotune()
-    assert tuner.early_config_prune is None and tuner.cache == {} and not retention.fla_shortlist_active()
+    monkeypatch.setattr(retention, "_fla_chunk_simple_gla", object())
+    return tuner
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_prepare_fla_is_the_explicit_switch_for_the_shortlist(monkeypatch, full):
+    """Importing yoco-eval patches nothing in fla-core; prepare_fla() installs the shortlist unless the settings ask
+    for fla-core's full autotuning (YOCO_EVAL_FLA_FULL_AUTOTUNE=1)."""
+    from yoco_eval import settings
+    from yoco_eval.ops import retention
+
+    tuner = _fake_fla(monkeypatch)
+    monkeypatch.setenv("YOCO_EVAL_FLA_FULL_AUTOTUNE", "1" if full else "0")
+    settings.reload()
+    try:
+        assert tuner.early_config_prune is None and not retention.fla_shortlist_active()
+        assert retention.prepare_fla() is (not full)
+        assert (tuner.early_config_prune is retention.hopper_shortlist) is (not full)
+        assert retention.prepare_fla() is (not full)  # idempotent
+    finally:
+        monkeypatch.undo()
+        settings.reload()

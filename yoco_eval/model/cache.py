@@ -9,6 +9,10 @@ The Transformer baseline holds one such key/value cache per layer, which is what
 Bookkeeping: ``lengths`` ``[B]`` (device) counts the valid tokens written per row; ``seen`` (host int) is the
 largest of them, so attention can slice the caches to ``[:seen]`` without a device sync.
 
+A forward call is one :class:`Step`: :func:`make_step` places its tokens, every layer reads and writes the cache
+through it, and :func:`commit_step` advances the lengths. This module owns every flag of a cache (``seen``,
+``ragged``, ``static``, ``writes``): other modules change them only through :class:`Cache`'s methods.
+
 Opt-in fp8 storage (``kv_dtype="fp8"``): keys and values as float8 e4m3 with one fp32 scale per (token, head)
 (``x ~= q * scale``, ``scale = max|x| / 448``), about half the bytes. It is lossy (3 mantissa bits): a model
 with an fp8 cache is the model whose shared keys/values are rounded that way, which is what its full forward
@@ -17,17 +21,22 @@ computes too (:func:`yoco_eval.ops.fp8.fake_quant`), so cached inference still r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from yoco_eval.errors import ConfigError
+from yoco_eval.ops import Backends, fp8
 from yoco_eval.ops.fp8 import FP8, as_bytes
+from yoco_eval.ops.rope import rope_tables
 
 KV_DTYPES = ("auto", "fp8")
 
 
 def check_kv_dtype(kv_dtype: str) -> str:
+    """The one validation of a ``kv_dtype`` value (models and the Engine call it); returns it."""
     if kv_dtype not in KV_DTYPES:
         raise ConfigError(f"unknown kv_dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
     return kv_dtype
@@ -79,6 +88,27 @@ class KVCache:
         for x, y in zip(self.tensors(), src.tensors(), strict=True):
             as_bytes(x)[idx] = as_bytes(y)
 
+    def write(self, k: torch.Tensor, v: torch.Tensor, step: Step):
+        """Write this call's keys/values ``[B, T, Hk, D]`` at their positions; return the cache's keys/values
+        ``[:step.end]`` (for an fp8 cache, as :class:`~yoco_eval.ops.fp8.QuantKV` reads)."""
+        if self.quantized:
+            (kq, ks), (vq, vs) = fp8.quantize(k), fp8.quantize(v)
+            srcs = (kq, vq, ks, vs)
+        else:
+            srcs = (k, v)
+        parts = [(as_bytes(dst), as_bytes(src)) for dst, src in zip(self.tensors(), srcs, strict=True)]
+        if step.start is not None:
+            for dst, src in parts:
+                dst[:, step.start : step.start + k.shape[1]] = src
+        else:
+            rows = torch.arange(k.shape[0], device=k.device)[:, None]
+            for dst, src in parts:
+                dst[rows, step.pos] = src
+        e = step.end
+        if self.quantized:
+            return fp8.QuantKV(self.k[:, :e], self.k_scale[:, :e]), fp8.QuantKV(self.v[:, :e], self.v_scale[:, :e])
+        return self.k[:, :e], self.v[:, :e]
+
 
 @dataclass
 class Cache:
@@ -98,6 +128,40 @@ class Cache:
 
     def nbytes(self) -> int:
         return _nbytes(_state_tensors(self.retention, self.windows)) + sum(c.nbytes() for c in self.kv)
+
+    def note_prefill(self) -> None:
+        """Count one prefill call into this cache (:class:`~yoco_eval.generate.PrefixCache` compares the count to
+        tell whether someone else wrote into the cache since it saved its states)."""
+        self.writes += 1
+
+    @contextmanager
+    def static_shapes(self) -> Iterator[Cache]:
+        """Within the block, decode steps attend over the whole preallocated buffer under a length mask (static
+        shapes, as a CUDA graph capture needs); the host-side ``seen`` is left alone."""
+        self.static = True
+        try:
+            yield self
+        finally:
+            self.static = False
+
+    def advance(self, n: int = 1) -> None:
+        """Every row has taken ``n`` more tokens through a replayed CUDA graph (whose commit updated ``lengths`` on
+        the device, but cannot update the host-side ``seen``)."""
+        self.seen += n
+
+    def put_rows(self, rows: list[int], src: Cache) -> None:
+        """Copy every row of ``src`` into rows ``rows`` of this cache (same layout); the rows not written keep
+        their own lengths, so the cache becomes ragged unless all of its rows were written."""
+        idx = torch.tensor(rows, device=self.lengths.device)
+        self.lengths[idx] = src.lengths
+        for a, b in zip(self.retention, src.retention, strict=True):
+            a[idx] = b
+        for a, b in zip(self.windows, src.windows, strict=True):
+            a.k[idx], a.v[idx], a.pos[idx] = b.k, b.v, b.pos
+        for a, b in zip(self.kv, src.kv, strict=True):
+            a.put_rows(idx, b)
+        self.seen = max(self.seen, src.seen)
+        self.ragged = True if len(rows) != self.batch_size else src.ragged
 
     def reset(self) -> None:
         """Forget all sequences (keeps the memory)."""
@@ -182,3 +246,85 @@ def new_window(batch: int, window: int, n_heads: int, head_dim: int, device, dty
         torch.zeros(shape, device=device, dtype=dtype),
         torch.full((batch, window + 1), -1, dtype=torch.long, device=device),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The step: where the tokens of one forward call sit
+
+
+@dataclass
+class Step:
+    """Positions of the tokens of one forward call.
+
+    pos ``[B, T]`` absolute positions; valid ``[B, T]`` bool or None (None = every token is real);
+    start: the common first position when all rows are aligned (prefill), else None (decode at per-row positions);
+    uniform: every row holds the same number of real tokens, before and after this call (enables mask-free
+    attention kernels); end: keys ``[:end]`` cover every visible position (host int, no device sync).
+    """
+
+    pos: torch.Tensor
+    valid: torch.Tensor | None
+    start: int | None
+    uniform: bool
+    end: int
+    cache: Cache | None
+    backends: Backends
+    rope: dict = field(default_factory=dict)  # cos/sin tables of ``pos``, computed once per call
+
+    def rope_tables(self, freqs: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (freqs.numel(), dtype)  # one model uses one theta and one style, so the head dim decides
+        if key not in self.rope:
+            self.rope[key] = rope_tables(self.pos, freqs, dtype)
+        return self.rope[key]
+
+    def key_valid(self, n_keys: int) -> torch.Tensor | None:
+        """``[B, n_keys]`` bool: the keys (cache positions ``[0, n_keys)``) that this call's tokens may see, before
+        causality: what earlier calls wrote plus this call's own real tokens. None when all are valid."""
+        if self.cache is None:
+            return self.valid
+        k_pos = torch.arange(n_keys, device=self.pos.device).expand(self.pos.shape[0], n_keys)
+        seen = k_pos < self.cache.lengths[:, None]
+        if self.valid is None:
+            return seen | (k_pos <= self.pos[:, -1:])
+        own = torch.zeros_like(seen)  # this call's own tokens: only the real ones
+        if self.start is not None:
+            own[:, self.start : self.start + self.valid.shape[1]] = self.valid
+        else:
+            own.scatter_(1, self.pos, self.valid)
+        return seen | own
+
+
+def make_step(tokens: torch.Tensor, start_pos, cache: Cache | None, valid: torch.Tensor | None,
+              backends: Backends) -> Step:  # fmt: skip
+    """Place ``tokens`` ``[B, T]`` starting at ``start_pos`` (an int shared by all rows, or a ``[B]`` tensor of
+    per-row positions) in ``cache`` (None: a stateless full forward). See the model's ``forward``."""
+    B, T = tokens.shape
+    if isinstance(start_pos, torch.Tensor):  # per-row positions (decode)
+        pos = start_pos.view(B, 1) + torch.arange(T, device=tokens.device)
+        start = None
+    else:
+        pos = (start_pos + torch.arange(T, device=tokens.device)).expand(B, T)
+        start = start_pos
+    if cache is None:
+        return Step(pos, valid, start, valid is None, (start or 0) + T, None, backends)
+    if valid is not None:
+        cache.ragged = True
+    if cache.static:  # CUDA-graph decode: static shapes, attend over the whole buffer under a mask
+        return Step(pos, valid, start, False, cache.max_seq_len, cache, backends)
+    if start is not None:
+        end = max(cache.seen, start + T)
+    else:
+        end = cache.seen + T  # decode: every row advances by T; the longest row bounds the keys
+    uniform = valid is None and not cache.ragged and (start is not None or B == 1)
+    return Step(pos, valid, start, uniform, end, cache, backends)
+
+
+def commit_step(step: Step) -> None:
+    """Advance the cache's lengths after all layers have written this call's tokens."""
+    c = step.cache
+    if c is None:
+        return
+    last = step.pos if step.valid is None else torch.where(step.valid, step.pos, -1)
+    c.lengths.copy_(torch.maximum(c.lengths, last.max(1).values + 1))  # in place: CUDA graphs replay this
+    if not c.static:
+        c.seen = step.end

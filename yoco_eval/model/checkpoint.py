@@ -22,17 +22,22 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from yoco_eval import settings
 from yoco_eval.config import CONFIGS, ModelConfig, TransformerConfig, YOCOConfig, get_config, load_config
 from yoco_eval.errors import CheckpointError
 from yoco_eval.tokenizer import Tokenizer, load_tokenizer
 
 
-def build_model(cfg: ModelConfig, attn_backend: str = "auto", retention_backend: str = "auto") -> nn.Module:
+def build_model(cfg: ModelConfig, attn_backend: str = "auto", retention_backend: str = "auto",
+                decode_backend: str = "auto", kv_dtype: str = "auto") -> nn.Module:  # fmt: skip
+    """The architecture ``cfg`` describes (weights uninitialised), with its kernel names and K/V storage checked
+    by the model's constructor (see :class:`~yoco_eval.model.layers.LanguageModel`)."""
     from yoco_eval.model.transformer import Transformer
     from yoco_eval.model.yoco import YOCO
 
     cls = YOCO if isinstance(cfg, YOCOConfig) else Transformer
-    return cls(cfg, attn_backend=attn_backend, retention_backend=retention_backend)
+    return cls(cfg, attn_backend=attn_backend, retention_backend=retention_backend, decode_backend=decode_backend,
+               kv_dtype=kv_dtype)  # fmt: skip
 
 
 def init_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
@@ -51,7 +56,7 @@ def init_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Modul
 
 
 def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention_backend="auto", seed=0,
-                 workers: int | None = None) -> nn.Module:  # fmt: skip
+                 workers: int | None = None, decode_backend="auto", kv_dtype="auto") -> nn.Module:  # fmt: skip
     """A preset's seeded random model built straight on ``device`` in ``dtype``.
 
     No fp32 copy of the whole model in host memory and no default init to overwrite: each weight matrix is filled a
@@ -62,7 +67,7 @@ def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention
     from concurrent.futures import ThreadPoolExecutor
 
     with torch.device("meta"):
-        model = build_model(cfg, attn_backend, retention_backend).to(dtype)
+        model = build_model(cfg, attn_backend, retention_backend, decode_backend, kv_dtype).to(dtype)
     model = model.to_empty(device=device).eval()
     jobs = []
     for i, p in enumerate(model.parameters()):
@@ -85,7 +90,7 @@ def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention
             block.copy_(torch.randn(block.shape, generator=g).mul_(0.02))
 
     if workers is None:  # torchrun starts one process a GPU on the same host: share the cores out
-        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        local = settings.get().local_world_size
         workers = max(1, min(32, (os.cpu_count() or 1) // local))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(fill, jobs))
@@ -233,13 +238,17 @@ def load_model(
     retention_backend: str = "auto",
     tokenizer: str | None = None,
     seed: int = 0,
+    decode_backend: str = "auto",
+    kv_dtype: str = "auto",
 ) -> Loaded:
-    """Load a model and its tokenizer from a checkpoint folder or a preset name (see module docstring)."""
+    """Load a model and its tokenizer from a checkpoint folder or a preset name (see module docstring). The model's
+    constructor checks the backend names and ``kv_dtype`` before any weight is read."""
     path = Path(spec)
     if not path.exists():
         if isinstance(spec, str) and spec in CONFIGS:
             cfg = get_config(spec)
-            model = build_preset(cfg, device, dtype, attn_backend, retention_backend, seed)
+            model = build_preset(cfg, device, dtype, attn_backend, retention_backend, seed,
+                                 decode_backend=decode_backend, kv_dtype=kv_dtype)  # fmt: skip
             tok = load_tokenizer(tokenizer or cfg.tokenizer)
             return Loaded(model, tok, "preset", spec)
         raise CheckpointError(
@@ -263,7 +272,7 @@ def load_model(
         if isinstance(cfg, TransformerConfig) and cfg.tokenizer == "hf":
             sd = from_hf_llama(sd)
             source = "hf-llama"
-    model = build_model(cfg, attn_backend, retention_backend)
+    model = build_model(cfg, attn_backend, retention_backend, decode_backend, kv_dtype)
     load_state_strict(model, sd, str(path))
     tok = load_tokenizer(tokenizer or (path if cfg.tokenizer == "hf" else cfg.tokenizer))
     if tok.vocab_size > cfg.vocab_size:

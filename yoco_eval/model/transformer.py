@@ -11,29 +11,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from yoco_eval.config import TransformerConfig
-from yoco_eval.errors import ConfigError
-from yoco_eval.model.cache import Cache, new_kv
-from yoco_eval.model.yoco import (
-    DecoderLayer,
-    LanguageModel,
-    RMSNorm,
-    Step,
-    attend_kv,
-    commit_step,
-    fused_weight,
-    make_step,
-    project,
-    select_positions,
-    write_kv,
-)
+from yoco_eval.model.cache import Cache, Step, commit_step, make_step, new_kv
+from yoco_eval.model.layers import DecoderLayer, LanguageModel, Mixer, RMSNorm, select_positions
+from yoco_eval.ops.attention import causal_attention
 from yoco_eval.ops.rope import apply_rope_qk, inv_freq
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(Mixer):
     """Causal multi-head attention with GQA; keys/values go to this layer's own cache."""
+
+    in_projections = ("q_proj", "k_proj", "v_proj")
 
     def __init__(self, cfg: TransformerConfig, index: int):
         super().__init__()
@@ -43,31 +32,31 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, step: Step, freqs: torch.Tensor, residual=None) -> torch.Tensor:
+    def mix(self, x: torch.Tensor, step: Step, freqs: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hk, D = self.n_heads, self.n_kv_heads, self.head_dim
-        w = fused_weight(self, ("q_proj", "k_proj", "v_proj"))
-        if w is not None:  # one GEMM for q, k, v (inference)
-            q, k, v = F.linear(x, w).split([H * D, Hk * D, Hk * D], dim=-1)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self.project_in(x, step)
         q, k = apply_rope_qk(q.reshape(B, T, H, D), k.reshape(B, T, Hk, D), step.rope_tables(freqs, x.dtype), False)
         v = v.reshape(B, T, Hk, D)
         if step.cache is not None:
-            k, v = write_kv(step.cache.kv[self.index], k, v, step)
-        o = attend_kv(q, k, v, step.pos, step, q_is_tail=True)
+            k, v = step.cache.kv[self.index].write(k, v, step)
+        o = causal_attention(q, k, v, step.pos, step, q_is_tail=True)
         if step.valid is not None:
             o = o.masked_fill(~step.valid[..., None, None], 0.0)
-        return project(self.out_proj, o.reshape(B, T, -1), residual)
+        return o.reshape(B, T, -1)
 
 
 class Transformer(LanguageModel):
-    """Llama-style Transformer with the same inference interface as :class:`~yoco_eval.model.yoco.YOCO`."""
+    """Llama-style Transformer with the same inference interface as :class:`~yoco_eval.model.yoco.YOCO`.
 
-    def __init__(self, cfg: TransformerConfig, attn_backend: str = "auto", retention_backend: str = "auto"):
-        super().__init__()
+    ``retention_backend`` is checked but unused (no retention layers); ``kv_dtype`` can only be ``"auto"``: an fp8
+    cache per layer would be dequantized at every prefill chunk."""
+
+    def __init__(self, cfg: TransformerConfig, attn_backend: str = "auto", retention_backend: str = "auto",
+                 decode_backend: str = "auto", kv_dtype: str = "auto"):  # fmt: skip
+        super().__init__(attn_backend, retention_backend, decode_backend, kv_dtype)
+        self.set_backends(attn_backend, "torch", decode_backend)  # no retention layers: nothing to resolve
         self.config = cfg
-        self.attn_backend, self.retention_backend = attn_backend, "torch"  # no retention layers here
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(
             DecoderLayer(SelfAttention(cfg, i), cfg.dim, cfg.hidden_dim, cfg.norm_eps) for i in range(cfg.n_layers)
@@ -79,11 +68,6 @@ class Transformer(LanguageModel):
 
     def setup_cache(self, batch_size: int, max_seq_len: int, device=None, dtype=None) -> Cache:
         cfg = self.config
-        if self.kv_dtype not in self.kv_dtypes:
-            raise ConfigError(
-                f"kv_dtype={self.kv_dtype!r} is implemented for YOCO's shared cache only: a Transformer's prefill "
-                "would dequantize every layer's cache at every chunk; use kv_dtype=auto for the Transformer baseline"
-            )
         device = device or self.embed_tokens.weight.device
         dtype = dtype or self.embed_tokens.weight.dtype
         c = Cache(batch_size, max_seq_len, torch.zeros(batch_size, dtype=torch.long, device=device))

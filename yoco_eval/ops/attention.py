@@ -11,7 +11,11 @@ The caller states the mask's shape with ``kind`` so that fast paths need no mask
     ``"general"``      anything else: the mask is built from positions (in query blocks, to bound memory)
 
 Backends: ``torch`` (plain PyTorch, fp32 math, the fallback) and ``sdpa`` (``F.scaled_dot_product_attention``;
-flash / memory-efficient kernels on GPU).
+flash / memory-efficient kernels on GPU). One query per row over a long cache goes to :func:`decode_attention`
+(split along the keys) with its own backend choice (``triton``, ``sdpa`` or ``torch``).
+
+:func:`causal_attention` is the router the models call: it picks split-key decode, the mask-free lower-right
+causal kernel or the general masked path from what the step says about the tokens.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ except ImportError:  # pragma: no cover
     causal_lower_right = None
 
 _Q_BLOCK = 2048  # queries per block on the general path: bounds the [Tq, Tk] mask
+SPLIT_DECODE_MIN = 8192  # keys from which one query per row is attended with the keys split across the GPU
 
 
 def _mask(q_pos, k_pos, k_valid, window):
@@ -174,7 +179,7 @@ def decode_attention(
     k_valid: torch.Tensor | None,
     scale: float | None = None,
     splits: int | None = None,
-    backend: str = "sdpa",
+    backend: str = "triton",
     kv_len: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of a few queries that each see EVERY valid key (decode), split along the keys.
@@ -187,9 +192,11 @@ def decode_attention(
         q: ``[B, Tq, H, D]`` (small Tq); k, v: ``[B, Tk, Hk, D]``, or fp8 cache reads (:class:`QuantKV`: the Triton
             kernel reads them as stored and folds the scales in; every other path dequantizes);
             k_valid: ``[B, Tk]`` bool or None.
-        kv_len: ``[B]`` device ints, instead of ``k_valid``: the valid keys are the first ``kv_len[b]``. With one
-            query per row on CUDA, the Triton flash-decoding kernel
-            (:func:`yoco_eval.ops.triton_kernels.decode_attention_splitk`) then runs and reads only those keys.
+        kv_len: ``[B]`` device ints, instead of ``k_valid``: the valid keys are the first ``kv_len[b]``.
+        backend: ``"triton"``: with one query per row, no ``k_valid`` and a head dim of 64/128/256, our
+            flash-decoding kernel (:func:`yoco_eval.ops.triton_kernels.decode_attention_splitk`), which reads only
+            the first ``kv_len`` keys; other layouts take the ``"sdpa"`` path. ``"sdpa"``: SDPA's memory-efficient
+            kernel on each split (CUDA; plain PyTorch on the CPU). ``"torch"``: plain PyTorch.
     Returns:
         ``[B, Tq, H, D]`` in q's dtype (zeros for a row with no valid key).
     """
@@ -199,7 +206,7 @@ def decode_attention(
     scale = D**-0.5 if scale is None else scale
     quant = isinstance(k, QuantKV)
     kd, vd = (k.data, v.data) if quant else (k, v)
-    if backend == "sdpa" and Tq == 1 and k_valid is None and _triton_decode_ok(q, kd, vd):
+    if backend == "triton" and Tq == 1 and k_valid is None and _triton_decode_ok(q, kd, vd):
         if kv_len is None:
             kv_len = torch.full((B,), Tk, dtype=torch.int32, device=q.device)
         scales = {"k_scale": k.scale, "v_scale": v.scale} if quant else {}
@@ -224,10 +231,40 @@ def decode_attention(
     vs = v.reshape(B * splits, Ts, Hk, D).transpose(1, 2)
     bias = torch.zeros(B * splits, 1, 1, Ts, dtype=q.dtype, device=q.device)
     bias = bias.masked_fill(~valid.view(B * splits, 1, 1, Ts), float("-inf"))
-    fn = _split_attn_cuda if (backend == "sdpa" and q.is_cuda) else _split_attn_torch
+    fn = _split_attn_cuda if (backend != "torch" and q.is_cuda) else _split_attn_torch
     out, lse = fn(qs, ks, vs, bias, scale)  # [B*S, Hk, L, D], [B*S, Hk, L]
     out, lse = out.view(B, splits, Hk, Tq * G, D), lse.view(B, splits, Hk, Tq * G)
     m = lse.max(1, keepdim=True).values
     w = torch.exp(lse - m).nan_to_num(0.0)  # [B, S, Hk, L]
     o = (w[..., None] * out.nan_to_num(0.0)).sum(1) / w.sum(1)[..., None].clamp_min(1e-30)
     return o.view(B, Hk, Tq, G, D).permute(0, 2, 1, 3, 4).reshape(B, Tq, H, D).to(q.dtype)
+
+
+# --- routing: which of the above a model's attention over its cache runs -----------------------------------------
+
+
+def causal_attention(q: torch.Tensor, k, v, q_pos: torch.Tensor, step, q_is_tail: bool) -> torch.Tensor:
+    """Causal attention of queries at ``q_pos`` over keys at positions ``[0, k.shape[1])``, routed to the cheapest
+    kernel that computes it.
+
+    Args:
+        q: ``[B, Tq, H, D]``; k, v: ``[B, Tk, Hk, D]`` or fp8 cache reads (:class:`QuantKV`: split-key decode reads
+            them as stored, other paths attend over a dequantized copy).
+        q_pos: ``[B, Tq]`` int64 positions of the queries.
+        step: the call's :class:`yoco_eval.model.cache.Step` (``uniform``, ``cache``, ``valid``, ``pos``,
+            ``backends`` and ``key_valid(Tk)``, the ``[B, Tk]`` mask of the keys these queries may see).
+        q_is_tail: the queries are the last positions of every row, in order (lets kernels skip the mask).
+    Returns:
+        ``[B, Tq, H, D]`` in q's dtype.
+    """
+    Tk, b = k.shape[1], step.backends
+    if step.uniform and q_is_tail:
+        if q.shape[1] == 1 and Tk >= SPLIT_DECODE_MIN:  # e.g. the last prompt token after prefill
+            return decode_attention(q, k, v, None, backend=b.decode)
+        return attention(q, dense(k, q.dtype), dense(v, q.dtype), kind="lower_right", backend=b.attn)
+    if step.cache is not None and q.shape[1] == 1 and step.valid is None and Tk >= SPLIT_DECODE_MIN:
+        # decode: every query sees every key written so far (its own included): split the keys across the GPU
+        return decode_attention(q, k, v, None, backend=b.decode, kv_len=step.pos[:, -1] + 1)
+    k, v = dense(k, q.dtype), dense(v, q.dtype)
+    k_pos = torch.arange(Tk, device=k.device).expand(k.shape[0], Tk)
+    return attention(q, k, v, q_pos, k_pos, step.key_valid(Tk), kind="general", backend=b.attn)

@@ -11,18 +11,18 @@ pays) and the retention output gate go one step further, to hand-written Triton 
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 import torch.nn.functional as F
 
+from yoco_eval import settings
 from yoco_eval.ops import triton_kernels
 
 log = logging.getLogger("yoco_eval")
 
 
 def _on(x: torch.Tensor) -> bool:
-    return x.is_cuda and os.environ.get("YOCO_EVAL_COMPILE", "1") != "0"
+    return x.is_cuda and settings.get().compile
 
 
 class _Lazy:

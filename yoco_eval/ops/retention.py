@@ -8,15 +8,18 @@ tokens). Outputs are in q's dtype; the new state is fp32.
 Padding: a position with ``log_g = 0`` and ``k = 0`` leaves the state untouched, which is how the model keeps
 right-padding of batched prompts out of the state.
 
-Backends: ``torch`` (chunkwise, plain PyTorch, runs anywhere) and ``triton`` (fla-core's ``chunk_simple_gla``,
-CUDA only). The oracle for both is :mod:`yoco_eval.ops.naive`.
+Backends: ``torch`` (chunkwise, plain PyTorch, runs anywhere) and ``fla`` (fla-core's ``chunk_simple_gla`` Triton
+kernels, CUDA only). The oracle for both is :mod:`yoco_eval.ops.naive`.
+
+Importing this module changes nothing in fla-core: :func:`prepare_fla` (called by the Engine on CUDA) installs the
+autotune shortlist below.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from yoco_eval import settings
 
 try:  # optional GPU kernels
     from fla.ops.simple_gla import chunk_simple_gla as _fla_chunk_simple_gla
@@ -25,9 +28,9 @@ except Exception:  # ImportError, or triton missing / no driver
 
 # fla-core autotunes its state kernel (``chunk_fwd_kernel_h``) over 48 configs the first time it runs in a process:
 # 39 s on a fresh H100, most of a needle sweep's first cell, and paid again by every rank of a sharded sweep. On
-# Hopper it picked BK = BV = 64 with 4 warps and 4 stages (11-27 f1, YOCO-3B's 128-dim heads); the shortlist below
-# keeps that tile and lets the autotuner choose among 4 warp/stage settings (about 3 s). Other GPUs keep the full
-# search; YOCO_EVAL_FLA_FULL_AUTOTUNE=1 restores it everywhere.
+# Hopper it picked BK = BV = 64 with 4 warps and 4 stages (YOCO-3B's 128-dim heads); the shortlist below keeps
+# that tile and lets the autotuner choose among 4 warp/stage settings (about 3 s). Other GPUs keep the full search;
+# YOCO_EVAL_FLA_FULL_AUTOTUNE=1 (:mod:`yoco_eval.settings`) makes prepare_fla() leave it everywhere.
 _HOPPER_STATE_TILES = {"BK": 64, "BV": 64}
 
 
@@ -87,8 +90,13 @@ def full_fla_autotune() -> None:
         tuner.cache.clear()
 
 
-if os.environ.get("YOCO_EVAL_FLA_FULL_AUTOTUNE") != "1":
-    install_shortlist(_fla_state_tuner())
+def prepare_fla() -> bool:
+    """Give fla-core's state kernel the Hopper shortlist (:func:`hopper_shortlist`), unless the settings ask for
+    its full autotuning. Explicit (importing yoco-eval patches nothing); idempotent. Returns whether the shortlist
+    is active."""
+    if not settings.get().fla_full_autotune:
+        install_shortlist(_fla_state_tuner())
+    return fla_shortlist_active()
 
 
 def fla_available() -> bool:
@@ -136,15 +144,15 @@ def torch_chunk_retention(
     return o.to(dtype), S
 
 
-def triton_chunk_retention(
+def fla_chunk_retention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     log_g: torch.Tensor,
     state: torch.Tensor | None = None,
-    chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """fla-core's chunked simple-GLA Triton kernel (scalar per-head gate == gated retention). CUDA only."""
+    """fla-core's chunked simple-GLA Triton kernels (scalar per-head gate == gated retention; fla-core picks its own
+    chunk length). CUDA only. Same contract and returns as :func:`torch_chunk_retention`."""
     if _fla_chunk_simple_gla is None:
         raise RuntimeError("fla-core is not installed")
     o, S = _fla_chunk_simple_gla(
@@ -152,6 +160,13 @@ def triton_chunk_retention(
         output_final_state=True,
     )  # fmt: skip
     return o.to(q.dtype), S.float()
+
+
+def chunk_retention(q, k, v, log_g, state=None, backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise gated retention through the resolved ``backend`` (``"fla"`` or ``"torch"``)."""
+    if backend == "fla":
+        return fla_chunk_retention(q, k, v, log_g, state)
+    return torch_chunk_retention(q, k, v, log_g, state)
 
 
 def recurrent_retention_step(

@@ -11,28 +11,29 @@
   program per multiprocessor): both branches' fp32 accumulators of an output tile stay on chip and only
   ``silu(a) * b`` is written, so the ``[rows, 2 * hidden]`` intermediate is never written or read back. At 8,192
   rows of YOCO-3B it took 0.93x the time of cuBLAS's GEMM plus the SwiGLU pass on an H100
-  (``reports/gpu/bench_swiglu_gemm.py``, 2026-11-27), though the GEMM alone runs at 659 against cuBLAS's 754 TFLOP/s.
+  (the ``bench_swiglu_gemm.py`` benchmark), though the GEMM alone runs at 659 against cuBLAS's 754 TFLOP/s.
 * :func:`rms_norm` and :func:`gate_log` — RMSNorm and retention's log-decay, so the YOCO GPU path needs no
   Inductor compile: Inductor compiled the RMSNorm once per row count, storage offset and stride (three times in
   a needle sweep's first cell, and past its recompile limit of 8 in the GPU tests, after which it ran eager).
 * :func:`silu_mul` and :func:`silu_gate_head_norm` — the SwiGLU product and gated retention's per-head
   RMSNorm + SiLU gate, each one pass over the activations. The shape-dynamic Inductor kernels they replace ran at
   1.8 TB/s (SwiGLU, strided halves of the fused up-projection) and 1.2 TB/s plus a separate reduction (gate) in
-  the H100 prefill trace of 2026-11-27. Both round SiLU to the activation dtype before the product, as eager
+  an H100 prefill trace. Both round SiLU to the activation dtype before the product, as eager
   PyTorch (and the official code) does.
 
 Twins (the oracles the GPU tests compare with): :func:`yoco_eval.ops.fused._rope`, ``_rms_norm``, ``_gate_log``,
 :func:`yoco_eval.ops.attention.decode_attention` with ``backend="torch"``, :func:`yoco_eval.ops.fused._silu_mul`
 and :func:`yoco_eval.ops.fused._silu_gate_head_norm`, :func:`yoco_eval.ops.fused._swiglu_up`. Nothing here runs
-on the CPU path; ``YOCO_EVAL_TRITON=0`` turns them all off.
+on the CPU path; ``YOCO_EVAL_TRITON=0`` (:mod:`yoco_eval.settings`) turns them all off.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
+
+from yoco_eval import settings
 
 try:
     import triton
@@ -45,12 +46,17 @@ except Exception:
     TensorDescriptor = None
 
 
+def interpreting() -> bool:
+    """Triton runs on the CPU under its interpreter (``TRITON_INTERPRET=1``, tests)."""
+    return settings.get().triton_interpret
+
+
 def available(x: torch.Tensor) -> bool:
     """These kernels can run on ``x`` (CUDA tensor, triton importable, not switched off, no autograd)."""
     return (
         triton is not None
-        and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
-        and os.environ.get("YOCO_EVAL_TRITON", "1") != "0"
+        and (x.is_cuda or interpreting())
+        and settings.get().triton
         and not (torch.is_grad_enabled() and x.requires_grad)
     )
 
@@ -350,7 +356,7 @@ def _hopper(device_index: int) -> bool:
 
 
 # fewer rows (decode, short chunks) keep cuBLAS's GEMM + the SwiGLU pass: the fused kernel took 0.93-0.96x the
-# twin's time from 1,024 to 8,192 rows on an H100 (2026-11-27 g2); shorter slices were not measured
+# twin's time from 1,024 to 8,192 rows on an H100; shorter slices were not measured
 SWIGLU_UP_MIN_ROWS = 1024
 _SWIGLU_UP_CONFIG = (128, 128, 64, 3, 8)  # BM, BN, BK, stages, warps: the H100 sweep's best (bench_swiglu_gemm)
 
@@ -367,7 +373,7 @@ def swiglu_up(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int, int
     if (TensorDescriptor is None or not x.is_cuda or x.dim() != 2 or w.dim() != 2 or x.dtype != w.dtype
             or x.dtype not in (torch.bfloat16, torch.float16) or x.shape[0] < min_rows
             or x.shape[1] != w.shape[1] or w.shape[0] % (2 * BN) or not _hopper(x.device.index or 0)
-            or os.environ.get("YOCO_EVAL_SWIGLU_GEMM", "1") == "0"):
+            or not settings.get().swiglu_gemm):
         return None
     for t in (x, w):  # TMA: contiguous rows, 16-byte aligned base and row stride
         if t.stride(1) != 1 or (t.stride(0) * t.element_size()) % 16 or t.data_ptr() % 16:
@@ -405,9 +411,9 @@ def _n_splits(batch_heads: int, max_keys: int, block_n: int, per_sm: int = 4) ->
 
 
 def _decode_config(rows: int, keys: int, quant: bool = False) -> tuple[int, int]:
-    """(block_n, num_stages) from the H100 sweeps in reports/gpu (bench_decode.py; 4 warps won everywhere). bf16:
-    short blocks with 3 stages for one sequence at 128K-512K, 64x4 at 1M, 128x4 once a batch fills the card. fp8
-    (``--fp8``, 2026-11-27): 128x3 at every shape."""
+    """(block_n, num_stages) from the H100 sweeps of the ``bench_decode.py`` benchmark (4 warps won everywhere).
+    bf16: short blocks with 3 stages for one sequence at 128K-512K, 64x4 at 1M, 128x4 once a batch fills the card. fp8
+    (``--fp8``): 128x3 at every shape."""
     if quant:
         return 128, 3
     if rows >= 32:
