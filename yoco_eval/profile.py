@@ -107,7 +107,7 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
     if kv_dtype not in model.kv_dtypes:
         log(f"{name}: kv_dtype={kv_dtype} is for YOCO only; measuring it with its own cache dtype")
     else:
-        model.kv_dtype = kv_dtype
+        model.set_kv_dtype(kv_dtype)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     per_tok = kv_bytes_per_token(model)
     engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=max(lengths) + gen + 1)
@@ -133,7 +133,7 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
                        peak_mem_bytes=None, throughput_tok_s=None)  # fmt: skip
             if overhead is not None:
                 row["estimated_mem_bytes"] = weights + row["kv_cache_bytes"] + overhead
-        engine._graphs.clear()
+        engine.drop_graphs()
         rows.append(row)
         log(_fmt(row))
         if row["status"] == "oom":
@@ -177,7 +177,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gen", type=int, default=32, help="tokens generated per length (decode timing)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--chunk-size", type=int, default=32768)
-    p.add_argument("--retention-backend", default="auto")
+    p.add_argument("--retention-backend", default="auto", help="auto, fla (fla-core's Triton kernels) or torch")
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"], help="YOCO's shared K/V storage")
     p.add_argument("--peers", default="", help="also re-measure peers in this run: fla, hf (comma-separated)")
     p.add_argument("--peer-lengths", default="128k,256k,512k,1m")
@@ -344,7 +344,7 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     model = build_random(name)
     engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=ctx + 128)
     V = model.config.vocab_size
-    g = engine._graph_decoder(1, ctx + 64)
+    g = engine.graph_decoder(1, ctx + 64)
     prompt = torch.randint(4, V, (ctx,)).tolist()
     engine.prefill([prompt[:chunk]], g.cache)  # warm, the last token's logits path included (its kernels compile)
     g.cache.reset()
