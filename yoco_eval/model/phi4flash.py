@@ -31,13 +31,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from yoco_eval.errors import YocoEvalError
+from yoco_eval.errors import ConfigError, YocoEvalError
 from yoco_eval.model.cache import KVCache
 from yoco_eval.model.phi4flash_cache import Phi4FlashCache, new_cache
 from yoco_eval.model.phi4flash_config import Phi4FlashConfig
 from yoco_eval.ops import resolve_backends
 from yoco_eval.ops.attention import attention
-from yoco_eval.ops.selective_scan import causal_conv1d, selective_scan
+from yoco_eval.ops.selective_scan import SCAN_IMPLS, causal_conv1d, selective_scan
 
 _SUBLN_EPS = 1e-5  # hard-coded in the original, not layer_norm_eps
 
@@ -60,6 +60,7 @@ class Step:
     end: int
     cache: Phi4FlashCache | None
     attn_backend: str
+    scan_impl: str = "auto"
 
 
 def make_step(tokens, start_pos, cache: Phi4FlashCache | None, valid, attn_backend: str) -> Step:
@@ -137,7 +138,8 @@ class Mamba(nn.Module):
         dt = F.softplus(self.dt_proj(dt_in))  # the bias is added once, inside the softplus
         if step.valid is not None:  # padding neither decays nor feeds the state
             dt = dt.masked_fill(~step.valid[..., None], 0.0)
-        y, s = selective_scan(xs, dt, -torch.exp(self.A_log.float()), b, cc, self.D, st.ssm if st else None)
+        A = -torch.exp(self.A_log.float())
+        y, s = selective_scan(xs, dt, A, b, cc, self.D, st.ssm if st else None, impl=step.scan_impl)
         if st is not None:
             st.conv.copy_(tail)
             st.ssm.copy_(s)
@@ -324,11 +326,14 @@ class Phi4Flash(nn.Module):
     Args:
         cfg: a :class:`~yoco_eval.model.phi4flash_config.Phi4FlashConfig`.
         attn_backend: ``"auto"``, ``"sdpa"`` or ``"torch"`` (resolved once per device).
+        scan_impl: selective scan ``"auto"``, ``"sequential"`` or ``"chunk"`` (see :mod:`yoco_eval.ops.selective_scan`).
     """
 
-    def __init__(self, cfg: Phi4FlashConfig, attn_backend: str = "auto"):
+    def __init__(self, cfg: Phi4FlashConfig, attn_backend: str = "auto", scan_impl: str = "auto"):
         super().__init__()
-        self.config, self.attn_backend = cfg, attn_backend
+        if scan_impl not in SCAN_IMPLS:
+            raise ConfigError(f"unknown scan_impl {scan_impl!r}: choose one of {', '.join(SCAN_IMPLS)}")
+        self.config, self.attn_backend, self.scan_impl = cfg, attn_backend, scan_impl
         self.model = nn.Module()  # checkpoint names: model.embed_tokens, model.layers.{i}, model.final_layernorm
         self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         slots = {"mamba": 0, "swa": 0}
@@ -381,6 +386,7 @@ class Phi4Flash(nn.Module):
         """
         cfg = self.config
         step = make_step(tokens, start_pos, cache, valid, self.backends.attn)
+        step.scan_impl = self.scan_impl
         layers, kv_i = self.model.layers, cfg.kv_layer
         ctx: dict = {}
         x = self.embed_tokens(tokens)

@@ -54,7 +54,7 @@ class Phi4FlashCache:
     writes: int = 0  # prefill calls into this cache so far
 
     def _state_tensors(self) -> list[torch.Tensor]:
-        return [*(t for m in self.mamba for t in (m.conv, m.ssm)), *(t for w in self.windows for t in (w.k, w.v, w.pos))]
+        return _constant_tensors(self.mamba, self.windows)
 
     def nbytes(self) -> int:
         return _nbytes(self._state_tensors()) + sum(c.nbytes() for c in self.kv)
@@ -111,8 +111,11 @@ class Phi4FlashCacheState:
     windows: list[WindowCache]
 
     def nbytes(self) -> int:
-        return _nbytes([*(t for m in self.mamba for t in (m.conv, m.ssm)),
-                        *(t for w in self.windows for t in (w.k, w.v, w.pos))])  # fmt: skip
+        return _nbytes(_constant_tensors(self.mamba, self.windows))
+
+
+def _constant_tensors(mamba: list[MambaState], windows: list[WindowCache]) -> list[torch.Tensor]:
+    return [*(t for m in mamba for t in (m.conv, m.ssm)), *(t for w in windows for t in (w.k, w.v, w.pos))]
 
 
 def _nbytes(tensors) -> int:

@@ -24,6 +24,10 @@ _FIXED = {"mamba_conv_bias": True, "mamba_proj_bias": False, "mlp_bias": False, 
           "hidden_act": "silu", "tie_word_embeddings": True, "mb_per_layer": 2}  # fmt: skip
 
 
+_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "sliding_window")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Phi4FlashConfig:
     """Sizes of a Phi4Flash model (defaults: the released 3.8B checkpoint)."""
@@ -114,8 +118,7 @@ class Phi4FlashConfig:
         sw = kw.get("sliding_window")
         if isinstance(sw, list):  # the HF config class expands it per layer: windowed = odd layers < n/2
             kw["sliding_window"] = _window_from_list(sw, d.get("num_hidden_layers", 0), source)
-        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                               "num_attention_heads", "num_key_value_heads", "sliding_window") if k not in kw]  # fmt: skip
+        missing = [k for k in _REQUIRED if k not in kw]
         if missing:
             raise ConfigError(f"{source}: missing {missing[0]!r}; a Phi4Flash config.json needs it")
         try:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+_SEQ_BLOCK = 64  # tokens whose decays/inputs the sequential scan precomputes together (bounds [B, L, Di, N])
+
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
@@ -80,13 +82,17 @@ def naive_selective_scan(
     """
     cd = _compute_dtype(x)
     xf, dtf, Af, Bf, Cf = (t.to(cd) for t in (x, dt, A, B, C))
-    s = xf.new_zeros(x.shape[0], x.shape[2], A.shape[1]) if state is None else state.to(cd)
+    s = xf.new_zeros(x.shape[0], x.shape[2], A.shape[1]) if state is None else state.to(cd).clone()
     ys = []
-    for t in range(x.shape[1]):
-        dA = torch.exp(dtf[:, t, :, None] * Af)  # [B, Di, N]
-        s = dA * s + (dtf[:, t] * xf[:, t])[..., None] * Bf[:, t, None, :]
-        ys.append(torch.einsum("bdn,bn->bd", s, Cf[:, t]))
-    y = torch.stack(ys, 1) if ys else xf.new_zeros(x.shape)
+    for t0 in range(0, x.shape[1], _SEQ_BLOCK):  # decay and input of a block at once; the loop only accumulates
+        dA = torch.exp(dtf[:, t0 : t0 + _SEQ_BLOCK, :, None] * Af)  # [B, L, Di, N]
+        dBx = (dtf * xf)[:, t0 : t0 + _SEQ_BLOCK, :, None] * Bf[:, t0 : t0 + _SEQ_BLOCK, None, :]
+        states = []
+        for t in range(dA.shape[1]):
+            s = s.mul_(dA[:, t]).add_(dBx[:, t])
+            states.append(s.clone())
+        ys.append(torch.einsum("btdn,btn->btd", torch.stack(states, 1), Cf[:, t0 : t0 + _SEQ_BLOCK]))
+    y = torch.cat(ys, 1) if ys else xf.new_zeros(x.shape)
     if D is not None:
         y = y + xf * D.to(cd)
     return y.to(x.dtype), s
@@ -135,8 +141,15 @@ def chunk_selective_scan(
     return y.to(x.dtype), s
 
 
-def selective_scan(x, dt, A, B, C, D, state=None, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch: one token (decode) steps the recurrence; longer inputs use the chunked form."""
-    if x.shape[1] <= 1:
+SCAN_IMPLS = ("auto", "sequential", "chunk")
+
+
+def selective_scan(x, dt, A, B, C, D, state=None, impl: str = "auto", chunk: int = 16
+                   ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Dispatch on ``impl``: "sequential" (:func:`naive_selective_scan`), "chunk" (:func:`chunk_selective_scan`)
+    or "auto": the sequential steps on CPU and for one token (fewer flops, no launch cost there), chunks elsewhere."""
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"unknown selective-scan implementation {impl!r}: choose one of {SCAN_IMPLS}")
+    if impl == "sequential" or (impl == "auto" and (x.shape[1] <= 1 or x.device.type == "cpu")):
         return naive_selective_scan(x, dt, A, B, C, D, state)
     return chunk_selective_scan(x, dt, A, B, C, D, state, chunk)
