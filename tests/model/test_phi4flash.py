@@ -138,6 +138,7 @@ def test_unequal_lengths_right_padding(golden):
         assert cache.lengths.tolist() == lens.tolist()
         last = model(tokens, logits_from=(lens - 1)[:, None], valid=valid)  # stateless, padded, gathered
         p = cache.lengths.clone()
+        cache.static = True  # decode as under CUDA-graph replay: whole buffer, masked, no host bookkeeping
         steps = []
         for _ in range(12):  # decode: each row continues its own sequence from its own length
             steps.append(model(ids.gather(1, p[:, None]), cache=cache, start_pos=p.clone()))

@@ -80,6 +80,8 @@ def make_step(tokens, start_pos, cache: Phi4FlashCache | None, valid, attn_backe
         )
     if valid is not None:
         cache.ragged = True
+    if cache.static:  # CUDA-graph decode: static shapes, attend over the whole buffer under a mask
+        return Step(pos, valid, n_valid, start, False, cache.max_seq_len, cache, attn_backend)
     end = max(cache.seen, start + T) if start is not None else cache.seen + T
     uniform = valid is None and not cache.ragged and (start is not None or B == 1)
     return Step(pos, valid, n_valid, start, uniform, end, cache, attn_backend)
@@ -328,6 +330,9 @@ class Phi4Flash(nn.Module):
         attn_backend: ``"auto"``, ``"sdpa"`` or ``"torch"`` (resolved once per device).
         scan_impl: selective scan ``"auto"``, ``"sequential"`` or ``"chunk"`` (see :mod:`yoco_eval.ops.selective_scan`).
     """
+
+    kv_dtype = "auto"  # the shared K/V is stored in the model dtype (no fp8 storage yet)
+    kv_dtypes: tuple[str, ...] = ("auto",)
 
     def __init__(self, cfg: Phi4FlashConfig, attn_backend: str = "auto", scan_impl: str = "auto"):
         super().__init__()

@@ -87,6 +87,11 @@ class Phi4FlashConfig:
         return self.num_hidden_layers // 2 + 1
 
     @property
+    def max_seq_len(self) -> int:
+        """Longest sequence the model accepts (it has no positional encoding; the card states 64K trained)."""
+        return self.max_position_embeddings
+
+    @property
     def tie_embeddings(self) -> bool:
         return True
 
