@@ -103,6 +103,24 @@ def test_chunked_prefill_then_decode(golden, chunk):
     assert cache.seen == T and cache.lengths.tolist() == [T, T]
 
 
+def test_banded_window_prefill(golden, monkeypatch):
+    """Sliding-window layers over long inputs attend block by block (block = window here): same logits, with
+    and without a cache, padded rows included."""
+    import yoco_eval.model.phi4flash as phi4flash
+
+    monkeypatch.setattr(phi4flash, "_SWA_BLOCK", 1)
+    model, ids, full = golden["model"], golden["ids"], golden["full"]
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[1, 150:] = False
+    cache = model.setup_cache(2, 200)
+    with torch.no_grad():
+        stateless = model(ids, valid=valid)
+        chunks = [model(ids[:, s : s + 90], cache=cache, start_pos=s, valid=valid[:, s : s + 90]) for s in (0, 90)]
+    assert maxdiff(stateless[0], full[0]) <= TOL and maxdiff(stateless[1, :150], full[1, :150]) <= TOL
+    got = torch.cat(chunks, 1)
+    assert maxdiff(got[0], full[0, :180]) <= TOL and maxdiff(got[1, :150], full[1, :150]) <= TOL
+
+
 def test_early_exit_prefill(golden):
     """logits_from=0 skips everything after the shared K/V; the last token's logits still equal the full forward's."""
     model, ids, full = golden["model"], golden["ids"], golden["full"]

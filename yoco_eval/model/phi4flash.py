@@ -40,6 +40,7 @@ from yoco_eval.ops.attention import attention
 from yoco_eval.ops.selective_scan import SCAN_IMPLS, causal_conv1d, selective_scan
 
 _SUBLN_EPS = 1e-5  # hard-coded in the original, not layer_norm_eps
+_SWA_BLOCK = 256  # sliding-window prefill: queries per block (each block reads block + window keys)
 
 # ---------------------------------------------------------------------------------------------------------------
 # The step: where the tokens of one call sit
@@ -230,14 +231,14 @@ class DiffAttention(nn.Module):
         return self.out_proj(self.inner_cross_attn.combine(a1, a2))
 
     def _window(self, q, k, v, step: Step):
-        C, be = self.window, step.attn_backend
+        C = self.window
         if step.cache is None:
-            return diff_attend(q, k, v, step.pos, step.pos, step.valid, C, "general", be)
+            return banded_attend(q, k, v, step.pos, step.pos, step.valid, C, 0, step.attn_backend)
         w = step.cache.windows[self.slot]
         valid = step.valid if step.valid is not None else torch.ones_like(step.pos, dtype=torch.bool)
         keys, vals = torch.cat([w.k[:, :C], k], 1), torch.cat([w.v[:, :C], v], 1)
         k_pos, k_valid = torch.cat([w.pos[:, :C], step.pos], 1), torch.cat([w.pos[:, :C] >= 0, valid], 1)
-        out = diff_attend(q, keys, vals, step.pos, k_pos, k_valid, C, "general", be)
+        out = banded_attend(q, keys, vals, step.pos, k_pos, k_valid, C, C, step.attn_backend)
         # keep the last C real tokens of each row in the ring; the rest go to the scratch slot C
         last = torch.where(valid, step.pos, -1).max(1, keepdim=True).values
         slot = torch.where(valid & (step.pos > last - C), step.pos % C, C)
@@ -246,6 +247,27 @@ class DiffAttention(nn.Module):
         w.pos.scatter_(1, slot, step.pos)
         w.pos[:, C] = -1
         return out
+
+
+def banded_attend(q, k, v, q_pos, k_pos, k_valid, window: int, ring: int, backend: str):
+    """Sliding-window differential attention a block of queries at a time, each block over only the keys it can
+    see: O(T * window) instead of O(T^2). Keys ``[:ring]`` are a ring (any order, all older than this call's
+    tokens, seen by the first blocks); key ``ring + j`` is this call's token j, query j's own key."""
+    T, Bq = q.shape[1], max(window, _SWA_BLOCK)
+    if T <= Bq:
+        return diff_attend(q, k, v, q_pos, k_pos, k_valid, window, "general", backend)
+    outs = ([], [])
+    for j0 in range(0, T, Bq):
+        j1 = min(j0 + Bq, T)
+        lo = 0 if j0 < window else ring + j0 - window + 1  # query j0 sees back to token j0 - window + 1
+        sl = slice(lo, ring + j1)
+        kv = None if k_valid is None else k_valid[:, sl]
+        parts = diff_attend(
+            q[:, j0:j1], k[:, sl], v[:, sl], q_pos[:, j0:j1], k_pos[:, sl], kv, window, "general", backend
+        )
+        for acc, part in zip(outs, parts, strict=True):
+            acc.append(part)
+    return torch.cat(outs[0], 1), torch.cat(outs[1], 1)
 
 
 def write_shared(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
