@@ -103,6 +103,22 @@ def test_chunked_prefill_then_decode(golden, chunk):
     assert cache.seen == T and cache.lengths.tolist() == [T, T]
 
 
+def test_cache_exact_in_fp64():
+    """In fp64 the cache-once path equals the full forward to rounding (1e-9): a sharper check of the cache
+    bookkeeping than the fp32 tolerance; the fp64 model is also within the reference tolerance."""
+    d = GOLDEN / "tiny-h8kv4"
+    model = load_phi4flash_model(d, dtype=torch.float64)
+    ids = torch.load(d / "inputs.pt", weights_only=True)
+    cache = model.setup_cache(2, 200)
+    with torch.no_grad():
+        full = model(ids)
+        outs = [model(ids[:, s : min(s + 23, 170)], cache=cache, start_pos=s) for s in range(0, 170, 23)]
+        outs += [model(ids[:, p : p + 1], cache=cache, start_pos=torch.full((2,), p)) for p in range(170, 200)]
+    assert full.dtype == torch.float64 and cache.mamba[0].ssm.dtype == torch.float64
+    assert maxdiff(torch.cat(outs, 1), full) <= 1e-9
+    assert maxdiff(full, torch.load(d / "full_logits.pt", weights_only=True)) <= TOL
+
+
 def test_banded_window_prefill(golden, monkeypatch):
     """Sliding-window layers over long inputs attend block by block (block = window here): same logits, with
     and without a cache, padded rows included."""

@@ -141,7 +141,7 @@ class Mamba(nn.Module):
         dt = F.softplus(self.dt_proj(dt_in))  # the bias is added once, inside the softplus
         if step.valid is not None:  # padding neither decays nor feeds the state
             dt = dt.masked_fill(~step.valid[..., None], 0.0)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
         y, s = selective_scan(xs, dt, A, b, cc, self.D, st.ssm if st else None, impl=step.scan_impl)
         if st is not None:
             st.conv.copy_(tail)
@@ -174,9 +174,10 @@ class DiffCore(nn.Module):
 
     def combine(self, a1: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
         """``[B, N, H/2, 2D]`` twice -> ``[B, N, H*D]`` (pair j's vector = heads 2j, 2j+1)."""
-        lam = (torch.exp((self.lambda_q1 * self.lambda_k1).sum().float())
-               - torch.exp((self.lambda_q2 * self.lambda_k2).sum().float()) + self.lambda_init)  # fmt: skip
-        o = a1.float() - lam * a2.float()
+        cd = torch.promote_types(a1.dtype, torch.float32)  # fp32 math for bf16, fp64 stays fp64
+        lam = (torch.exp((self.lambda_q1 * self.lambda_k1).sum().to(cd))
+               - torch.exp((self.lambda_q2 * self.lambda_k2).sum().to(cd)) + self.lambda_init)  # fmt: skip
+        o = a1.to(cd) - lam * a2.to(cd)
         o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + _SUBLN_EPS)
         o = (o.to(a1.dtype) * self.subln.weight) * (1 - self.lambda_init)
         return o.flatten(2)

@@ -31,7 +31,7 @@ class MambaState:
     """One Mamba layer's constant-size state."""
 
     conv: torch.Tensor  # [B, K-1, Di] model dtype: the last K-1 conv inputs
-    ssm: torch.Tensor  # [B, Di, N] fp32
+    ssm: torch.Tensor  # [B, Di, N] fp32 (fp64 for an fp64 model)
 
     def clone(self) -> MambaState:
         return MambaState(self.conv.clone(), self.ssm.clone())
@@ -125,13 +125,14 @@ def _nbytes(tensors) -> int:
 def new_cache(cfg, batch_size: int, max_seq_len: int, device, dtype) -> Phi4FlashCache:
     """Zeroed state for ``cfg`` (a :class:`~yoco_eval.model.phi4flash.Phi4FlashConfig`)."""
     B, KV, D, Di = batch_size, cfg.num_key_value_heads, cfg.head_dim, cfg.d_inner
+    state_dtype = torch.promote_types(dtype, torch.float32)  # SSM state: fp32 (fp64 for an fp64 model)
     c = Phi4FlashCache(B, max_seq_len, torch.zeros(B, dtype=torch.long, device=device))
     for i in range(cfg.num_hidden_layers):
         kind = cfg.layer_kind(i)
         if kind in ("mamba", "memory"):
             c.mamba.append(MambaState(
                 torch.zeros(B, cfg.mamba_d_conv - 1, Di, device=device, dtype=dtype),
-                torch.zeros(B, Di, cfg.mamba_d_state, device=device, dtype=torch.float32),
+                torch.zeros(B, Di, cfg.mamba_d_state, device=device, dtype=state_dtype),
             ))  # fmt: skip
         elif kind == "swa":
             C = cfg.sliding_window
