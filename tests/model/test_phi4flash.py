@@ -18,6 +18,7 @@ from yoco_eval.model.phi4flash import Phi4Flash
 from yoco_eval.model.phi4flash_config import PHI4FLASH_CONFIGS, Phi4FlashConfig
 from yoco_eval.model.phi4flash_load import (
     Phi4FlashTokenizer,
+    build_phi4flash_preset,
     is_phi4flash_folder,
     load_phi4flash,
     load_phi4flash_model,
@@ -353,3 +354,42 @@ def test_tokenizer_chat_template_and_stop_ids(tmp_path):
     with pytest.raises(CheckpointError, match="vocab mismatch"):
         load_phi4flash(folder)
     assert isinstance(Phi4FlashTokenizer.chat_prompt([]), str)
+
+
+def test_sharded_folder_loads_and_missing_shard_is_one_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    dst = _folder_with(tmp_path)
+    sd = load_file(str(dst / "model.safetensors"))
+    (dst / "model.safetensors").unlink()
+    keys = sorted(sd)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}  # fmt: skip
+    for f, ks in shards.items():
+        save_file({k: sd[k] for k in ks}, str(dst / f))
+    index = {"weight_map": {k: f for f, ks in shards.items() for k in ks}}
+    (dst / "model.safetensors.index.json").write_text(json.dumps(index))
+    model = load_phi4flash_model(dst)
+    ids = torch.load(dst / "inputs.pt", weights_only=True)[:, :40]
+    with torch.no_grad():
+        assert maxdiff(model(ids), torch.load(dst / "full_logits.pt", weights_only=True)[:, :40]) <= TOL
+    (dst / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="shard model-00002-of-00002.safetensors"):
+        load_phi4flash_model(dst)
+    with pytest.raises(CheckpointError, match="no tokenizer.json"):
+        Phi4FlashTokenizer(dst, model.config)
+
+
+def test_random_weight_preset():
+    a, b = build_phi4flash_preset("phi4flash-tiny", seed=1), build_phi4flash_preset("phi4flash-tiny", seed=1)
+    c = build_phi4flash_preset("phi4flash-tiny", seed=2, dtype=torch.bfloat16)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert not torch.equal(a.embed_tokens.weight, c.embed_tokens.weight.float())
+    assert c.embed_tokens.weight.dtype == torch.bfloat16
+    mamba = a.model.layers[0].attn
+    assert torch.equal(mamba.A_log[3], torch.log(torch.arange(1.0, 17.0)))
+    dt = F.softplus(mamba.dt_proj.bias)
+    assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 0.1 * 1.001
+    ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.isfinite(a(ids)).all() and torch.isfinite(c(ids)).all()

@@ -14,6 +14,7 @@ The tokenizer is read with the ``tokenizers`` library (no transformers needed). 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +123,56 @@ def load_phi4flash_model(
     sd = {k: t.to(device=device, dtype=dtype) for k, t in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval()
+
+
+def init_phi4flash(model: Phi4Flash, seed: int = 0, std: float = 0.02) -> Phi4Flash:
+    """Random weights in place, in the spirit of the release's init: every linear/embedding weight N(0, std),
+    biases 0, LayerNorms 1/0, ``A_log = log(1..N)``, ``D = 1``, ``dt_proj`` as mamba_ssm (weight U(+-R^-1/2),
+    bias = softplus^-1(dt), dt log-uniform in [1e-3, 1e-1]), conv U(+-K^-1/2), lambdas N(0, 0.1), subln 1.
+    Parameters are visited in name order with one generator, so a seed gives the same model on any device."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+
+    def rand(shape, kind, a=1.0):
+        t = torch.rand(shape, generator=g) if kind == "u" else torch.randn(shape, generator=g)
+        return (2 * t - 1) * a if kind == "u" else t * a
+
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            leaf = name.rsplit(".", 2)[-2:]
+            if leaf[-1] == "A_log":
+                val = torch.log(torch.arange(1, cfg.mamba_d_state + 1, dtype=torch.float32)).expand(p.shape)
+            elif leaf[-1] == "D" or leaf[0] in ("input_layernorm", "post_attention_layernorm", "final_layernorm",
+                                                "subln") and leaf[1] == "weight":  # fmt: skip
+                val = torch.ones(p.shape)
+            elif leaf[-1].startswith("lambda_"):
+                val = rand(p.shape, "n", 0.1)
+            elif leaf == ["dt_proj", "weight"]:
+                val = rand(p.shape, "u", cfg.dt_rank**-0.5)
+            elif leaf == ["dt_proj", "bias"]:
+                dt = torch.exp(torch.rand(p.shape, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+                val = dt + torch.log(-torch.expm1(-dt))  # softplus^-1
+            elif leaf[0] == "conv1d":
+                val = rand(p.shape, "u", cfg.mamba_d_conv**-0.5)
+            elif leaf[-1] == "bias":
+                val = torch.zeros(p.shape)
+            else:
+                val = rand(p.shape, "n", std)
+            p.copy_(val.to(p.dtype))
+    return model
+
+
+def build_phi4flash_preset(
+    name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
+    attn_backend: str = "auto",
+) -> Phi4Flash:  # fmt: skip
+    """A preset (``phi4flash-tiny``, ``phi4-mini-flash``) with random weights (:func:`init_phi4flash`), built
+    without a CPU copy: the module is created on the meta device and materialized on ``device``."""
+    cfg = Phi4FlashConfig.from_name(name)
+    with torch.device("meta"):
+        model = Phi4Flash(cfg, attn_backend=attn_backend)
+    model = model.to(dtype).to_empty(device=device)  # dtype first: no fp32 copy of a bf16 model
+    return init_phi4flash(model, seed).eval()
 
 
 class Phi4FlashTokenizer:
