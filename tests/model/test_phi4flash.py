@@ -157,6 +157,22 @@ def test_early_exit_prefill(golden):
     assert maxdiff(last1[:, 0], full[:, -1]) <= TOL
 
 
+def test_early_exit_runs_late_layers_only_where_asked(golden):
+    model, ids = golden["model"], golden["ids"]
+    kv_i, seen = model.config.kv_layer, {}
+    record = lambda i: lambda m, a, out: seen.setdefault(i, []).append(out.shape[1])  # noqa: E731
+    hooks = [layer.register_forward_hook(record(i)) for i, layer in enumerate(model.model.layers)]
+    try:
+        with torch.no_grad():
+            model(ids[:, :50], logits_from=0)
+            model(ids[:, :50], logits_from=3)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert all(seen[i] == [50, 50] for i in range(kv_i))  # layers up to n/2 run over every token, every time
+    assert all(seen[i] == [3] for i in range(kv_i, model.config.num_hidden_layers))  # the rest: only where asked
+
+
 def test_unequal_lengths_right_padding(golden):
     """Row 1 holds 137 real tokens, right-padded: prefill in chunks with ``valid``, then per-row decode."""
     model, ids, full = golden["model"], golden["ids"], golden["full"]
