@@ -346,7 +346,7 @@ def _main(args: argparse.Namespace) -> int:
     from yoco_eval.niah.models import load_needle_model
     from yoco_eval.niah.runner import SweepConfig, run_sweep
     from yoco_eval.niah.score import format_table
-    from yoco_eval.niah.tokens import resolve_tokenizer
+    from yoco_eval.tokenizer import load_tokenizer
 
     s = _settings(args)
     if s["show"]:
@@ -363,7 +363,7 @@ def _main(args: argparse.Namespace) -> int:
         raise YocoEvalError("no context lengths given: pass --lengths, e.g. 1k,4k,16k (or --config FILE)")
     variant = _variant(s)
     depths = parse_depths(s["depths"])
-    tokenizer = resolve_tokenizer(s["tokenizer"]) if s["tokenizer"] else None
+    tokenizer = load_tokenizer(s["tokenizer"]) if s["tokenizer"] else None
     fake = {"mode": s["fake_mode"], "sleep_s": s["fake_sleep"], "max_context": s["fake_max_context"]}
     if s["fake_fail_lengths"]:
         fake["fail_lengths"] = {int(x) for x in str(s["fake_fail_lengths"]).split(",") if x.strip()}
