@@ -201,13 +201,34 @@ class HFTokenizer:
         self.vocab_size = len(hf_tokenizer)
         self.spec = spec
 
+    def _backend(self):
+        """The Rust tokenizer itself when calling it gives what ``encode(text, add_special_tokens=False)`` gives:
+        no truncation or padding set on it and special tokens handled as transformers would (transformers' own
+        call sets exactly this state first). It skips transformers' per-call bookkeeping and the character
+        offsets, which cost more than the encoding on long texts (about 2x on a 1M-token prompt). None otherwise."""
+        bk = getattr(self._tok, "backend_tokenizer", None)
+        if bk is None or not hasattr(bk, "encode_batch_fast") or bk.truncation is not None or bk.padding is not None:
+            return None
+        if getattr(bk, "encode_special_tokens", False) != bool(getattr(self._tok, "split_special_tokens", False)):
+            return None
+        return bk
+
     def encode(self, text: str, bos: bool = False) -> list[int]:
-        ids = self._tok.encode(text, add_special_tokens=False)
+        bk = self._backend()
+        if bk is None:
+            ids = self._tok.encode(text, add_special_tokens=False)
+        elif len(text) < 4096:
+            ids = bk.encode(text, add_special_tokens=False).ids
+        else:
+            ids = bk.encode_batch_fast([text], add_special_tokens=False)[0].ids
         return [self.bos_id, *ids] if bos and self.bos_id is not None else ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Many texts in one call (the Rust tokenizer runs them in parallel): the needle builder's fast path."""
-        return self._tok(texts, add_special_tokens=False)["input_ids"]
+        bk = self._backend()
+        if bk is None:
+            return self._tok(texts, add_special_tokens=False)["input_ids"]
+        return [e.ids for e in bk.encode_batch_fast(texts, add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
