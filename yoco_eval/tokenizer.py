@@ -121,6 +121,19 @@ def cl100k_encoding():
     return tiktoken_encoding("cl100k_base")
 
 
+@lru_cache(maxsize=1)
+def _yoco_encoding():
+    """cl100k_base plus the official 18 specials (ids before the +4 shift); built once, shared (it is immutable)."""
+    import tiktoken
+
+    base = cl100k_encoding()
+    specials = dict(base._special_tokens)
+    specials.update({tok: 100264 + i for i, tok in enumerate(_YOCO_EXTRA_SPECIALS)})
+    return tiktoken.Encoding(
+        name="cl100k_im", pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks, special_tokens=specials
+    )
+
+
 # --- the tokenizers -----------------------------------------------------------------------------------------
 
 
@@ -132,14 +145,7 @@ class YOCOTokenizer:
     offset = len(_RESERVED)
 
     def __init__(self, pad_to_multiple: int = 8):
-        import tiktoken
-
-        base = cl100k_encoding()
-        specials = dict(base._special_tokens)
-        specials.update({tok: 100264 + i for i, tok in enumerate(_YOCO_EXTRA_SPECIALS)})
-        self._enc = tiktoken.Encoding(
-            name="cl100k_im", pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks, special_tokens=specials
-        )
+        self._enc = _yoco_encoding()
         n = self._enc.n_vocab + self.offset
         self.vocab_size = (n + pad_to_multiple - 1) // pad_to_multiple * pad_to_multiple
 

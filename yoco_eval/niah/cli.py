@@ -123,7 +123,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tokenizer",
         default=S,
-        help="tokenizer for --model fake (yoco-cl100k, cl100k, folder); for other models it must match",
+        help="tokenizer for --model fake (yoco-cl100k, cl100k_base, o200k_base, bytes, hf:DIR, a checkpoint folder); "
+        "for other models it must match",
     )
     g.add_argument(
         "--chat-template",
