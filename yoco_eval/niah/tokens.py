@@ -134,7 +134,7 @@ def tokenize_corpus(corpus: Corpus, tok) -> TokenizedCorpus:
             f"{tokenizer_name(tok)}; end the text with a full sentence and a newline"
         )
     m_units: list[str] = []
-    m_ids: list[list[int]] = []
+    m_ids: list[list[int] | None] = []
     m_sent: list[bool] = []
     merged = 0
     i = 0
@@ -147,9 +147,12 @@ def tokenize_corpus(corpus: Corpus, tok) -> TokenizedCorpus:
             s = sent[i]
             merged += 1
         m_units.append(text)
-        m_ids.append(tids if tids is not None else encode(tok, text))
+        m_ids.append(tids)
         m_sent.append(s)
         i += 1
+    redo = [k for k, x in enumerate(m_ids) if x is None]  # merged units: re-encoded once, in one batch
+    for k, x in zip(redo, encode_many(tok, [m_units[k] for k in redo])):
+        m_ids[k] = x
     if merged > 0.5 * max(n, 1) and n > 20:
         raise YocoEvalError(
             f"tokenizer {tokenizer_name(tok)} does not tokenize sentences independently (e.g. a SentencePiece "
