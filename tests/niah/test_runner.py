@@ -15,8 +15,7 @@ import pytest
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah import FakeNeedleModel, SweepConfig, get_variant, load_results, reconstruct_prompt, run_sweep
 from yoco_eval.niah.runner import JsonlAppender, read_jsonl
-from yoco_eval.niah.tokens import TiktokenTokenizer
-from yoco_eval.tokenizer import YOCOTokenizer, cl100k_encoding
+from yoco_eval.tokenizer import TiktokenTokenizer, YOCOTokenizer, cl100k_encoding
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_KEYS = {

@@ -37,8 +37,9 @@ from yoco_eval.niah.runner import (
     run_sweep,
 )
 from yoco_eval.niah.score import aggregate, score_output, wilson
-from yoco_eval.niah.tokens import TiktokenTokenizer, resolve_tokenizer, tokenize_corpus
+from yoco_eval.niah.tokens import tokenize_corpus
 from yoco_eval.niah.variants import VARIANTS, Variant, get_variant
+from yoco_eval.tokenizer import TiktokenTokenizer, load_tokenizer
 
 __all__ = [
     "PlacedNeedle",
@@ -65,7 +66,7 @@ __all__ = [
     "score_output",
     "wilson",
     "TiktokenTokenizer",
-    "resolve_tokenizer",
+    "load_tokenizer",
     "tokenize_corpus",
     "VARIANTS",
     "Variant",

@@ -22,9 +22,9 @@ from pathlib import Path
 from yoco_eval.niah.builder import PromptBuilder
 from yoco_eval.niah.corpus import load_corpus
 from yoco_eval.niah.runner import git_commit, hardware
-from yoco_eval.niah.tokens import TiktokenTokenizer, tokenize_corpus
+from yoco_eval.niah.tokens import tokenize_corpus
 from yoco_eval.niah.variants import get_variant
-from yoco_eval.tokenizer import YOCOTokenizer, cl100k_encoding
+from yoco_eval.tokenizer import TiktokenTokenizer, YOCOTokenizer, cl100k_encoding
 
 
 def bench(length: int, reps: int, haystack: str, variant: str) -> dict:

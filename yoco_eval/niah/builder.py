@@ -32,8 +32,9 @@ import numpy as np
 
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah.corpus import Corpus, load_corpus
-from yoco_eval.niah.tokens import TokenizedCorpus, as_tokenizer, encode, tokenize_corpus
+from yoco_eval.niah.tokens import TokenizedCorpus, tokenize_corpus
 from yoco_eval.niah.variants import Sample, Variant, sample_needles
+from yoco_eval.tokenizer import as_tokenizer, encode
 
 MAX_WINDOW_TRIES = 24
 EXCERPT_CHARS = 200
@@ -195,7 +196,7 @@ class PromptBuilder:
             lens = np.diff(tc.off).copy()
             idx = [u for u in range(tc.n_units) if tc.starts_space[u] and self._start_ok[u]]
             if idx:
-                from yoco_eval.niah.tokens import encode_many
+                from yoco_eval.tokenizer import encode_many
 
                 enc = encode_many(self.tok, [tc.units[u].lstrip() for u in idx])
                 lens[idx] = [len(e) for e in enc]

@@ -123,7 +123,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tokenizer",
         default=S,
-        help="tokenizer for --model fake (yoco-cl100k, cl100k, folder); for other models it must match",
+        help="tokenizer for --model fake (yoco-cl100k, cl100k_base, o200k_base, bytes, hf:DIR, a checkpoint folder); "
+        "for other models it must match",
     )
     g.add_argument(
         "--chat-template",
@@ -346,7 +347,7 @@ def _main(args: argparse.Namespace) -> int:
     from yoco_eval.niah.models import load_needle_model
     from yoco_eval.niah.runner import SweepConfig, run_sweep
     from yoco_eval.niah.score import format_table
-    from yoco_eval.niah.tokens import resolve_tokenizer
+    from yoco_eval.tokenizer import load_tokenizer
 
     s = _settings(args)
     if s["show"]:
@@ -363,7 +364,7 @@ def _main(args: argparse.Namespace) -> int:
         raise YocoEvalError("no context lengths given: pass --lengths, e.g. 1k,4k,16k (or --config FILE)")
     variant = _variant(s)
     depths = parse_depths(s["depths"])
-    tokenizer = resolve_tokenizer(s["tokenizer"]) if s["tokenizer"] else None
+    tokenizer = load_tokenizer(s["tokenizer"]) if s["tokenizer"] else None
     fake = {"mode": s["fake_mode"], "sleep_s": s["fake_sleep"], "max_context": s["fake_max_context"]}
     if s["fake_fail_lengths"]:
         fake["fail_lengths"] = {int(x) for x in str(s["fake_fail_lengths"]).split(",") if x.strip()}

@@ -23,8 +23,8 @@ from yoco_eval.niah.builder import PromptBuilder, PromptFormat
 from yoco_eval.niah.cli import parse_depths, parse_lengths
 from yoco_eval.niah.runner import make_grid
 from yoco_eval.niah.score import score_output
-from yoco_eval.niah.tokens import resolve_tokenizer
 from yoco_eval.niah.variants import get_variant
+from yoco_eval.tokenizer import load_tokenizer
 
 
 def _truthy(v) -> bool:
@@ -46,7 +46,7 @@ def _tokenizer(meta: dict):
 
         head, sep, tail = name[4:].partition("::")
         name = str(_package_folder(head)) + (sep + tail if sep else "")
-    return resolve_tokenizer(name)
+    return load_tokenizer(name)
 
 
 def build_docs(variant: str = "single", **meta) -> dict:

@@ -16,8 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah.builder import PromptFormat
-from yoco_eval.niah.tokens import HFTokenizerAdapter, as_tokenizer, encode
 from yoco_eval.niah.variants import VARIANTS
+from yoco_eval.tokenizer import as_tokenizer, encode
 
 
 @dataclass
@@ -349,7 +349,7 @@ def load_lm_eval_model(
     spec = None
     own_tok = getattr(lm, "tok", None)  # yoco_eval's YOCOLM keeps its own (non-HF) tokenizer here
     if getattr(lm, "tokenizer", None) is None and own_tok is not None:
-        from yoco_eval.niah.tokens import tokenizer_spec
+        from yoco_eval.tokenizer import tokenizer_spec
 
         spec = tokenizer_spec(own_tok)
     elif pretrained and Path(pretrained).is_dir():
@@ -479,7 +479,6 @@ __all__ = [
     "LMEvalNeedleModel",
     "YOCONeedleModel",
     "LMEvalTokenizer",
-    "HFTokenizerAdapter",
     "chat_frame",
     "load_needle_model",
     "load_lm_eval_model",

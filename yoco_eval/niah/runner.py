@@ -37,15 +37,9 @@ from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah.builder import Prompt, PromptBuilder, PromptFormat
 from yoco_eval.niah.corpus import load_corpus
 from yoco_eval.niah.score import aggregate, score_output
-from yoco_eval.niah.tokens import (
-    as_tokenizer,
-    load_tokenizer_spec,
-    tokenize_corpus,
-    tokenizer_fingerprint,
-    tokenizer_name,
-    tokenizer_spec,
-)
+from yoco_eval.niah.tokens import tokenize_corpus
 from yoco_eval.niah.variants import VARIANTS, Variant
+from yoco_eval.tokenizer import as_tokenizer, load_tokenizer_spec, tokenizer_fingerprint, tokenizer_name, tokenizer_spec
 
 SCHEMA = "yoco-eval/needle-run/1"
 RESULTS = "results.jsonl"

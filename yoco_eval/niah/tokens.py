@@ -1,4 +1,5 @@
-"""Tokenizer adapters and the tokenized corpus (tokenized once per tokenizer, reused by every cell).
+"""The tokenized corpus: a haystack tokenized once per tokenizer, reused by every cell (tokenizers themselves live
+in ``yoco_eval.tokenizer``).
 
 Exact prompt length rests on one property, checked rather than assumed: when two adjacent units of text are
 tokenized separately, the concatenated ids equal the ids of the concatenated text. BPE tokenizers almost always
@@ -11,180 +12,14 @@ finally re-encodes the whole prompt text once to confirm.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah.corpus import Corpus, split_units
-
-_PROBE = "Needle probe: The quick brown fox, 12345 UUIDs and \u00e9t\u00e9.\n\nNext line."
-
-
-class TiktokenTokenizer:
-    """Adapter giving a bare ``tiktoken.Encoding`` (e.g. ``yoco_eval.tokenizer.cl100k_encoding()``) the project's
-    Tokenizer interface."""
-
-    def __init__(self, enc):
-        self._enc = enc
-        self.name = getattr(enc, "name", "tiktoken")
-        self.eos_id = getattr(enc, "eot_token", None)
-        self.bos_id = None
-        self.pad_id = None
-        self.vocab_size = enc.n_vocab
-
-    def encode(self, text: str, bos: bool = False) -> list[int]:
-        return self._enc.encode(text, allowed_special="all")
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self._enc.encode_batch(texts, allowed_special="all")
-
-    def decode(self, ids) -> str:
-        return self._enc.decode(list(ids))
-
-
-class HFTokenizerAdapter:
-    """Adapter for an already-loaded Hugging Face tokenizer (e.g. one loaded from a GGUF file). ``spec`` says how
-    to load it again (recorded in run.json for ``reconstruct_prompt``)."""
-
-    def __init__(self, hf_tokenizer, name: str | None = None, spec: dict | None = None):
-        self._tok = hf_tokenizer
-        self.name = name or f"hf:{getattr(hf_tokenizer, 'name_or_path', 'tokenizer')}"
-        self.bos_id = hf_tokenizer.bos_token_id
-        self.eos_id = hf_tokenizer.eos_token_id
-        self.pad_id = hf_tokenizer.pad_token_id
-        self.vocab_size = len(hf_tokenizer)
-        self.spec = spec
-
-    def encode(self, text: str, bos: bool = False) -> list[int]:
-        ids = self._tok.encode(text, add_special_tokens=False)
-        return [self.bos_id, *ids] if bos and self.bos_id is not None else ids
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self._tok(texts, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=True)
-
-    @property
-    def hf_tokenizer(self):
-        return self._tok
-
-
-def load_hf_tokenizer(path: str, gguf_file: str | None = None) -> HFTokenizerAdapter:
-    """A local HF tokenizer folder (optionally from a GGUF file inside it), never from the network."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as e:
-        raise YocoEvalError("loading a Hugging Face tokenizer needs transformers: pip install 'yoco-eval[hf]'") from e
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    try:
-        hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **kwargs)
-    except (OSError, ValueError) as e:
-        raise YocoEvalError(
-            f"cannot load a tokenizer from {path} ({type(e).__name__}): give a local tokenizer "
-            "folder (and gguf_file for a GGUF checkpoint)"
-        ) from e
-    name = f"hf:{Path(path).name}" + (f"/{gguf_file}" if gguf_file else "")
-    return HFTokenizerAdapter(hf, name=name, spec={"kind": "hf", "path": str(path), "gguf_file": gguf_file})
-
-
-def tokenizer_spec(tok) -> dict | None:
-    """How to load this tokenizer again, or None when unknown (then reconstruct_prompt needs it passed in)."""
-    spec = getattr(tok, "spec", None)
-    if isinstance(spec, dict):
-        return spec
-    name = tokenizer_name(tok)
-    if type(tok).__name__ == "YOCOTokenizer":
-        return {"kind": "builtin", "name": "yoco-cl100k"}
-    if type(tok).__name__ == "ByteTokenizer":
-        return {"kind": "builtin", "name": "bytes"}
-    if isinstance(tok, TiktokenTokenizer):
-        return {"kind": "tiktoken", "name": name}
-    return None
-
-
-def load_tokenizer_spec(spec: dict):
-    kind = spec.get("kind")
-    if kind == "builtin":
-        from yoco_eval.tokenizer import load_tokenizer
-
-        return load_tokenizer(spec["name"])
-    if kind == "tiktoken":
-        from yoco_eval.tokenizer import cl100k_encoding
-
-        if "cl100k" not in spec.get("name", ""):
-            raise YocoEvalError(f"tiktoken encoding {spec.get('name')!r} is not available offline: pass the tokenizer")
-        return TiktokenTokenizer(cl100k_encoding())
-    if kind == "hf":
-        return load_hf_tokenizer(spec["path"], spec.get("gguf_file"))
-    raise YocoEvalError(f"unknown tokenizer spec {spec!r}: pass the tokenizer explicitly")
-
-
-def resolve_tokenizer(name: str):
-    """``yoco-cl100k`` (official YOCO), ``cl100k`` (plain tiktoken cl100k_base), ``bytes``, or a folder path
-    (``path`` or ``path::file.gguf``)."""
-    if name in ("cl100k", "cl100k_base"):
-        from yoco_eval.tokenizer import cl100k_encoding
-
-        return TiktokenTokenizer(cl100k_encoding())
-    if name in ("yoco-cl100k", "yoco", "bytes"):
-        from yoco_eval.tokenizer import load_tokenizer
-
-        return load_tokenizer("yoco-cl100k" if name == "yoco" else name)
-    path, _, gguf = name.partition("::")
-    p = Path(path)
-    if p.is_dir() and (gguf or any(p.glob("*.gguf")) and not (p / "tokenizer.json").exists()):
-        gguf = gguf or sorted(x.name for x in p.glob("*.gguf"))[0]
-        return load_hf_tokenizer(str(p), gguf)
-    if p.is_dir() and ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
-        return load_hf_tokenizer(str(p))
-    if p.is_dir() and ((p / "config.json").exists() or (p / "params.json").exists()):
-        from yoco_eval.tokenizer import load_tokenizer as load_checkpoint_tokenizer
-
-        return load_checkpoint_tokenizer(p)  # a yoco-eval / official checkpoint folder: the tokenizer its config names
-    raise YocoEvalError(f"unknown tokenizer {name!r}: use yoco-cl100k, cl100k, bytes or a tokenizer folder path")
-
-
-def as_tokenizer(tok: Any):
-    """Return ``tok`` if it already has ``encode(text, bos=False)``/``decode``; wrap a tiktoken Encoding."""
-    if tok is None:
-        raise YocoEvalError("no tokenizer given: pass the model's tokenizer (or --tokenizer for the fake model)")
-    if type(tok).__module__.startswith("tiktoken") and hasattr(tok, "encode_ordinary"):
-        return TiktokenTokenizer(tok)
-    for attr in ("encode", "decode"):
-        if not callable(getattr(tok, attr, None)):
-            raise YocoEvalError(f"{type(tok).__name__} is not a tokenizer (no {attr}()): pass a yoco_eval tokenizer")
-    return tok
-
-
-def tokenizer_name(tok) -> str:
-    return str(getattr(tok, "name", type(tok).__name__))
-
-
-def encode(tok, text: str) -> list[int]:
-    return list(tok.encode(text, bos=False)) if text else []
-
-
-def _batch_is_slow(tok) -> bool:
-    # tiktoken's encode_batch spawns a thread pool per call: slower than a loop for many short texts
-    return type(getattr(tok, "_enc", None)).__module__.startswith("tiktoken")
-
-
-def encode_many(tok, texts: list[str]) -> list[list[int]]:
-    batch = getattr(tok, "encode_batch", None)
-    if callable(batch) and len(texts) > 1 and not _batch_is_slow(tok):
-        return [list(x) for x in batch(texts)]
-    return [encode(tok, t) for t in texts]
-
-
-def tokenizer_fingerprint(tok) -> str:
-    """Name plus a hash of the ids of a probe string: two tokenizers with equal fingerprints tokenize alike."""
-    ids = encode(tok, _PROBE)
-    return f"{tokenizer_name(tok)}:{hashlib.sha256(str(ids).encode()).hexdigest()[:16]}"
+from yoco_eval.tokenizer import as_tokenizer, encode, encode_many, tokenizer_fingerprint, tokenizer_name
 
 
 @dataclass
@@ -258,6 +93,16 @@ class TokenizedCorpus:
             hit = self._enc_cache[text] = encode(self.tok, text)
         return hit
 
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """``[self.encode(t) for t in texts]``, with the texts not yet memoized encoded in one batched call: with
+        an HF tokenizer, a batch of a unit's suffixes costs about half of encoding them one by one."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._enc_cache))
+        if todo:
+            if len(self._enc_cache) + len(todo) > 100_000:
+                self._enc_cache.clear()
+            self._enc_cache.update(zip(todo, encode_many(self.tok, todo)))
+        return [self._enc_cache[t] for t in texts]
+
 
 _CACHE: dict[tuple[str, str], TokenizedCorpus] = {}
 
@@ -289,7 +134,7 @@ def tokenize_corpus(corpus: Corpus, tok) -> TokenizedCorpus:
             f"{tokenizer_name(tok)}; end the text with a full sentence and a newline"
         )
     m_units: list[str] = []
-    m_ids: list[list[int]] = []
+    m_ids: list[list[int] | None] = []
     m_sent: list[bool] = []
     merged = 0
     i = 0
@@ -302,9 +147,12 @@ def tokenize_corpus(corpus: Corpus, tok) -> TokenizedCorpus:
             s = sent[i]
             merged += 1
         m_units.append(text)
-        m_ids.append(tids if tids is not None else encode(tok, text))
+        m_ids.append(tids)
         m_sent.append(s)
         i += 1
+    redo = [k for k, x in enumerate(m_ids) if x is None]  # merged units: re-encoded once, in one batch
+    for k, x in zip(redo, encode_many(tok, [m_units[k] for k in redo])):
+        m_ids[k] = x
     if merged > 0.5 * max(n, 1) and n > 20:
         raise YocoEvalError(
             f"tokenizer {tokenizer_name(tok)} does not tokenize sentences independently (e.g. a SentencePiece "
