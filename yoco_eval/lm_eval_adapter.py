@@ -129,6 +129,12 @@ class YOCOLM(TemplateLM):
         _one_line_uncaught_errors()
         return cls(**{**extra, **arg_dict})
 
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
     # -- properties lm-eval reads -------------------------------------------------------------------------------
 
     @property
