@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from yoco_eval.errors import YocoEvalError
+from yoco_eval.errors import ConfigError, YocoEvalError
 from yoco_eval.loading import LoadSpec, package_folder, parse_model_args, resolve_device, resolve_model
 from yoco_eval.niah.builder import PromptFormat
 from yoco_eval.niah.tokens import HFTokenizerAdapter, as_tokenizer, encode
@@ -421,7 +421,7 @@ class YOCONeedleModel:
 def _one_device(flag: str | None, arg: str | None) -> str | None:
     """The device of ``--device`` and of ``device=`` in ``--model-args``: the same key, given once (or twice alike)."""
     if flag and arg and str(flag) != str(arg):
-        raise YocoEvalError(f"--device {flag} and device={arg} in --model-args disagree: give the device once")
+        raise ConfigError(f"--device {flag} and device={arg} in --model-args disagree: give the device once")
     return flag or arg
 
 
