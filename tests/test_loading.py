@@ -182,6 +182,15 @@ def test_hf_models_get_the_auto_device_and_the_resolved_name(monkeypatch):
     assert seen["args"] == f"pretrained={models_dir() / 'transformer-needle-7m'},dtype=float32"
 
 
+def test_a_gguf_folder_without_gguf_file_is_one_line(tmp_path):
+    pytest.importorskip("lm_eval")
+    from yoco_eval.niah.models import load_lm_eval_model
+
+    (tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"")
+    with pytest.raises(ConfigError, match="add gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf .*smollm2-135m-instruct"):
+        load_lm_eval_model("hf", f"pretrained={tmp_path}")
+
+
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "yoco_eval", *args], cwd=cwd, env=env, capture_output=True,

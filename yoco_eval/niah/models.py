@@ -309,6 +309,17 @@ def _is_hf_lm(cls) -> bool:
     return isinstance(cls, type) and issubclass(cls, HFLM)
 
 
+def _check_gguf_folder(folder: Path, gguf_file: str | None) -> None:
+    """A folder with only GGUF weights needs ``gguf_file`` (else transformers fails on a missing model_type)."""
+    if gguf_file or not folder.is_dir() or (folder / "config.json").is_file():
+        return
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if ggufs:
+        hint = " (or pretrained=smollm2-135m-instruct)" if any("smollm2" in g.lower() for g in ggufs) else ""
+        raise ConfigError(f"{folder} holds GGUF weights and no config.json: add gguf_file={ggufs[0]} to --model-args"
+                          f"{hint}")  # fmt: skip
+
+
 def load_lm_eval_model(
     model: str, model_args: str | None, *, chat_template: bool = False, batch_size: int = 1, device: str | None = None
 ) -> LMEvalNeedleModel:
@@ -327,6 +338,7 @@ def load_lm_eval_model(
             args[k] = str(package_folder(v[4:]))
     if args.get("pretrained"):  # shipped names (smollm2-135m-instruct, yoco-needle-7m) from any directory
         args["pretrained"] = resolve_model(args["pretrained"])
+        _check_gguf_folder(Path(args["pretrained"]), args.get("gguf_file"))
     device = _one_device(device, args.pop("device", None))
     extra: dict[str, Any] = {"batch_size": batch_size}
     if _is_hf_lm(cls):  # HF models: the same auto device as every other model (not HFLM's default cuda)
