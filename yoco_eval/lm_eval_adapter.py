@@ -48,7 +48,6 @@ from tqdm import tqdm
 
 from yoco_eval import settings
 from yoco_eval.errors import YocoEvalError
-from yoco_eval.generate import Engine
 from yoco_eval.loading import LoadSpec
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,7 @@ class YOCOLM(TemplateLM):
         self.batch_size = _parse_batch_size(batch_size, max_batch_size)
         self.spec = spec.resolved()
         self._device = torch.device(self.spec.device)
-        self.engine = Engine.load(self.spec.model, **self.spec.engine_kwargs())
+        self.engine = self.spec.load_engine()
         self.tok = self.engine.tokenizer
         hf = getattr(self.tok, "hf_tokenizer", None)
         self.tokenizer = hf  # lm-eval reads chat templates and special tokens from here; None without HF
