@@ -98,6 +98,7 @@ def test_dtype_and_chunk_defaults_per_device():
     assert resolve_dtype("auto", torch.device("cpu")) == "float32"
     assert resolve_dtype("auto", torch.device("cuda", 0)) == "bfloat16"
     assert resolve_dtype("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_dtype(torch.float16, torch.device("cpu")) == "float16"
     assert default_chunk_size(torch.device("cuda", 1)) == DEFAULT_CHUNK_SIZE["cuda"] == 65536
     assert default_chunk_size(torch.device("cpu")) == DEFAULT_CHUNK_SIZE["cpu"]
     spec = LoadSpec("yoco-debug", device="cpu").resolved()

@@ -137,7 +137,7 @@ def resolve_dtype(dtype: Any, device) -> str:
     """``auto`` -> ``bfloat16`` on a GPU, ``float32`` on the CPU; any other name is checked (one error line)."""
     from yoco_eval.generate import parse_dtype
 
-    text = "auto" if dtype is None else str(dtype).strip()
+    text = "auto" if dtype is None else str(dtype).strip().removeprefix("torch.")  # a torch.dtype works too
     if text == "auto":
         return "bfloat16" if getattr(device, "type", str(device)).startswith("cuda") else "float32"
     parse_dtype(text)  # the one table of dtype names
