@@ -216,15 +216,32 @@ def test_bad_model_args_are_one_clear_error(kwargs, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
-def test_device_default_falls_back_to_cpu_but_explicit_cuda_is_an_error(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["lm_eval", "--model", "yoco"])
+def test_device_default_falls_back_to_cpu_but_explicit_cuda_is_an_error():
+    # lm-eval's CLI passes cuda:0 when --device is not given: read as auto, with no look at sys.argv
     lm = YOCOLM.create_from_arg_obj({"pretrained": "yoco-debug"}, {"device": "cuda:0", "batch_size": "auto"})
-    assert lm.device == torch.device("cpu") and lm.batch_size == 8
-    with pytest.raises(YocoEvalError, match="CUDA is not available"):
-        YOCOLM.create_from_arg_obj({"pretrained": "yoco-debug", "device": "cuda"}, {"batch_size": 1})
-    monkeypatch.setattr(sys, "argv", ["lm_eval", "--device", "cuda:0"])
-    with pytest.raises(YocoEvalError, match="CUDA is not available"):
-        YOCOLM.create_from_arg_obj({"pretrained": "yoco-debug"}, {"device": "cuda:0", "batch_size": 1})
+    assert lm.device == torch.device("cpu") and lm.batch_size == 8 and lm.spec.chunk_size == 2048
+    for model_args, extra in (({"device": "cuda"}, {}), ({}, {"device": "cuda:1"}), ({}, {"device": "cuda"})):
+        with pytest.raises(YocoEvalError, match="no CUDA GPU is visible") as e:
+            YOCOLM.create_from_arg_obj({"pretrained": "yoco-debug", **model_args}, {"batch_size": 1, **extra})
+        assert "\n" not in str(e.value)
+
+
+def test_uncaught_error_of_the_plain_lm_eval_command_is_one_line(tmp_path):
+    """``lm_eval`` itself (not our wrapper) with a wrong checkpoint path: one line on stderr, no traceback."""
+    code = (
+        "from yoco_eval.lm_eval_adapter import YOCOLM\n"
+        "YOCOLM.create_from_arg_string('pretrained=/nonexistent/ckpt', {'device': 'cpu', 'batch_size': 1})\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: checkpoint '/nonexistent/ckpt' not found"), out.stderr
+
+
+def test_shipped_model_name_and_chunk_size_from_model_args():
+    lm = YOCOLM.create_from_arg_obj({"pretrained": "yoco-needle-7m", "chunk_size": 96}, {"device": "cpu"})
+    assert lm.engine.chunk_size == 96 and lm.spec.chunk_size == 96
+    assert lm.pretrained == "yoco-needle-7m" and lm.engine.path.endswith("yoco-needle-7m")
 
 
 def test_batch_size_auto_is_capped():

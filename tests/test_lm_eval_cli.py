@@ -220,6 +220,24 @@ def test_tasks_load_from_the_installed_wheel_location(wheel, tmp_path):
     assert "('yoco_gen_arith', 50), ('yoco_mc_facts', 40), ('yoco_ppl_shakespeare', 12)" in done.stdout
 
 
+def test_wheel_ships_the_models_and_loads_them_by_name_from_any_directory(wheel, tmp_path):
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "site")
+    shipped = [p.relative_to(ROOT / "models").as_posix() for p in (ROOT / "models").rglob("*") if p.is_file()]
+    assert "yoco-needle-7m/model.safetensors" in shipped and all(f"yoco_eval/_models/{f}" in names for f in shipped)
+    code = (
+        "from yoco_eval.loading import LoadSpec\n"
+        "for name in ('yoco-needle-7m', 'models/transformer-needle-7m'):\n"
+        "    engine = LoadSpec(name, device='cpu').load_engine()\n"
+        "    print(engine.path)\n"
+    )
+    done = _run([sys.executable, "-c", code], cwd=tmp_path, PYTHONPATH=str(tmp_path / "site"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    site = (tmp_path / "site" / "yoco_eval" / "_models").resolve()
+    assert done.stdout.split() == [str(site / "yoco-needle-7m"), str(site / "transformer-needle-7m")]
+
+
 def test_offline_overrides_of_standard_tasks(tmp_path, fixtures):
     """The two `dataset_path: json` recipes of tasks/README.md: arc_easy and hellaswag from local JSONL files."""
     import lm_eval

