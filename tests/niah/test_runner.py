@@ -102,10 +102,13 @@ def test_sweep_layout_scores_and_resume(tmp_path):
     # rerun: nothing to do, nothing duplicated
     s2 = run_sweep(model, _cfg(out, variant=get_variant("multi")), progress=False, command="test", log=_quiet)
     assert s2["ran"] == 0 and len(read_jsonl(out / "results.jsonl")) == 12
+    # another grid on the same folder is refused in one line naming the difference and the ways out
+    with pytest.raises(YocoEvalError, match=r"another grid \(lengths 1k,2k -> 1k,2k,3000\).*--extend.*--overwrite"):
+        run_sweep(model, _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000]), progress=False, log=_quiet)
     # extending the grid runs only the new cells
     s3 = run_sweep(
         model,
-        _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000]),
+        _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000], on_existing="extend"),
         progress=False,
         command="test",
         log=_quiet,
@@ -120,8 +123,8 @@ def test_shared_haystack_run_resumes_again_and_again(tmp_path):
     out = tmp_path / "run"
     model = FakeNeedleModel(YOCOTokenizer())
     for lengths, ran in (([1024], 3), ([1024, 2048], 3), ([1024, 2048, 3000], 3), ([1024, 2048, 3000], 0)):
-        s = run_sweep(model, _cfg(out, trials=1, lengths=lengths, shared_haystack=True), progress=False,
-                      command="t", log=_quiet)  # fmt: skip
+        s = run_sweep(model, _cfg(out, trials=1, lengths=lengths, shared_haystack=True, on_existing="extend"),
+                      progress=False, command="t", log=_quiet)  # fmt: skip
         assert s["ran"] == ran
     meta = json.loads((out / "run.json").read_text())
     assert meta["grid"]["shared_haystack"] is True and meta["grid"]["lengths"] == [1024, 2048, 3000]
@@ -132,7 +135,8 @@ def test_shared_haystack_run_resumes_again_and_again(tmp_path):
     meta = json.loads((old / "run.json").read_text())
     del meta["grid"]["shared_haystack"]  # made before the option existed
     (old / "run.json").write_text(json.dumps(meta))
-    s = run_sweep(model, _cfg(old, trials=1, lengths=[1024, 2048]), progress=False, command="t", log=_quiet)
+    s = run_sweep(model, _cfg(old, trials=1, lengths=[1024, 2048], on_existing="extend"), progress=False,
+                  command="t", log=_quiet)  # fmt: skip
     assert s["ran"] == 3 and json.loads((old / "run.json").read_text())["grid"]["shared_haystack"] is False
 
 
