@@ -1,8 +1,8 @@
 """A test-only entry point: ``yoco-eval needle`` with knobs for the fake model that the user CLI does not have.
 
-    python tests/niah/fake_cli.py --fake-sleep 0.15 --fake-fail-lengths 2048 -- --lengths 1k ...
+    python tests/niah/fake_cli.py --fake-sleep 0.15 --fake-fail-lengths 2048 --lengths 1k ...
 
-Everything after ``--`` goes to :func:`yoco_eval.niah.cli.main`; ``--model fake`` there builds a
+Every other flag goes to :func:`yoco_eval.niah.cli.main`; ``--model fake`` there builds a
 :class:`FakeNeedleModel` with these options (also under torchrun: pass this file as the script).
 """
 
@@ -30,13 +30,12 @@ def fake_loader(options: dict):
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fake_cli")
+    p = argparse.ArgumentParser(prog="fake_cli", allow_abbrev=False)
     p.add_argument("--fake-mode", default="oracle")
     p.add_argument("--fake-sleep", type=float, default=0.0)
     p.add_argument("--fake-fail-lengths", default="")
     p.add_argument("--fake-max-context", type=int, default=None)
-    split = argv.index("--") if "--" in argv else len(argv)
-    ours, rest = p.parse_args(argv[:split]), argv[split + 1 :]
+    ours, rest = p.parse_known_args([a for a in argv if a != "--"])
     options = {"mode": ours.fake_mode, "sleep_s": ours.fake_sleep, "max_context": ours.fake_max_context}
     if ours.fake_fail_lengths:
         options["fail_lengths"] = {int(x) for x in ours.fake_fail_lengths.split(",")}

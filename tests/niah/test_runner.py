@@ -14,11 +14,12 @@ import pytest
 
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah import FakeNeedleModel, SweepConfig, get_variant, load_results, reconstruct_prompt, run_sweep
-from yoco_eval.niah.runner import JsonlAppender, read_jsonl
+from yoco_eval.niah.store import JsonlAppender, read_jsonl
 from yoco_eval.niah.tokens import TiktokenTokenizer
 from yoco_eval.tokenizer import YOCOTokenizer, cl100k_encoding
 
 ROOT = Path(__file__).resolve().parents[2]
+FAKE_CLI = Path(__file__).with_name("fake_cli.py")  # `needle` with the fake model's test knobs
 RUN_KEYS = {
     "schema",
     "run_name",
@@ -104,7 +105,7 @@ def test_sweep_layout_scores_and_resume(tmp_path):
     assert s2["ran"] == 0 and len(read_jsonl(out / "results.jsonl")) == 12
     # another grid on the same folder is refused in one line naming the difference and the ways out
     with pytest.raises(YocoEvalError, match=r"another grid \(lengths 1k,2k -> 1k,2k,3000\).*--extend.*--overwrite"):
-        run_sweep(model, _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000]), progress=False, log=_quiet)
+        run_sweep(model, _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000]), log=_quiet)
     # extending the grid runs only the new cells
     s3 = run_sweep(
         model,
@@ -315,12 +316,11 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     out = tmp_path / "killed"
     cmd = [
         sys.executable,
-        "-m",
-        "yoco_eval.niah.cli",
-        "--model",
-        "fake",
+        str(FAKE_CLI),
         "--fake-sleep",
         "0.15",
+        "--model",
+        "fake",
         "--haystack",
         "noise",
         "--lengths",
@@ -368,8 +368,7 @@ def test_torchrun_shards_and_merge(tmp_path):
         "--standalone",
         "--nproc_per_node",
         "2",
-        "-m",
-        "yoco_eval.niah.cli",
+        str(FAKE_CLI),
         "--model",
         "fake",
         "--haystack",
@@ -435,7 +434,7 @@ def test_yoco_engine_through_the_same_runner(tmp_path):
 
 
 def test_shared_haystack_groups_cells_per_haystack_deepest_first():
-    from yoco_eval.niah.runner import assign_cells, make_grid
+    from yoco_eval.niah.grid import assign_cells, make_grid
 
     cells = make_grid([1000, 2000, 3000, 4000], [0.0, 50.0, 100.0], trials=2, seed=7, shared_haystack=True)
     seeds = {(c.length, c.trial): set() for c in cells}

@@ -143,7 +143,8 @@ def _flag(g, shown: dict, flag: str, help: str, **kw) -> None:
     """One option; its help ends with its default (flags default to SUPPRESS so that given ones can be told)."""
     key = kw.get("dest") or flag.lstrip("-").replace("-", "_")
     value = shown.get(key)
-    if value not in (None, False, "") and kw.get("action") not in ("store_true", "store_false"):
+    shown_value = not (value is None or value is False or value == "")
+    if shown_value and kw.get("action") not in ("store_true", "store_false"):
         help += f" (default: {value})"
     g.add_argument(flag, default=S, help=help, **kw)
 
