@@ -112,3 +112,57 @@ def test_no_grid_runs_the_default_sweep_file(capsys, monkeypatch):
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert "384, 512, 768, 1024, 1536, 2032" in err and "trials     4" in err
+
+
+def test_another_grid_on_a_run_folder_is_refused_then_extended_or_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run("--lengths", "1k", "--depths", "0,100", "--trials", "1", out=out) == 0
+    first = (out / "results.jsonl").read_bytes()
+    capsys.readouterr()
+    assert _run("--lengths", "512,1k", "--depths", "0,100", "--trials", "2", out=out) == 2
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("loading model")]
+    assert len(err) == 1, err
+    assert "lengths 1k -> 512,1k" in err[0] and "trials 1 -> 2" in err[0]
+    assert "--out NEW" in err[0] and "--extend" in err[0] and "--overwrite" in err[0]
+    assert (out / "results.jsonl").read_bytes() == first  # untouched
+    # the same grid resumes (nothing to run) and prints the table
+    assert _run("--lengths", "1k", "--depths", "0,100", "--trials", "1", out=out) == 0
+    assert "(0 run now" in capsys.readouterr().out
+    assert _run("--lengths", "1k,2k", "--depths", "0,100", "--trials", "1", "--extend", out=out) == 0
+    assert "(2 run now" in capsys.readouterr().out and len(read_jsonl(out / "results.jsonl")) == 4
+    assert _run("--lengths", "1200", "--depths", "50", "--trials", "1", "--overwrite", out=out) == 0
+    rows = read_jsonl(out / "results.jsonl")
+    assert [r["cell"] for r in rows] == ["L1200_D50_T0"]
+    assert json.loads((out / "run.json").read_text())["grid"]["lengths"] == [1200]
+
+
+def test_console_header_and_percent_table(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run("--lengths", "1k,2k", "--depths", "0,50,100", "--trials", "2", out=out) == 0
+    captured = capsys.readouterr()
+    header = [x for x in captured.err.splitlines() if x.startswith("needle sweep:")]
+    assert len(header) == 1 and "12 cells" in header[0] and "2 lengths × 3 depths × 2 trials" in header[0]
+    assert str(out) in header[0] and "fake" in header[0]
+    assert captured.err.index("loading model") < captured.err.index("needle sweep:")
+    assert "score (%)" in captured.out and "95% Wilson interval" in captured.out
+    assert "overall" in captured.out and "100.0%" in captured.out and "1.00" not in captured.out
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("model: fake\nlengths: 1k\ntrials: \"two\"\n", "line 3: trials: 'two' is not an integer"),
+        ("model: fake\nlengths: 1k\nshared_haystack: maybe\n", "line 3: shared_haystack: 'maybe' is not true or false"),
+        ("model: fake\nlengths: [1k, 2k\ntrials: 2\n", "is not valid YAML at line 3"),
+        ("model: fake\n  lengths: 1k\n", "is not valid YAML at line 2"),
+        ("model: fake\nlenghts: 1k\n", "unknown keys lenghts (line 2)"),
+    ],
+)
+def test_sweep_file_errors_name_the_line(tmp_path, capsys, text, message):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "run"
+    assert cli.main(["--config", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()

@@ -454,3 +454,23 @@ def test_shared_haystack_groups_cells_per_haystack_deepest_first():
     load = [sum(c.length for c in mine) for mine in ranks]
     assert load == [30000, 30000]
     assert [c.id for c in assign_cells(cells, 1, 2, shared_haystack=False)] == [c.id for c in cells[1::2]]
+
+
+def test_dry_run_estimate_honours_the_shared_haystack(tmp_path):
+    """With --shared-haystack a model that continues shared prefixes (the YOCO engine) prefills each haystack's
+    deepest prompt whole and every shallower one from its needle on; the estimate counts only that work."""
+
+    class Reusing(FakeNeedleModel):
+        prefix = object()  # as YOCONeedleModel with its prefix cache on
+
+    out = tmp_path / "run"
+    lines: list[str] = []
+    cfg = _cfg(out, shared_haystack=True)  # depths 0, 50, 100; lengths 1024, 2048; 2 trials
+    s = run_sweep(Reusing(YOCOTokenizer()), cfg, dry_run=True, tokens_per_s=1000.0, log=lines.append)
+    assert s["tokens_todo"] == 18432
+    # a haystack of length L: L (needle at 100) + L/2 (needle at 50) + L (needle at 0); 2 trials per length
+    assert s["prefill_todo"] == 2 * (1024 + 512 + 1024) + 2 * (2048 + 1024 + 2048) == 15360
+    assert s["estimated_s"] == pytest.approx(s["prefill_todo"] / 1000.0)
+    assert "15,360 to prefill" in "\n".join(lines) and not out.exists()
+    plain = run_sweep(FakeNeedleModel(YOCOTokenizer()), cfg, dry_run=True, tokens_per_s=1000.0, log=_quiet)
+    assert plain["prefill_todo"] == plain["tokens_todo"] == 18432  # a model that prefills every prompt whole
