@@ -27,16 +27,20 @@ from yoco_eval.errors import YocoEvalError
 @dataclass(frozen=True)
 class Command:
     """One subcommand: ``module.<adder>(subparsers)`` builds its parser and sets ``func``; ``passthrough``
-    commands take their raw arguments (``module.main(argv)``)."""
+    commands take their raw arguments (``module.main(argv)``). ``own_threads``: the command sets torch's CPU
+    threads itself (after its first output line, since importing torch takes seconds)."""
 
     module: str
     adder: str
     help: str
     passthrough: bool = False
+    own_threads: bool = False
 
 
 COMMANDS: dict[str, Command] = {
-    "needle": Command("yoco_eval.niah.cli", "add_parser", "needle-in-a-haystack sweep (exact lengths, resumable)"),
+    "needle": Command(
+        "yoco_eval.niah.cli", "add_parser", "needle-in-a-haystack sweep (exact lengths, resumable)", own_threads=True
+    ),  # fmt: skip
     "report": Command("yoco_eval.report.cli", "add_parser", "re-render HTML reports and the index from results files"),
     "generate": Command("yoco_eval.cli_generate", "add_generate_parser", "generate text from a prompt"),
     "profile": Command("yoco_eval.profile", "add_parser", "memory / prefill / decode against context length (GPU)"),
@@ -66,30 +70,24 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _cpu_threads() -> None:
-    """CPU runs use ONE intra-op thread unless YOCO_EVAL_THREADS says otherwise: on small CPU machines OpenMP's
-    second thread made our models several times slower (see tests/conftest.py for the measurement)."""
-    import torch
-
-    from yoco_eval import settings
-
-    torch.set_num_threads(settings.get().threads)
-
-
 def _dispatch(argv: list[str], debug: bool) -> int:
     if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].passthrough:
         cmd = COMMANDS[argv[0]]
         return int(getattr(importlib.import_module(cmd.module), cmd.adder)(argv[1:]) or 0)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "-v", "--verbose")):
         argv = [DEFAULT_COMMAND, *argv]  # the default: the embedded model's needle sweep (flags override its grid)
-    parser = build_parser(next((a for a in argv if a in COMMANDS), None))
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(chosen)
     args = parser.parse_args(argv)
     args.debug = debug
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    _cpu_threads()
+    if not COMMANDS[chosen].own_threads:
+        from yoco_eval.runinfo import use_cpu_threads
+
+        use_cpu_threads()
     return int(args.func(args) or 0)
 
 

@@ -1,4 +1,4 @@
-"""What a run records about where and when it ran: commit, hardware, UTC time, torchrun context.
+"""What a run records about where and when it ran: commit, hardware, UTC time, torchrun context, CPU threads.
 
 Shared by the needle runner, its benchmark and ``profile``; the environment is read through
 :func:`yoco_eval.settings.get` only.
@@ -54,6 +54,16 @@ def hardware(model=None) -> dict:
     except OSError:
         pass
     return {"device": "cpu", "name": f"{name} ({os.cpu_count()} logical cores)"}
+
+
+def use_cpu_threads(n: int | None = None) -> int:
+    """Set torch's intra-op CPU threads: ``n``, else ``YOCO_EVAL_THREADS``, else ONE. On small CPU machines
+    OpenMP's second thread made our models several times slower (tests/conftest.py has the measurement)."""
+    import torch
+
+    n = int(n or settings.get().threads)
+    torch.set_num_threads(n)
+    return n
 
 
 def dist_context() -> tuple[int, int, Any]:

@@ -356,11 +356,6 @@ def _sweep_config(s: dict, model, variant, lengths_spec):
 
 
 def _main(args: argparse.Namespace) -> int:
-    from yoco_eval.niah.grid import check_out_folder
-    from yoco_eval.niah.models import load_needle_model
-    from yoco_eval.niah.runner import run_sweep
-    from yoco_eval.niah.tokens import resolve_tokenizer
-
     s = settings_of(args)
     if s["show"]:
         return show(s["show"])
@@ -376,14 +371,19 @@ def _main(args: argparse.Namespace) -> int:
     if "max" not in str(s["lengths"]):
         parse_lengths(s["lengths"])
     if s["out"]:
-        check_out_folder(s["out"])
-    tokenizer = resolve_tokenizer(s["tokenizer"]) if s["tokenizer"] else None
-    if s["threads"]:
-        import torch
+        from yoco_eval.niah.grid import check_out_folder
 
-        torch.set_num_threads(int(s["threads"]))
+        check_out_folder(s["out"])
+    # a first line within a second or two: the imports below (torch, the engine) and the model load take longer
     print(f"loading model {s['model']}" + (f" ({s['model_args']})" if s["model_args"] else "") + " ...",
           file=sys.stderr, flush=True)  # fmt: skip
+    from yoco_eval.niah.models import load_needle_model
+    from yoco_eval.niah.runner import run_sweep
+    from yoco_eval.niah.tokens import resolve_tokenizer
+    from yoco_eval.runinfo import use_cpu_threads
+
+    use_cpu_threads(s["threads"])
+    tokenizer = resolve_tokenizer(s["tokenizer"]) if s["tokenizer"] else None
     model = load_needle_model(
         s["model"], s["model_args"], tokenizer=tokenizer, chat_template=bool(s["chat_template"]), device=s["device"]
     )
