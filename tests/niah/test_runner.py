@@ -474,3 +474,22 @@ def test_dry_run_estimate_honours_the_shared_haystack(tmp_path):
     assert "15,360 to prefill" in "\n".join(lines) and not out.exists()
     plain = run_sweep(FakeNeedleModel(YOCOTokenizer()), cfg, dry_run=True, tokens_per_s=1000.0, log=_quiet)
     assert plain["prefill_todo"] == plain["tokens_todo"] == 18432  # a model that prefills every prompt whole
+
+
+def test_overwrite_never_deletes_what_is_not_a_needle_run(tmp_path):
+    model = FakeNeedleModel(YOCOTokenizer())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.json").write_text('{"schema": "someone-else/1"}')
+    (other / "results.jsonl").write_text('{"cell": "theirs"}\n')
+    with pytest.raises(YocoEvalError, match="is not a needle run"):
+        run_sweep(model, _cfg(other, lengths=[1024], on_existing="overwrite"), progress=False, log=_quiet)
+    assert (other / "results.jsonl").read_text() == '{"cell": "theirs"}\n'
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(YocoEvalError, match="not a needle run folder"):
+        run_sweep(model, _cfg(notes, lengths=[1024], on_existing="overwrite"), progress=False, log=_quiet)
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+    with pytest.raises(YocoEvalError, match="on_existing='replace'"):
+        run_sweep(model, _cfg(tmp_path / "new", lengths=[1024], on_existing="replace"), progress=False, log=_quiet)

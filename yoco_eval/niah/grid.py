@@ -314,10 +314,10 @@ def grid_difference(old: dict, new: dict) -> str | None:
 def reconcile(existing: dict, new: dict, out: Path, on_existing: str) -> dict:
     """The run.json to write over an existing run: the same run resumes (``extend``: grid = union of both);
     another run, or another grid without ``extend``/``overwrite``, is refused in one line."""
+    if existing.get("schema") != SCHEMA:  # not ours: never resumed, extended or deleted
+        raise YocoEvalError(f"{out}/run.json is not a needle run ({existing.get('schema')}): choose another --out")
     if on_existing == "overwrite":
         return new
-    if existing.get("schema") != SCHEMA:
-        raise YocoEvalError(f"{out}/run.json is not a needle run ({existing.get('schema')}): choose another --out")
     for path, default in _IDENTITY.items():
         a, b = _dig(existing, path), _dig(new, path)
         a, b = default if a is None else a, default if b is None else b

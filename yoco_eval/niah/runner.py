@@ -167,7 +167,7 @@ def _fmt_time(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _describe(plan: Plan, run_json: dict, summary: dict, model, log) -> None:
+def _describe(plan: Plan, run_json: dict, summary: dict, log) -> None:
     """The dry run's report: what would run, how many tokens, how long."""
     cfg, g, hs, mj = plan.config, plan.run_json["grid"], plan.run_json["haystack"], run_json["model"]
     log(f"needle sweep (dry run) → {plan.out}")
@@ -259,7 +259,7 @@ def run_sweep(
     if dry_run:
         secs, how = estimate_seconds(plan, todo, tokens_per_s, model)
         summary.update(estimated_s=secs, estimate_basis=how, dry_run=True)
-        _describe(plan, run_json, summary, model, log)
+        _describe(plan, run_json, summary, log)
         return summary
     rank, world, dist = dist_context()
     if rank == 0:
