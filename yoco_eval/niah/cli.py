@@ -355,6 +355,26 @@ def _sweep_config(s: dict, model, variant, lengths_spec):
     )
 
 
+def _check_out_early(s: dict) -> None:
+    """Refuse a bad --out, or another grid on its run, before a model loads (the full check runs again later)."""
+    from yoco_eval.niah.grid import another_grid, check_out_folder, grid_difference
+    from yoco_eval.niah.store import read_run_json
+
+    check_out_folder(s["out"])
+    if s["extend"] or s["overwrite"] or "max" in str(s["lengths"]) or not Path(s["out"]).is_dir():
+        return
+    existing = read_run_json(s["out"])
+    if existing is None or not isinstance(existing.get("grid"), dict):
+        return
+    asked = {"lengths": parse_lengths(s["lengths"]), "depths": parse_depths(s["depths"]), "trials": int(s["trials"])}
+    try:
+        diff = grid_difference(existing["grid"], asked)
+    except (KeyError, TypeError, ValueError):
+        return  # an odd run.json: the full check after loading the model explains it
+    if diff:
+        raise another_grid(s["out"], diff)
+
+
 def _main(args: argparse.Namespace) -> int:
     s = settings_of(args)
     if s["show"]:
@@ -371,9 +391,7 @@ def _main(args: argparse.Namespace) -> int:
     if "max" not in str(s["lengths"]):
         parse_lengths(s["lengths"])
     if s["out"]:
-        from yoco_eval.niah.grid import check_out_folder
-
-        check_out_folder(s["out"])
+        _check_out_early(s)
     # a first line within a second or two: the imports below (torch, the engine) and the model load take longer
     print(f"loading model {s['model']}" + (f" ({s['model_args']})" if s["model_args"] else "") + " ...",
           file=sys.stderr, flush=True)  # fmt: skip

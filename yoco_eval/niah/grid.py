@@ -311,6 +311,14 @@ def grid_difference(old: dict, new: dict) -> str | None:
     return "; ".join(parts) or None
 
 
+def another_grid(out, diff: str) -> YocoEvalError:
+    """The one-line refusal for another grid on a run folder, with the ways out."""
+    return YocoEvalError(
+        f"{out} already holds a run of another grid ({diff}): pass --out NEW for a separate run, "
+        "--extend to add these cells to it, or --overwrite to replace it"
+    )
+
+
 def reconcile(existing: dict, new: dict, out: Path, on_existing: str) -> dict:
     """The run.json to write over an existing run: the same run resumes (``extend``: grid = union of both);
     another run, or another grid without ``extend``/``overwrite``, is refused in one line."""
@@ -328,10 +336,7 @@ def reconcile(existing: dict, new: dict, out: Path, on_existing: str) -> dict:
             )
     diff = grid_difference(existing["grid"], new["grid"])
     if diff and on_existing != "extend":
-        raise YocoEvalError(
-            f"{out} already holds a run of another grid ({diff}): pass --out NEW for a separate run, "
-            "--extend to add these cells to it, or --overwrite to replace it"
-        )
+        raise another_grid(out, diff)
     merged = dict(existing)
     g_old, g_new = existing["grid"], new["grid"]
     merged["grid"] = {
