@@ -52,6 +52,17 @@ COMMANDS: dict[str, Command] = {
 DEFAULT_COMMAND = "needle"
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and every option's default in its help line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers show their defaults unless the command picks its own formatter."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser. Every command is listed; only ``chosen`` is imported and given its real flags."""
     parser = argparse.ArgumentParser(
@@ -61,7 +72,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log kernel choices and progress details")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, cmd in COMMANDS.items():
         if name == chosen and not cmd.passthrough:
             getattr(importlib.import_module(cmd.module), cmd.adder)(sub)
