@@ -493,3 +493,32 @@ def test_overwrite_never_deletes_what_is_not_a_needle_run(tmp_path):
     assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
     with pytest.raises(YocoEvalError, match="on_existing='replace'"):
         run_sweep(model, _cfg(tmp_path / "new", lengths=[1024], on_existing="replace"), progress=False, log=_quiet)
+
+
+def test_ctrl_c_mid_sweep_is_one_line_130_then_resumes(tmp_path):
+    """A real SIGINT part-way: exit 130 with one line and no traceback; the rerun finishes every cell once."""
+    out = tmp_path / "interrupted"
+    grid = ["--lengths", "1k,2k", "--depths", "0:100:5", "--trials", "2"]
+    cmd = [sys.executable, str(FAKE_CLI), "--fake-sleep", "0.15", "--model", "fake", "--haystack", "noise", *grid,
+           "--out", str(out), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while _count_lines(out / "results.jsonl") < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("interrupted")
+    first = len(read_jsonl(out / "results.jsonl"))
+    assert 3 <= first < 20
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cells = [r["cell"] for r in read_jsonl(out / "results.jsonl")]
+    assert len(cells) == 20 and len(set(cells)) == 20
