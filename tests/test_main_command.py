@@ -22,6 +22,10 @@ def run_main(tmp: Path, *extra: str) -> list[dict]:
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "report.html").is_file()
+    # the console: a header before any work (model, grid, folder), the table in percent with its interval named
+    header = next(x for x in proc.stderr.splitlines() if x.startswith("needle sweep:"))
+    assert "30 cells (3 lengths × 5 depths × 2 trials" in header and str(out) in header
+    assert "score (%)" in proc.stdout and "95% Wilson interval" in proc.stdout
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
     assert len(rows) == 3 * 5 * 2 and all(r["status"] == "ok" for r in rows)
     return rows

@@ -11,35 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from yoco_eval.errors import YocoEvalError
-from yoco_eval.niah import cli
-from yoco_eval.niah.runner import read_jsonl
+from tests.niah.fake_cli import fake_loader
+from yoco_eval.niah import cli, models
+from yoco_eval.niah.store import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_parse_lengths():
-    assert cli.parse_lengths("1k,4k,128k,1M") == [1024, 4096, 131072, 1048576]
-    assert cli.parse_lengths("1000, 1.5k") == [1000, 1536]
-    assert cli.parse_lengths("128k:1M:128k") == [131072 * i for i in range(1, 9)]
-    assert cli.parse_lengths("1k,max", max_length=8176) == [1024, 8176]
-    assert cli.parse_lengths([2048, "1k"]) == [1024, 2048]
-    for bad in ("4kb", "-1", "0.3k", "x", ""):
-        with pytest.raises(YocoEvalError):
-            cli.parse_lengths(bad)
-    with pytest.raises(YocoEvalError, match="known context"):
-        cli.parse_lengths("max")
-
-
-def test_parse_depths():
-    assert cli.parse_depths("0:100:11") == [float(x) for x in range(0, 101, 10)]
-    assert cli.parse_depths("0:100:5") == [0.0, 25.0, 50.0, 75.0, 100.0]
-    assert cli.parse_depths("0,33.3,100") == [0.0, 33.3, 100.0]
-    assert cli.parse_depths("50:50:1") == [50.0]
-    with pytest.raises(YocoEvalError, match="outside 0–100"):
-        cli.parse_depths("0:120:3")
-    with pytest.raises(YocoEvalError, match="bad depths"):
-        cli.parse_depths("a,b")
 
 
 def _run(*argv, out=None):
@@ -69,16 +45,17 @@ def test_subcommand_wiring():
         (["--lengths", "4kb"], "bad length"),
         (["--lengths", "", "--depths", "50"], "no context lengths"),
         (["--lengths", "1k", "--model", "no-such-model"], "unknown model"),
-        (["--lengths", "1k", "--fake-max-context", "1024"], "exceeds the model's context"),
+        (["--lengths", "1k", "--max-new-tokens", "200"], "exceeds the model's context"),
     ],
 )
-def test_bad_input_one_line_error_nothing_written(tmp_path, capsys, argv, message):
+def test_bad_input_one_line_error_nothing_written(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(models, "load_needle_model", fake_loader({"max_context": 1200}))
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     argv = [str(empty) if a == "EMPTY" else a for a in argv]
     out = tmp_path / "run"
     assert _run(*argv, out=out) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("loading model")]
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert "Traceback" not in err[0]
     assert not out.exists()
@@ -120,13 +97,12 @@ def test_module_entry_point_prints_no_traceback(tmp_path):
     assert res.stderr.strip() == "error: depth 200 is outside 0–100: give depths in percent, e.g. 0:100:11"
 
 
-def test_no_grid_runs_the_default_sweep_file(capsys):
+def test_no_grid_runs_the_default_sweep_file(capsys, monkeypatch):
     assert cli.default_sweep_file() is not None
+    monkeypatch.setattr(models, "load_needle_model", fake_loader({"max_context": 2048}))
     argv = [
         "--model",
         "fake",
-        "--fake-max-context",
-        "2048",
         "--haystack",
         "noise",
         "--dry-run",
@@ -136,3 +112,57 @@ def test_no_grid_runs_the_default_sweep_file(capsys):
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert "384, 512, 768, 1024, 1536, 2032" in err and "trials     4" in err
+
+
+def test_another_grid_on_a_run_folder_is_refused_then_extended_or_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run("--lengths", "1k", "--depths", "0,100", "--trials", "1", out=out) == 0
+    first = (out / "results.jsonl").read_bytes()
+    capsys.readouterr()
+    assert _run("--lengths", "512,1k", "--depths", "0,100", "--trials", "2", out=out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # refused before a model loads
+    assert "lengths 1k -> 512,1k" in err[0] and "trials 1 -> 2" in err[0]
+    assert "--out NEW" in err[0] and "--extend" in err[0] and "--overwrite" in err[0]
+    assert (out / "results.jsonl").read_bytes() == first  # untouched
+    # the same grid resumes (nothing to run) and prints the table
+    assert _run("--lengths", "1k", "--depths", "0,100", "--trials", "1", out=out) == 0
+    assert "(0 run now" in capsys.readouterr().out
+    assert _run("--lengths", "1k,2k", "--depths", "0,100", "--trials", "1", "--extend", out=out) == 0
+    assert "(2 run now" in capsys.readouterr().out and len(read_jsonl(out / "results.jsonl")) == 4
+    assert _run("--lengths", "1200", "--depths", "50", "--trials", "1", "--overwrite", out=out) == 0
+    rows = read_jsonl(out / "results.jsonl")
+    assert [r["cell"] for r in rows] == ["L1200_D50_T0"]
+    assert json.loads((out / "run.json").read_text())["grid"]["lengths"] == [1200]
+
+
+def test_console_header_and_percent_table(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run("--lengths", "1k,2k", "--depths", "0,50,100", "--trials", "2", out=out) == 0
+    captured = capsys.readouterr()
+    header = [x for x in captured.err.splitlines() if x.startswith("needle sweep:")]
+    assert len(header) == 1 and "12 cells" in header[0] and "2 lengths × 3 depths × 2 trials" in header[0]
+    assert str(out) in header[0] and "fake" in header[0]
+    assert captured.err.index("loading model") < captured.err.index("needle sweep:")
+    assert "score (%)" in captured.out and "95% Wilson interval" in captured.out
+    assert "overall" in captured.out and "100.0%" in captured.out and "1.00" not in captured.out
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("model: fake\nlengths: 1k\ntrials: \"two\"\n", "line 3: trials: 'two' is not an integer"),
+        ("model: fake\nlengths: 1k\nshared_haystack: maybe\n", "line 3: shared_haystack: 'maybe' is not true or false"),
+        ("model: fake\nlengths: [1k, 2k\ntrials: 2\n", "is not valid YAML at line 3"),
+        ("model: fake\n  lengths: 1k\n", "is not valid YAML at line 2"),
+        ("model: fake\nlenghts: 1k\n", "unknown keys lenghts (line 2)"),
+    ],
+)
+def test_sweep_file_errors_name_the_line(tmp_path, capsys, text, message):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "run"
+    assert cli.main(["--config", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()

@@ -14,10 +14,11 @@ import pytest
 
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah import FakeNeedleModel, SweepConfig, get_variant, load_results, reconstruct_prompt, run_sweep
-from yoco_eval.niah.runner import JsonlAppender, read_jsonl
+from yoco_eval.niah.store import JsonlAppender, read_jsonl
 from yoco_eval.tokenizer import TiktokenTokenizer, YOCOTokenizer, cl100k_encoding
 
 ROOT = Path(__file__).resolve().parents[2]
+FAKE_CLI = Path(__file__).with_name("fake_cli.py")  # `needle` with the fake model's test knobs
 RUN_KEYS = {
     "schema",
     "run_name",
@@ -101,10 +102,13 @@ def test_sweep_layout_scores_and_resume(tmp_path):
     # rerun: nothing to do, nothing duplicated
     s2 = run_sweep(model, _cfg(out, variant=get_variant("multi")), progress=False, command="test", log=_quiet)
     assert s2["ran"] == 0 and len(read_jsonl(out / "results.jsonl")) == 12
+    # another grid on the same folder is refused in one line naming the difference and the ways out
+    with pytest.raises(YocoEvalError, match=r"another grid \(lengths 1k,2k -> 1k,2k,3000\).*--extend.*--overwrite"):
+        run_sweep(model, _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000]), log=_quiet)
     # extending the grid runs only the new cells
     s3 = run_sweep(
         model,
-        _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000]),
+        _cfg(out, variant=get_variant("multi"), lengths=[1024, 2048, 3000], on_existing="extend"),
         progress=False,
         command="test",
         log=_quiet,
@@ -119,8 +123,8 @@ def test_shared_haystack_run_resumes_again_and_again(tmp_path):
     out = tmp_path / "run"
     model = FakeNeedleModel(YOCOTokenizer())
     for lengths, ran in (([1024], 3), ([1024, 2048], 3), ([1024, 2048, 3000], 3), ([1024, 2048, 3000], 0)):
-        s = run_sweep(model, _cfg(out, trials=1, lengths=lengths, shared_haystack=True), progress=False,
-                      command="t", log=_quiet)  # fmt: skip
+        s = run_sweep(model, _cfg(out, trials=1, lengths=lengths, shared_haystack=True, on_existing="extend"),
+                      progress=False, command="t", log=_quiet)  # fmt: skip
         assert s["ran"] == ran
     meta = json.loads((out / "run.json").read_text())
     assert meta["grid"]["shared_haystack"] is True and meta["grid"]["lengths"] == [1024, 2048, 3000]
@@ -131,7 +135,8 @@ def test_shared_haystack_run_resumes_again_and_again(tmp_path):
     meta = json.loads((old / "run.json").read_text())
     del meta["grid"]["shared_haystack"]  # made before the option existed
     (old / "run.json").write_text(json.dumps(meta))
-    s = run_sweep(model, _cfg(old, trials=1, lengths=[1024, 2048]), progress=False, command="t", log=_quiet)
+    s = run_sweep(model, _cfg(old, trials=1, lengths=[1024, 2048], on_existing="extend"), progress=False,
+                  command="t", log=_quiet)  # fmt: skip
     assert s["ran"] == 3 and json.loads((old / "run.json").read_text())["grid"]["shared_haystack"] is False
 
 
@@ -310,12 +315,11 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     out = tmp_path / "killed"
     cmd = [
         sys.executable,
-        "-m",
-        "yoco_eval.niah.cli",
-        "--model",
-        "fake",
+        str(FAKE_CLI),
         "--fake-sleep",
         "0.15",
+        "--model",
+        "fake",
         "--haystack",
         "noise",
         "--lengths",
@@ -363,8 +367,7 @@ def test_torchrun_shards_and_merge(tmp_path):
         "--standalone",
         "--nproc_per_node",
         "2",
-        "-m",
-        "yoco_eval.niah.cli",
+        str(FAKE_CLI),
         "--model",
         "fake",
         "--haystack",
@@ -430,7 +433,7 @@ def test_yoco_engine_through_the_same_runner(tmp_path):
 
 
 def test_shared_haystack_groups_cells_per_haystack_deepest_first():
-    from yoco_eval.niah.runner import assign_cells, make_grid
+    from yoco_eval.niah.grid import assign_cells, make_grid
 
     cells = make_grid([1000, 2000, 3000, 4000], [0.0, 50.0, 100.0], trials=2, seed=7, shared_haystack=True)
     seeds = {(c.length, c.trial): set() for c in cells}
@@ -450,3 +453,71 @@ def test_shared_haystack_groups_cells_per_haystack_deepest_first():
     load = [sum(c.length for c in mine) for mine in ranks]
     assert load == [30000, 30000]
     assert [c.id for c in assign_cells(cells, 1, 2, shared_haystack=False)] == [c.id for c in cells[1::2]]
+
+
+def test_dry_run_estimate_honours_the_shared_haystack(tmp_path):
+    """With --shared-haystack a model that continues shared prefixes (the YOCO engine) prefills each haystack's
+    deepest prompt whole and every shallower one from its needle on; the estimate counts only that work."""
+
+    class Reusing(FakeNeedleModel):
+        prefix = object()  # as YOCONeedleModel with its prefix cache on
+
+    out = tmp_path / "run"
+    lines: list[str] = []
+    cfg = _cfg(out, shared_haystack=True)  # depths 0, 50, 100; lengths 1024, 2048; 2 trials
+    s = run_sweep(Reusing(YOCOTokenizer()), cfg, dry_run=True, tokens_per_s=1000.0, log=lines.append)
+    assert s["tokens_todo"] == 18432
+    # a haystack of length L: L (needle at 100) + L/2 (needle at 50) + L (needle at 0); 2 trials per length
+    assert s["prefill_todo"] == 2 * (1024 + 512 + 1024) + 2 * (2048 + 1024 + 2048) == 15360
+    assert s["estimated_s"] == pytest.approx(s["prefill_todo"] / 1000.0)
+    assert "15,360 to prefill" in "\n".join(lines) and not out.exists()
+    plain = run_sweep(FakeNeedleModel(YOCOTokenizer()), cfg, dry_run=True, tokens_per_s=1000.0, log=_quiet)
+    assert plain["prefill_todo"] == plain["tokens_todo"] == 18432  # a model that prefills every prompt whole
+
+
+def test_overwrite_never_deletes_what_is_not_a_needle_run(tmp_path):
+    model = FakeNeedleModel(YOCOTokenizer())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.json").write_text('{"schema": "someone-else/1"}')
+    (other / "results.jsonl").write_text('{"cell": "theirs"}\n')
+    with pytest.raises(YocoEvalError, match="is not a needle run"):
+        run_sweep(model, _cfg(other, lengths=[1024], on_existing="overwrite"), progress=False, log=_quiet)
+    assert (other / "results.jsonl").read_text() == '{"cell": "theirs"}\n'
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(YocoEvalError, match="not a needle run folder"):
+        run_sweep(model, _cfg(notes, lengths=[1024], on_existing="overwrite"), progress=False, log=_quiet)
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+    with pytest.raises(YocoEvalError, match="on_existing='replace'"):
+        run_sweep(model, _cfg(tmp_path / "new", lengths=[1024], on_existing="replace"), progress=False, log=_quiet)
+
+
+def test_ctrl_c_mid_sweep_is_one_line_130_then_resumes(tmp_path):
+    """A real SIGINT part-way: exit 130 with one line and no traceback; the rerun finishes every cell once."""
+    out = tmp_path / "interrupted"
+    grid = ["--lengths", "1k,2k", "--depths", "0:100:5", "--trials", "2"]
+    cmd = [sys.executable, str(FAKE_CLI), "--fake-sleep", "0.15", "--model", "fake", "--haystack", "noise", *grid,
+           "--out", str(out), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while _count_lines(out / "results.jsonl") < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("interrupted")
+    first = len(read_jsonl(out / "results.jsonl"))
+    assert 3 <= first < 20
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cells = [r["cell"] for r in read_jsonl(out / "results.jsonl")]
+    assert len(cells) == 20 and len(set(cells)) == 20

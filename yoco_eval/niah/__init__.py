@@ -13,11 +13,13 @@ Python API::
                                            out="reports/runs/demo"))
 
 See ``builder`` (exact lengths), ``variants`` (needle presets), ``score`` (metrics, Wilson intervals),
-``runner`` (run folder layout, resume, sharding), ``models`` (NeedleModel protocol, lm-eval adapter) and ``cli``.
+``grid`` (cells, seeds, the checked plan), ``store`` (the run folder's files, torn-write repair), ``runner``
+(resume, sharding), ``models`` (NeedleModel protocol, lm-eval adapter) and ``cli``.
 """
 
 from yoco_eval.niah.builder import PlacedNeedle, Prompt, PromptBuilder, PromptFormat
 from yoco_eval.niah.corpus import Corpus, load_corpus
+from yoco_eval.niah.grid import SweepConfig, cell_id, cell_seed, make_grid, plan_sweep
 from yoco_eval.niah.models import (
     FakeNeedleModel,
     GenerationResult,
@@ -26,17 +28,9 @@ from yoco_eval.niah.models import (
     load_lm_eval_model,
     load_needle_model,
 )
-from yoco_eval.niah.runner import (
-    SweepConfig,
-    cell_id,
-    cell_seed,
-    load_results,
-    make_grid,
-    plan_sweep,
-    reconstruct_prompt,
-    run_sweep,
-)
+from yoco_eval.niah.runner import reconstruct_prompt, run_sweep
 from yoco_eval.niah.score import aggregate, score_output, wilson
+from yoco_eval.niah.store import load_results
 from yoco_eval.niah.tokens import tokenize_corpus
 from yoco_eval.niah.variants import VARIANTS, Variant, get_variant
 from yoco_eval.tokenizer import TiktokenTokenizer, load_tokenizer

@@ -18,10 +18,10 @@ The prompt lengths are exact under that tokenizer. lm-eval left-truncates prompt
 
 from __future__ import annotations
 
+from yoco_eval.axes import parse_depths, parse_lengths
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah.builder import PromptBuilder, PromptFormat
-from yoco_eval.niah.cli import parse_depths, parse_lengths
-from yoco_eval.niah.runner import make_grid
+from yoco_eval.niah.grid import make_grid
 from yoco_eval.niah.score import score_output
 from yoco_eval.niah.variants import get_variant
 from yoco_eval.tokenizer import load_tokenizer
