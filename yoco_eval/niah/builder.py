@@ -32,10 +32,12 @@ import numpy as np
 
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah.corpus import Corpus, load_corpus
-from yoco_eval.niah.tokens import TokenizedCorpus, as_tokenizer, encode, tokenize_corpus
+from yoco_eval.niah.tokens import TokenizedCorpus, as_tokenizer, encode, encode_many, tokenize_corpus, tokenizer_name
 from yoco_eval.niah.variants import Sample, Variant, sample_needles
 
-MAX_WINDOW_TRIES = 24
+MAX_SITE_BANS = 64  # needle sites that fail their seam check before a window is given up
+RAGGED_BATCH = 64  # units whose word-start entry points are encoded in one batch
+FULL_VERIFY_TOKENS = 131072  # longer prompts are re-encoded around their splice points only
 EXCERPT_CHARS = 200
 
 
@@ -122,14 +124,42 @@ class Prompt:
         return out
 
 
+
+
 @dataclass
 class _Piece:
     text: str
     ids: list[int] | np.ndarray
 
 
+@dataclass
+class _Window:
+    """A haystack candidate: ``first`` (unit ``a`` entered at a sentence or word start), then global units
+    ``a+1 .. g-1``; with ``last`` set (end kind ``sep``) unit ``g-1`` is replaced by its text plus the line break
+    that precedes the question, encoded as one piece (cl100k/o200k merge ``".\\n"`` into one token)."""
+
+    first: _Piece
+    a: int
+    g: int
+    ragged: bool
+    kind: str  # "nl": ends at a line end | "sep": ends mid-paragraph, "\n" joined to the last sentence
+    last: _Piece | None = None
+
+    @property
+    def m(self) -> int:
+        return self.g - self.a  # number of haystack pieces; needle boundaries are 0..m
+
+
+def _ids(p: _Piece) -> list[int]:
+    return p.ids.tolist() if isinstance(p.ids, np.ndarray) else list(p.ids)
+
+
 class PromptBuilder:
-    """Builds exact-length prompts for one (tokenizer, haystack, variant, format). Tokenizes the corpus once."""
+    """Builds exact-length prompts for one (tokenizer, haystack, variant, format). Tokenizes the corpus once.
+
+    ``verify``: True (default) re-encodes prompts up to ``FULL_VERIFY_TOKENS`` whole, longer ones around every
+    splice point (the body between splices is corpus text whose unit seams were proven when it was tokenized);
+    ``"full"`` always re-encodes the whole text (the plain twin of the local check); False skips the check."""
 
     def __init__(
         self,
@@ -139,9 +169,9 @@ class PromptBuilder:
         fmt: PromptFormat | None = None,
         *,
         prefix_tokens: int = 0,
-        verify: bool = True,
+        verify: bool | str = True,
     ):
-        from yoco_eval.niah.variants import VARIANTS
+        from yoco_eval.niah.variants import VARIANTS, check_haystack, register_needle_template
 
         self.tok = as_tokenizer(tokenizer)
         if isinstance(haystack, TokenizedCorpus):
@@ -150,16 +180,18 @@ class PromptBuilder:
             corpus = haystack if isinstance(haystack, Corpus) else load_corpus(haystack)
             self.tc = tokenize_corpus(corpus, self.tok)
         self.variant = variant or VARIANTS["single"]
+        check_haystack(self.variant, self.tc.corpus.name)
+        register_needle_template(self.variant.needle)
         self.fmt = fmt or PromptFormat()
         self.prefix_tokens = int(prefix_tokens)
         self.verify = verify
         tc = self.tc
         self._start_ok = np.roll(tc.sentence_end, 1) & np.array([bool(u.strip()) for u in tc.units])
-        self._end_ok = {
-            "nl": tc.sentence_end & tc.ends_newline,
-            "sep": tc.sentence_end & ~tc.ends_newline,
-        }
+        self._nl_end = tc.sentence_end & tc.ends_newline
+        self._sep_end = tc.sentence_end & ~tc.ends_newline
+        self._sep_delta: np.ndarray | None = None
         self._first_len: np.ndarray | None = None
+        self._ragged: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # --- pieces ------------------------------------------------------------------------------------------
     def _enc(self, text: str) -> list[int]:
@@ -171,16 +203,15 @@ class PromptBuilder:
     def _prefix_text(self, s: Sample) -> str:
         return self.fmt.head + (s.instruction + "\n" if s.instruction else "")
 
-    def _suffixes(self, s: Sample) -> list[tuple[str, str]]:
+    def _suffix_text(self, s: Sample) -> str:
         sep = self.fmt.tail if self.fmt.tail else (self.variant.answer_sep if s.answer_prefix else "")
-        block = s.question + sep + s.answer_prefix
-        return [("nl", block), ("sep", "\n" + block)]
+        return s.question + sep + s.answer_prefix
 
     def frame_tokens(self, sample: Sample) -> int:
-        """Tokens of everything except the haystack (smallest suffix form), for length validation."""
+        """Tokens of everything except the haystack (shortest needle forms), for length validation."""
         fixed = self.prefix_tokens + len(self._enc(self._prefix_text(sample)))
-        suffix = min(len(self._enc(t)) for _, t in self._suffixes(sample))
-        needles = sum(len(self._enc(n.text + "\n")) for n in sample.needles)
+        suffix = len(self._enc(self._suffix_text(sample)))
+        needles = sum(min(len(self._enc(n.text + "\n")), len(self._enc(" " + n.text))) for n in sample.needles)
         return fixed + suffix + needles
 
     def min_length(self, seed: int = 0, depth: float = 50.0) -> int:
@@ -190,167 +221,251 @@ class PromptBuilder:
         return sample_needles(self.variant, random.Random(seed), depth)
 
     def _first_lengths(self) -> np.ndarray:
+        """Token count of every unit entered at its sentence start (leading whitespace dropped)."""
         if self._first_len is None:
             tc = self.tc
             lens = np.diff(tc.off).copy()
             idx = [u for u in range(tc.n_units) if tc.starts_space[u] and self._start_ok[u]]
             if idx:
-                from yoco_eval.niah.tokens import encode_many
-
                 enc = encode_many(self.tok, [tc.units[u].lstrip() for u in idx])
                 lens[idx] = [len(e) for e in enc]
             self._first_len = lens
         return self._first_len
 
+    def _sep_deltas(self) -> np.ndarray:
+        """Per unit ending a sentence mid-paragraph: tokens of ``unit + "\\n"`` minus the unit's own tokens."""
+        if self._sep_delta is None:
+            tc = self.tc
+            delta = np.zeros(tc.n_units, dtype=np.int64)
+            idx = np.flatnonzero(self._sep_end)
+            if len(idx):
+                enc = encode_many(self.tok, [tc.units[u] + "\n" for u in idx])
+                delta[idx] = np.array([len(e) for e in enc]) - (tc.off[idx + 1] - tc.off[idx])
+            self._sep_delta = delta
+        return self._sep_delta
+
+    def _ragged_cuts(self, units: list[int]) -> None:
+        """Word-boundary entry points of units (offsets, token counts of the rest), cached; one batched encode
+        per call (an HF tokenizer encodes a batch far faster than one text at a time)."""
+        todo = [u for u in units if u not in self._ragged]
+        texts, owners = [], []
+        for u in todo:
+            text = self.tc.units[u]
+            cuts = [i for i in range(1, len(text)) if text[i - 1].isspace() and not text[i].isspace()]
+            self._ragged[u] = (np.array(cuts, dtype=np.int64), np.zeros(len(cuts), dtype=np.int64))
+            texts.extend(text[i:] for i in cuts)
+            owners.extend((u, j) for j in range(len(cuts)))
+        for (u, j), ids in zip(owners, encode_many(self.tok, texts) if texts else []):
+            self._ragged[u][1][j] = len(ids)
+
     def _seam_ok(self, *pieces: _Piece) -> bool:
-        text = "".join(p.text for p in pieces)
         want: list[int] = []
         for p in pieces:
-            want.extend(p.ids.tolist() if isinstance(p.ids, np.ndarray) else p.ids)
-        return self._enc(text) == want
+            want.extend(_ids(p))
+        return self._enc("".join(p.text for p in pieces)) == want
 
     def _unit_piece(self, g: int) -> _Piece:
         u = g % self.tc.n_units
         return _Piece(self.tc.units[u], self.tc.unit_ids(u))
 
+    def _piece_at(self, w: _Window, k: int) -> _Piece:
+        """Haystack piece ``k`` (0 <= k < m) of a window."""
+        if k == 0:
+            return w.first
+        if k == w.m - 1 and w.last is not None:
+            return w.last
+        return self._unit_piece(w.a + k)
+
     # --- window search ------------------------------------------------------------------------------------
-    def _lookup_ends(self, c: np.ndarray, kind: str) -> np.ndarray:
-        """For target token offsets ``c`` (vectorized), the global unit ``g`` starting exactly there whose
-        predecessor may end a haystack, or -1."""
+    def _match(self, c: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """For token offsets ``c`` of the repeated corpus, the global unit ``g`` starting exactly there whose
+        predecessor satisfies ``mask``, else -1 (vectorized)."""
         tc = self.tc
         p, r = np.divmod(c, tc.n_tokens)
-        u = np.searchsorted(tc.off[:-1], r)
-        u = np.minimum(u, tc.n_units - 1)
-        hit = tc.off[u] == r
+        u = np.minimum(np.searchsorted(tc.off[:-1], r), tc.n_units - 1)
         g = p * tc.n_units + u
-        prev_ok = self._end_ok[kind][(g - 1) % tc.n_units]
-        return np.where(hit & prev_ok & (c >= 0), g, -1)
+        return np.where((tc.off[u] == r) & mask[(g - 1) % tc.n_units] & (c >= 0), g, -1)
+
+    def _ends(self, c: np.ndarray, kind: str) -> list[np.ndarray]:
+        """End units ``g`` for haystacks whose body must end at offset ``c`` (before any end re-encoding)."""
+        if kind == "nl":
+            return [self._match(c, self._nl_end)]
+        delta = self._sep_deltas()
+        return [self._match(c - d, self._sep_end & (delta == d)) for d in np.unique(delta[self._sep_end])]
+
+    def _window(self, first: _Piece, a: int, g: int, ragged: bool, kind: str) -> _Window:
+        last = None
+        if kind == "sep":
+            text = self.tc.units[(g - 1) % self.tc.n_units] + "\n"
+            last = _Piece(text, self.tc.encode(text))
+        return _Window(first, a, g, ragged, kind, last)
 
     def _windows(self, H: int, kind: str, rng: random.Random):
-        """Yield (first_piece, a, g) candidates: haystack = first_piece + global units [a+1, g)."""
+        """Every window of exactly ``H`` haystack tokens ending as ``kind`` says, in a seeded random order:
+        sentence-aligned starts first, then starts at word boundaries. Yields a ``_Window``, or None after each
+        unit scanned without a hit (so a caller can share its effort between several searches). Finite."""
         tc = self.tc
-        n = tc.n_units
+        min_m = 2 if kind == "sep" else 1
         starts = np.flatnonzero(self._start_ok)
         first = self._first_lengths()
         if len(starts):
             c = H - first[starts] + tc.cum(starts + 1)
-            g = self._lookup_ends(c, kind)
-            ok = (g >= starts + 1) & (first[starts] <= H)
-            hits = list(zip(starts[ok].tolist(), g[ok].tolist()))
+            hits = []
+            for g in self._ends(c, kind):
+                ok = (g >= starts + min_m) & (first[starts] <= H)
+                hits.extend(zip(starts[ok].tolist(), g[ok].tolist()))
             rng.shuffle(hits)
-            for a, gg in hits[:MAX_WINDOW_TRIES]:
-                yield _Piece(tc.units[a].lstrip(), self.tc.encode(tc.units[a].lstrip())), a, gg, False
-        # Ragged start: enter the first sentence at a word boundary (fine-grained token counts).
-        order = list(range(n))
+            for a, g in hits:
+                text = tc.units[a].lstrip()
+                yield self._window(_Piece(text, tc.encode(text)), a, g, False, kind)
+        order = list(range(tc.n_units))
         rng.shuffle(order)
-        tried = 0
-        for a in order[:4000]:
-            text = tc.units[a]
-            cuts = [i for i in range(1, len(text)) if text[i - 1].isspace() and not text[i].isspace()]
-            if not cuts:
-                continue
-            rs = [len(self.tc.encode(text[i:])) for i in cuts]
-            c = np.array([H - r for r in rs], dtype=np.int64) + tc.cum(a + 1)
-            g = self._lookup_ends(c, kind)
-            for i, gg, r in zip(cuts, g.tolist(), rs):
-                if gg >= a + 1 and r <= H:
-                    tried += 1
-                    yield _Piece(text[i:], self.tc.encode(text[i:])), a, gg, True
-                    if tried > MAX_WINDOW_TRIES:
-                        return
+        for b in range(0, len(order), RAGGED_BATCH):
+            batch = order[b : b + RAGGED_BATCH]
+            self._ragged_cuts(batch)
+            for a in batch:
+                cuts, lens = self._ragged[a]
+                found = False
+                if len(cuts):
+                    c = H - lens + tc.cum(a + 1)
+                    for g in self._ends(c, kind):
+                        for i in np.flatnonzero((g >= a + min_m) & (lens <= H)).tolist():
+                            text = tc.units[a][int(cuts[i]) :]
+                            found = True
+                            yield self._window(_Piece(text, tc.encode(text)), a, int(g[i]), True, kind)
+                if not found:
+                    yield None
+
+    def _needle_totals(self, renders: list[dict]) -> list[int]:
+        """Every possible total of needle tokens (each needle written as a line or inline), likeliest first."""
+        totals = {0}
+        for r in renders:
+            totals = {t + len(r[s].ids) for t in totals for s in ("line", "inline")}
+        tc = self.tc
+        share = float(np.mean(tc.ends_newline[tc.sentence_end])) if tc.sentence_end.any() else 1.0
+        if self.variant.sites == "lines":
+            share = 1.0
+        guess = sum(share * len(r["line"].ids) + (1 - share) * len(r["inline"].ids) for r in renders)
+        return sorted(totals, key=lambda t: (abs(t - guess), t))
 
     # --- build -------------------------------------------------------------------------------------------
     def build(self, length: int, depth: float, seed: int) -> Prompt:
-        """The prompt for one cell. Deterministic in (length, depth, seed) for a given builder."""
+        """The prompt for one cell. Deterministic in (length, depth, seed) for a given builder.
+
+        The search is exhaustive: for every possible needle-token total N and both endings, it walks every
+        window of the (repeated) haystack whose size makes the prompt exactly ``length`` tokens, sharing its
+        effort between these searches in rounds of doubling size; so it returns a prompt whenever the haystack
+        holds one, and otherwise ends with one error naming the needle, haystack and tokenizer."""
         length, depth = int(length), float(depth)
         if not 0.0 <= depth <= 100.0:
             raise YocoEvalError(f"depth {depth:g} is outside 0–100: give depths in percent, e.g. 0:100:11")
         rng = random.Random(seed)
         sample = sample_needles(self.variant, rng, depth)
-        prefix = _Piece(self._prefix_text(sample), self._enc(self._prefix_text(sample)))
-        suffixes = [(k, _Piece(t, self._enc(t))) for k, t in self._suffixes(sample)]
+        prefix = self._piece(self._prefix_text(sample))
+        suffix = self._piece(self._suffix_text(sample))
         renders = [{"line": self._piece(nd.text + "\n"), "inline": self._piece(" " + nd.text)} for nd in sample.needles]
-        fixed = self.prefix_tokens + len(prefix.ids)
         frame = self.frame_tokens(sample)
         if length < frame + 1:
             raise YocoEvalError(
                 f"length {length} is below the prompt template's own size ({frame} tokens for instruction, "
-                f"question and needles under {getattr(self.tok, 'name', 'this tokenizer')}): use lengths ≥ {frame + 1}"
+                f"question and needles under {tokenizer_name(self.tok)}): use lengths ≥ {frame + 1}"
             )
-        last_error = "no window of the haystack fits"
-        for kind, suffix in suffixes:
-            est = sum(len(r["line"].ids) for r in renders)
-            seen: set[int] = set()
-            for _ in range(6):
-                H = length - fixed - len(suffix.ids) - est
-                if H < 1 or H in seen:
-                    break
-                seen.add(H)
-                result = None
-                for first, a, g, ragged in self._windows(H, kind, rng):
-                    last = first if g == a + 1 else self._unit_piece(g - 1)
-                    if g > a + 1 and not self._seam_ok(first, self._unit_piece(a + 1)):
-                        continue
-                    if not self._seam_ok(last, suffix):
-                        continue
-                    placed = self._place(sample, renders, first, a, g, H, prefix, suffix)
-                    if placed is None:
-                        continue
-                    actual = sum(len(p.ids) for grp in placed[0] for _, p in grp[1])
-                    if actual != est:
-                        result = ("retarget", actual)
+        budget = length - self.prefix_tokens - len(prefix.ids) - len(suffix.ids)
+        searches = [
+            (N, self._windows(budget - N, kind, random.Random(rng.getrandbits(64))))
+            for N in self._needle_totals(renders)
+            for kind in ("nl", "sep")
+            if budget - N >= 1
+        ]
+        why: dict[str, int] = {}
+        step = 4
+        while searches:
+            alive = []
+            for N, gen in searches:
+                for _ in range(step):
+                    w = next(gen, StopIteration)
+                    if w is StopIteration:
                         break
-                    prompt = self._assemble(length, sample, prefix, suffix, first, a, g, H, placed, ragged)
-                    if prompt is None:
-                        last_error = "re-encoding the assembled text changed its tokens"
+                    if w is None:
                         continue
-                    return prompt
-                if result is None:
-                    break
-                est = result[1]
+                    out = self._try(w, budget - N, N, length, sample, renders, prefix, suffix)
+                    if isinstance(out, Prompt):
+                        return out
+                    why[out] = why.get(out, 0) + 1
+                else:
+                    alive.append((N, gen))
+            searches, step = alive, step * 2
+        reasons = ", ".join(f"{k} ×{v}" for k, v in sorted(why.items(), key=lambda kv: -kv[1])) or "no window fits"
         raise YocoEvalError(
-            f"could not build an exact {length}-token prompt from haystack {self.tc.corpus.name} ({last_error}): "
-            "try another --haystack or length"
+            f"cannot build an exact {length}-token prompt: needle {self.variant.needle!r} in haystack "
+            f"{self.tc.corpus.name} under tokenizer {tokenizer_name(self.tok)} has no valid window ({reasons}); "
+            "try another length, haystack or needle template"
         )
 
-    def _place(self, sample, renders, first, a, g, H, prefix, suffix):
-        """Assign needles to boundaries. Returns ([(k, [(needle_idx, piece)...]), ...], positions) or None."""
-        tc = self.tc
-        m = g - a  # pieces: 0 = first, k = unit a+k for 1 <= k < m
-        f = len(first.ids)
-        ks = np.arange(m + 1, dtype=np.int64)
+    def _try(self, w: _Window, H, N, length, sample, renders, prefix, suffix) -> Prompt | str:
+        m = w.m
+        if m > 1 and not self._seam_ok(w.first, self._piece_at(w, 1)):
+            return "start seam"
+        if w.last is not None and m > 2 and not self._seam_ok(self._unit_piece(w.g - 2), w.last):
+            return "end seam"
+        if not self._seam_ok(self._piece_at(w, m - 1), suffix):
+            return "question seam"
+        pos = self._positions(w)
+        if pos[m] != H:
+            return "size"
+        placed = self._place(sample, renders, w, pos, prefix, suffix)
+        if placed is None:
+            return "needle seams"
+        if sum(len(p.ids) for _, grp in placed for _, p in grp) != N:
+            return "needle forms"
+        prompt = self._assemble(length, sample, prefix, suffix, w, pos, placed)
+        return prompt if prompt is not None else "re-encoding differs"
+
+    def _positions(self, w: _Window) -> np.ndarray:
+        """Token offset (within the haystack) of every needle boundary 0..m."""
+        tc, m = self.tc, w.m
         pos = np.zeros(m + 1, dtype=np.int64)
-        if m >= 1:
-            pos[1:] = f + tc.cum(a + ks[1:]) - tc.cum(a + 1)
+        f = len(w.first.ids)
+        if m >= 2:
+            pos[1:m] = f + tc.cum(w.a + np.arange(1, m, dtype=np.int64)) - tc.cum(w.a + 1)
+        pos[m] = pos[m - 1] + len(self._piece_at(w, m - 1).ids) if m >= 2 else f
+        return pos
+
+    def _place(self, sample, renders, w: _Window, pos, prefix, suffix):
+        """Assign needles to boundaries: ``[(k, [(needle_idx, piece), ...]), ...]`` sorted by ``k``, or None."""
+        tc, m, n = self.tc, w.m, self.tc.n_units
+        H = int(pos[m])
         elig = np.zeros(m + 1, dtype=bool)
         elig[0] = elig[m] = True
         if m >= 2:
-            elig[1:m] = tc.sentence_end[(a + ks[1:m] - 1) % tc.n_units]
-        if pos[m] != H:
-            return None
-        banned: set[int] = set()
+            before = (w.a + np.arange(0, m - 1, dtype=np.int64)) % n  # the unit ending at boundary 1..m-1
+            elig[1:m] = tc.sentence_end[before]
+            if self.variant.sites == "lines":
+                elig[1:m] &= tc.ends_newline[before]
         order = sorted(range(len(sample.needles)), key=lambda i: (sample.needles[i].depth, i))
-        for _ in range(64):
-            groups: dict[int, list[int]] = {}
+        for _ in range(MAX_SITE_BANS):
             cand = np.flatnonzero(elig)
             if len(cand) == 0:
                 return None
+            groups: dict[int, list[int]] = {}
             for i in order:
-                t = sample.needles[i].depth / 100.0 * H
-                j = int(np.searchsorted(pos[cand], t))
-                lo, hi = max(j - 1, 0), min(j, len(cand) - 1)
-                k = int(cand[lo] if abs(pos[cand[lo]] - t) <= abs(pos[cand[hi]] - t) else cand[hi])
+                spec = sample.needles[i]
+                if spec.site is not None:  # RULER: a uniformly drawn line/sentence index
+                    k = int(cand[min(int(spec.site * (len(cand) - 1)), len(cand) - 1)])
+                else:  # our depth grid: the boundary nearest to depth% of the haystack's tokens
+                    t = spec.depth / 100.0 * H
+                    j = int(np.searchsorted(pos[cand], t))
+                    lo, hi = max(j - 1, 0), min(j, len(cand) - 1)
+                    k = int(cand[lo] if abs(pos[cand[lo]] - t) <= abs(pos[cand[hi]] - t) else cand[hi])
                 groups.setdefault(k, []).append(i)
-            out = []
-            bad = None
+            out, bad = [], None
             for k in sorted(groups):
-                left = prefix if k == 0 else (first if k == 1 else self._unit_piece(a + k - 1))
-                right = suffix if k == m else (first if k == 0 else self._unit_piece(a + k))
+                left = prefix if k == 0 else self._piece_at(w, k - 1)
+                right = suffix if k == m else self._piece_at(w, k)
                 styles = ("line", "inline") if (k == 0 or left.text.endswith("\n")) else ("inline", "line")
                 chosen = None
                 for style in styles:
-                    group = [renders[i][style] for i in groups[k]]
-                    if self._seam_ok(left, *group, right):
+                    if self._seam_ok(left, *[renders[i][style] for i in groups[k]], right):
                         chosen = [(i, renders[i][style]) for i in groups[k]]
                         break
                 if chosen is None:
@@ -358,40 +473,48 @@ class PromptBuilder:
                     break
                 out.append((k, chosen))
             if bad is None:
-                return out, pos
+                return out
             elig[bad] = False
-            banned.add(bad)
         return None
 
-    def _assemble(self, length, sample, prefix, suffix, first, a, g, H, placed, ragged) -> Prompt | None:
-        tc = self.tc
-        groups, pos = placed
-        hay_ids = np.concatenate([np.asarray(first.ids, dtype=np.int64), tc.tokens(int(tc.cum(a + 1)), int(tc.cum(g)))])
-        hay_text = first.text + tc.text_units(a + 1, g)
-        n = tc.n_units
+    def _char_positions(self, w: _Window, ks: np.ndarray) -> np.ndarray:
+        """Character offset (within the haystack text) of boundaries ``ks`` (vectorized, 0 <= k <= m)."""
+        tc, n = self.tc, self.tc.n_units
+        ks = np.asarray(ks, dtype=np.int64)
+        g = w.a + np.maximum(ks, 1)
+        chars = (g // n) * tc.n_chars + tc.coff[g % n]
+        ga = w.a + 1
+        out = len(w.first.text) + chars - ((ga // n) * tc.n_chars + tc.coff[ga % n])
+        out = np.where(ks == 0, 0, out)
+        if w.last is not None:  # the last piece carries one extra "\n"
+            out = np.where(ks == w.m, out + 1, out)
+        return out
 
-        def cpos(k: int) -> int:
-            if k == 0:
-                return 0
-            ga = a + 1
-            gk = a + k
-            c0 = (ga // n) * tc.n_chars + tc.coff[ga % n]
-            ck = (gk // n) * tc.n_chars + tc.coff[gk % n]
-            return len(first.text) + int(ck - c0)
-
-        ids_parts = [np.asarray(prefix.ids, dtype=np.int64)]
+    def _assemble(self, length, sample, prefix, suffix, w: _Window, pos, placed) -> Prompt | None:
+        tc, m = self.tc, w.m
+        body_end = w.g - 1 if w.last is not None else w.g
+        tail = [np.asarray(_ids(w.last), dtype=np.int64)] if w.last is not None else []
+        hay_ids = np.concatenate(
+            [np.asarray(_ids(w.first), dtype=np.int64), tc.tokens(int(tc.cum(w.a + 1)), int(tc.cum(body_end))), *tail]
+        )
+        hay_text = w.first.text + tc.text_units(w.a + 1, body_end) + (w.last.text if w.last is not None else "")
+        ks = np.array([k for k, _ in placed], dtype=np.int64)
+        cpos = dict(zip(ks.tolist(), self._char_positions(w, ks).tolist()))
+        ids_parts = [np.asarray(_ids(prefix), dtype=np.int64)]
         text_parts = [prefix.text]
         tok_at = self.prefix_tokens + len(prefix.ids)
         char_at = len(prefix.text)
         prev_t, prev_c = 0, 0
         needles: list[PlacedNeedle | None] = [None] * len(sample.needles)
-        for k, chosen in groups:
-            t, c = int(pos[k]), cpos(k)
+        spans = []  # (k, token offset in ids, char offset) at each needle boundary, before its needles
+        for k, chosen in placed:
+            t, c = int(pos[k]), cpos[k]
             ids_parts.append(hay_ids[prev_t:t])
             text_parts.append(hay_text[prev_c:c])
             tok_at += t - prev_t
             char_at += c - prev_c
             prev_t, prev_c = t, c
+            spans.append((k, tok_at - self.prefix_tokens, char_at))
             for i, piece in chosen:
                 spec = sample.needles[i]
                 lead = len(piece.text) - len(piece.text.lstrip(" "))
@@ -403,28 +526,27 @@ class PromptBuilder:
                     depth_requested=spec.depth,
                     token_position=tok_at,
                     n_tokens=len(piece.ids),
-                    depth_actual=100.0 * t / H,
+                    depth_actual=100.0 * t / int(pos[m]),
                     char_position=char_at + lead,
                     rendered=piece.text,
                 )
-                ids_parts.append(np.asarray(piece.ids, dtype=np.int64))
+                ids_parts.append(np.asarray(_ids(piece), dtype=np.int64))
                 text_parts.append(piece.text)
                 tok_at += len(piece.ids)
                 char_at += len(piece.text)
-        ids_parts.append(hay_ids[prev_t:])
-        text_parts.append(hay_text[prev_c:])
-        ids_parts.append(np.asarray(suffix.ids, dtype=np.int64))
-        text_parts.append(suffix.text)
+        ids_parts += [hay_ids[prev_t:], np.asarray(_ids(suffix), dtype=np.int64)]
+        text_parts += [hay_text[prev_c:], suffix.text]
         ids = np.concatenate(ids_parts)
         text = "".join(text_parts)
         if self.prefix_tokens + len(ids) != length:
             return None
-        verified = False
-        if self.verify:
+        mode = self._verify_mode(length)
+        if mode == "full":
             re_ids = encode(self.tok, text)
             if len(re_ids) != len(ids) or not np.array_equal(np.asarray(re_ids, dtype=np.int64), ids):
                 return None
-            verified = True
+        elif mode == "local" and not self._verify_local(w, pos, spans, placed, prefix, text, ids):
+            return None
         return Prompt(
             text=text,
             ids=ids,
@@ -435,8 +557,52 @@ class PromptBuilder:
             answer_prefix=sample.answer_prefix,
             expected=sample.expected,
             metric=sample.metric,
-            haystack_tokens=H,
+            haystack_tokens=int(pos[m]),
             corpus_tokens=tc.n_tokens,
-            window={"start_unit": a, "end_unit": g, "ragged_start": ragged, "corpus_units": n},
-            verified=verified,
+            window={
+                "start_unit": w.a,
+                "end_unit": w.g,
+                "ragged_start": w.ragged,
+                "ending": w.kind,
+                "corpus_units": tc.n_units,
+                "verify": mode,
+            },
+            verified=mode != "off",
         )
+
+    def _verify_mode(self, length: int) -> str:
+        if not self.verify:
+            return "off"
+        if self.verify == "full" or length <= FULL_VERIFY_TOKENS:
+            return "full"
+        return "local"
+
+    def _verify_local(self, w: _Window, pos, spans, placed, prefix, text: str, ids: np.ndarray) -> bool:
+        """Re-encode the text around every splice point (two haystack pieces either side, the prefix, needles and
+        the question included) and compare with the spliced ids. Between splice points the prompt is corpus
+        text whose every unit seam was checked when the corpus was tokenized."""
+        m = w.m
+        extra_t = {k: sum(len(p.ids) for _, p in grp) for k, grp in placed}
+        extra_c = {k: sum(len(p.text) for _, p in grp) for k, grp in placed}
+        needle_ks = sorted(extra_t)
+
+        def offsets(k: int) -> tuple[int, int]:  # (token, char) of haystack boundary k, before its needles
+            before = [j for j in needle_ks if j < k]
+            t = len(prefix.ids) + int(pos[k]) + sum(extra_t[j] for j in before)
+            c = len(prefix.text) + int(self._char_positions(w, np.array([k]))[0]) + sum(extra_c[j] for j in before)
+            return t, c
+
+        spots = sorted({0, 1, m - 1, m, *needle_ks})
+        intervals: list[list[int]] = []
+        for k in spots:
+            lo, hi = max(0, k - 2), min(m, k + 2)
+            if intervals and lo <= intervals[-1][1]:
+                intervals[-1][1] = max(intervals[-1][1], hi)
+            else:
+                intervals.append([lo, hi])
+        for lo, hi in intervals:
+            t0, c0 = (0, 0) if lo == 0 else offsets(lo)
+            t1, c1 = (len(ids), len(text)) if hi == m else offsets(hi)
+            if encode(self.tok, text[c0:c1]) != ids[t0:t1].tolist():
+                return False
+        return True
