@@ -38,6 +38,8 @@ from yoco_eval.niah.variants import Sample, Variant, sample_needles
 MAX_SITE_BANS = 64  # needle sites that fail their seam check before a window is given up
 RAGGED_BATCH = 64  # units whose word-start entry points are encoded in one batch
 FULL_VERIFY_TOKENS = 131072  # longer prompts are re-encoded around their splice points only
+_COUNT_PROBE = "Needle probe: The quick brown fox, 12345 UUIDs and \u00e9t\u00e9.\n\nNext line."
+_RAGGED = object()  # marker a window search yields when it moves on to word-boundary starts
 EXCERPT_CHARS = 200
 
 
@@ -192,6 +194,7 @@ class PromptBuilder:
         self._sep_delta: np.ndarray | None = None
         self._first_len: np.ndarray | None = None
         self._ragged: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._fast_counts = None
 
     # --- pieces ------------------------------------------------------------------------------------------
     def _enc(self, text: str) -> list[int]:
@@ -227,10 +230,24 @@ class PromptBuilder:
             lens = np.diff(tc.off).copy()
             idx = [u for u in range(tc.n_units) if tc.starts_space[u] and self._start_ok[u]]
             if idx:
-                enc = encode_many(self.tok, [tc.units[u].lstrip() for u in idx])
-                lens[idx] = [len(e) for e in enc]
+                lens[idx] = self._token_counts([tc.units[u].lstrip() for u in idx])
             self._first_len = lens
         return self._first_len
+
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        """Token counts of many texts. A Hugging Face fast tokenizer is asked through its backend's
+        ``encode_batch_fast`` (several times faster than the transformers call), once checked to agree."""
+        if self._fast_counts is None:
+            backend = getattr(getattr(self.tok, "hf_tokenizer", None), "backend_tokenizer", None)
+            fast = getattr(backend, "encode_batch_fast", None)
+            probe = [_COUNT_PROBE, " " + _COUNT_PROBE, _COUNT_PROBE + "\n"]
+            ok = callable(fast) and [len(e.ids) for e in fast(probe, add_special_tokens=False)] == [
+                len(encode(self.tok, t)) for t in probe
+            ]
+            self._fast_counts = (lambda xs: [len(e.ids) for e in fast(xs, add_special_tokens=False)]) if ok else False
+        if self._fast_counts:
+            return self._fast_counts(texts)
+        return [len(e) for e in encode_many(self.tok, texts)]
 
     def _sep_deltas(self) -> np.ndarray:
         """Per unit ending a sentence mid-paragraph: tokens of ``unit + "\\n"`` minus the unit's own tokens."""
@@ -239,8 +256,8 @@ class PromptBuilder:
             delta = np.zeros(tc.n_units, dtype=np.int64)
             idx = np.flatnonzero(self._sep_end)
             if len(idx):
-                enc = encode_many(self.tok, [tc.units[u] + "\n" for u in idx])
-                delta[idx] = np.array([len(e) for e in enc]) - (tc.off[idx + 1] - tc.off[idx])
+                counts = self._token_counts([tc.units[u] + "\n" for u in idx])
+                delta[idx] = np.array(counts, dtype=np.int64) - (tc.off[idx + 1] - tc.off[idx])
             self._sep_delta = delta
         return self._sep_delta
 
@@ -255,8 +272,8 @@ class PromptBuilder:
             self._ragged[u] = (np.array(cuts, dtype=np.int64), np.zeros(len(cuts), dtype=np.int64))
             texts.extend(text[i:] for i in cuts)
             owners.extend((u, j) for j in range(len(cuts)))
-        for (u, j), ids in zip(owners, encode_many(self.tok, texts) if texts else []):
-            self._ragged[u][1][j] = len(ids)
+        for (u, j), count in zip(owners, self._token_counts(texts) if texts else []):
+            self._ragged[u][1][j] = count
 
     def _seam_ok(self, *pieces: _Piece) -> bool:
         want: list[int] = []
@@ -318,6 +335,7 @@ class PromptBuilder:
             for a, g in hits:
                 text = tc.units[a].lstrip()
                 yield self._window(_Piece(text, tc.encode(text)), a, g, False, kind)
+        yield _RAGGED  # sentence-aligned windows are used up; the caller may defer the finer search
         order = list(range(tc.n_units))
         rng.shuffle(order)
         for b in range(0, len(order), RAGGED_BATCH):
@@ -378,23 +396,29 @@ class PromptBuilder:
             if budget - N >= 1
         ]
         why: dict[str, int] = {}
-        step = 4
-        while searches:
-            alive = []
-            for N, gen in searches:
-                for _ in range(step):
-                    w = next(gen, StopIteration)
-                    if w is StopIteration:
-                        break
-                    if w is None:
-                        continue
-                    out = self._try(w, budget - N, N, length, sample, renders, prefix, suffix)
-                    if isinstance(out, Prompt):
-                        return out
-                    why[out] = why.get(out, 0) + 1
-                else:
-                    alive.append((N, gen))
-            searches, step = alive, step * 2
+        deferred: list = []
+        for _phase in range(2):  # sentence-aligned windows of every search first, then word-boundary starts
+            step = 4
+            while searches:
+                alive = []
+                for N, gen in searches:
+                    for _ in range(step):
+                        w = next(gen, StopIteration)
+                        if w is StopIteration:
+                            break
+                        if w is _RAGGED:
+                            deferred.append((N, gen))
+                            break
+                        if w is None:
+                            continue
+                        out = self._try(w, budget - N, N, length, sample, renders, prefix, suffix)
+                        if isinstance(out, Prompt):
+                            return out
+                        why[out] = why.get(out, 0) + 1
+                    else:
+                        alive.append((N, gen))
+                searches, step = alive, step * 2
+            searches, deferred = deferred, []
         reasons = ", ".join(f"{k} ×{v}" for k, v in sorted(why.items(), key=lambda kv: -kv[1])) or "no window fits"
         raise YocoEvalError(
             f"cannot build an exact {length}-token prompt: needle {self.variant.needle!r} in haystack "
