@@ -39,7 +39,8 @@ MAX_SITE_BANS = 64  # needle sites that fail their seam check before a window is
 RAGGED_BATCH = 64  # units whose word-start entry points are encoded in one batch
 FULL_VERIFY_TOKENS = 131072  # longer prompts are re-encoded around their splice points only
 _COUNT_PROBE = "Needle probe: The quick brown fox, 12345 UUIDs and \u00e9t\u00e9.\n\nNext line."
-_RAGGED = object()  # marker a window search yields when it moves on to word-boundary starts
+_RAGGED = object()
+_TABLES: dict[tuple, dict] = {}  # marker a window search yields when it moves on to word-boundary starts
 EXCERPT_CHARS = 200
 
 
@@ -188,13 +189,21 @@ class PromptBuilder:
         self.prefix_tokens = int(prefix_tokens)
         self.verify = verify
         tc = self.tc
-        self._start_ok = np.roll(tc.sentence_end, 1) & np.array([bool(u.strip()) for u in tc.units])
         self._nl_end = tc.sentence_end & tc.ends_newline
         self._sep_end = tc.sentence_end & ~tc.ends_newline
-        self._sep_delta: np.ndarray | None = None
-        self._first_len: np.ndarray | None = None
-        self._ragged: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._fast_counts = None
+        # per-corpus tables (first-sentence lengths, end re-encodings, word-start cuts), shared by every builder
+        # of the same tokenized corpus: computed once, on first use
+        key = (tc.corpus.sha256, tc.tokenizer_fingerprint, tc.n_units)
+        if key not in _TABLES:
+            if len(_TABLES) >= 4:
+                _TABLES.pop(next(iter(_TABLES)))
+            _TABLES[key] = {"first": None, "sep": None, "ragged": {}}
+        self._tables = _TABLES[key]
+        self._ragged: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = self._tables["ragged"]
+        if "start_ok" not in self._tables:  # a haystack may start at a sentence start that holds text
+            self._tables["start_ok"] = np.roll(tc.sentence_end, 1) & np.array([bool(u.strip()) for u in tc.units])
+        self._start_ok = self._tables["start_ok"]
 
     # --- pieces ------------------------------------------------------------------------------------------
     def _enc(self, text: str) -> list[int]:
@@ -225,14 +234,14 @@ class PromptBuilder:
 
     def _first_lengths(self) -> np.ndarray:
         """Token count of every unit entered at its sentence start (leading whitespace dropped)."""
-        if self._first_len is None:
+        if self._tables["first"] is None:
             tc = self.tc
             lens = np.diff(tc.off).copy()
             idx = [u for u in range(tc.n_units) if tc.starts_space[u] and self._start_ok[u]]
             if idx:
                 lens[idx] = self._token_counts([tc.units[u].lstrip() for u in idx])
-            self._first_len = lens
-        return self._first_len
+            self._tables["first"] = lens
+        return self._tables["first"]
 
     def _token_counts(self, texts: list[str]) -> list[int]:
         """Token counts of many texts. A Hugging Face fast tokenizer is asked through its backend's
@@ -251,29 +260,32 @@ class PromptBuilder:
 
     def _sep_deltas(self) -> np.ndarray:
         """Per unit ending a sentence mid-paragraph: tokens of ``unit + "\\n"`` minus the unit's own tokens."""
-        if self._sep_delta is None:
+        if self._tables["sep"] is None:
             tc = self.tc
             delta = np.zeros(tc.n_units, dtype=np.int64)
             idx = np.flatnonzero(self._sep_end)
             if len(idx):
                 counts = self._token_counts([tc.units[u] + "\n" for u in idx])
                 delta[idx] = np.array(counts, dtype=np.int64) - (tc.off[idx + 1] - tc.off[idx])
-            self._sep_delta = delta
-        return self._sep_delta
+            self._tables["sep"] = delta
+        return self._tables["sep"]
 
-    def _ragged_cuts(self, units: list[int]) -> None:
-        """Word-boundary entry points of units (offsets, token counts of the rest), cached; one batched encode
-        per call (an HF tokenizer encodes a batch far faster than one text at a time)."""
-        todo = [u for u in units if u not in self._ragged]
+    def _ragged_cuts(self, units: list[int], fine: bool) -> None:
+        """Entry points of units (offsets, token counts of the rest), cached: word starts, or with ``fine`` every
+        other character (the last resort: a haystack made of one short repeated line under a byte tokenizer
+        reaches some sizes only so). One batched encode per call (an HF tokenizer encodes a batch far faster
+        than one text at a time)."""
+        todo = [u for u in units if (u, fine) not in self._ragged]
         texts, owners = [], []
         for u in todo:
             text = self.tc.units[u]
-            cuts = [i for i in range(1, len(text)) if text[i - 1].isspace() and not text[i].isspace()]
-            self._ragged[u] = (np.array(cuts, dtype=np.int64), np.zeros(len(cuts), dtype=np.int64))
+            word = [text[i - 1].isspace() and not text[i].isspace() for i in range(1, len(text))]
+            cuts = [i for i in range(1, len(text)) if word[i - 1] != fine and not text[i].isspace()]
+            self._ragged[u, fine] = (np.array(cuts, dtype=np.int64), np.zeros(len(cuts), dtype=np.int64))
             texts.extend(text[i:] for i in cuts)
             owners.extend((u, j) for j in range(len(cuts)))
         for (u, j), count in zip(owners, self._token_counts(texts) if texts else []):
-            self._ragged[u][1][j] = count
+            self._ragged[u, fine][1][j] = count
 
     def _seam_ok(self, *pieces: _Piece) -> bool:
         want: list[int] = []
@@ -335,24 +347,25 @@ class PromptBuilder:
             for a, g in hits:
                 text = tc.units[a].lstrip()
                 yield self._window(_Piece(text, tc.encode(text)), a, g, False, kind)
-        yield _RAGGED  # sentence-aligned windows are used up; the caller may defer the finer search
         order = list(range(tc.n_units))
         rng.shuffle(order)
-        for b in range(0, len(order), RAGGED_BATCH):
-            batch = order[b : b + RAGGED_BATCH]
-            self._ragged_cuts(batch)
-            for a in batch:
-                cuts, lens = self._ragged[a]
-                found = False
-                if len(cuts):
-                    c = H - lens + tc.cum(a + 1)
-                    for g in self._ends(c, kind):
-                        for i in np.flatnonzero((g >= a + min_m) & (lens <= H)).tolist():
-                            text = tc.units[a][int(cuts[i]) :]
-                            found = True
-                            yield self._window(_Piece(text, tc.encode(text)), a, int(g[i]), True, kind)
-                if not found:
-                    yield None
+        for fine in (False, True):
+            yield _RAGGED  # the coarser windows are used up; the caller may defer the finer search
+            for b in range(0, len(order), RAGGED_BATCH):
+                batch = order[b : b + RAGGED_BATCH]
+                self._ragged_cuts(batch, fine)
+                for a in batch:
+                    cuts, lens = self._ragged[a, fine]
+                    found = False
+                    if len(cuts):
+                        c = H - lens + tc.cum(a + 1)
+                        for g in self._ends(c, kind):
+                            for i in np.flatnonzero((g >= a + min_m) & (lens <= H)).tolist():
+                                text = tc.units[a][int(cuts[i]) :]
+                                found = True
+                                yield self._window(_Piece(text, tc.encode(text)), a, int(g[i]), True, kind)
+                    if not found:
+                        yield None
 
     def _needle_totals(self, renders: list[dict]) -> list[int]:
         """Every possible total of needle tokens (each needle written as a line or inline), likeliest first."""
@@ -397,7 +410,7 @@ class PromptBuilder:
         ]
         why: dict[str, int] = {}
         deferred: list = []
-        for _phase in range(2):  # sentence-aligned windows of every search first, then word-boundary starts
+        for _phase in range(3):  # sentence-aligned windows of every search first, then word starts, then any
             step = 4
             while searches:
                 alive = []
