@@ -228,17 +228,21 @@ def test_many_more_random_cells(tmp_path_factory):
 
 
 def test_an_impossible_cell_is_one_clear_error(tmp_path):
-    """Two needles in a one-sentence haystack, the target pinned to the end: no window of the exact size can hold
-    them as placed. The builder searches every window, then names needle, haystack and tokenizer."""
+    """A haystack without a single sentence end has no place to end a haystack before the question: the builder
+    searches every window (down to single characters), then names needle, haystack and tokenizer in one line."""
     from yoco_eval.errors import YocoEvalError
 
-    variant = get_variant("multikey", needle="The secret code of {key} is {value}", num_needles=2)
-    b = builder("cl100k_base", "one-paragraph", variant, tmp_path)
-    for length in range(b.min_length(0), b.min_length(0) + 12):
+    path = tmp_path / "hi.txt"
+    path.write_text("words and words without any end " * 20)
+    tok = tokenizer("cl100k_base")
+    variant = get_variant("single", needle="The secret code of {key} is {value}")
+    b = PromptBuilder(tok, tokenize_corpus(load_corpus(str(path)), tok), variant)
+    errors = []
+    for length in range(b.min_length(0) + 40, b.min_length(0) + 44):
         try:
-            check(b.build(length, 100.0, 945880813), b.tok, length, variant)
+            check(b.build(length, 50.0, 0), tok, length, variant)
         except YocoEvalError as e:
-            msg = str(e)
-            assert "\n" not in msg and "one-paragraph.txt" in msg and "cl100k" in msg and "secret code" in msg
-            return
-    pytest.fail("expected at least one infeasible tiny length")
+            errors.append(str(e))
+    assert len(errors) == 4
+    for msg in errors:
+        assert "\n" not in msg and "hi.txt" in msg and "cl100k" in msg and "secret code" in msg

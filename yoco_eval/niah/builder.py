@@ -272,7 +272,7 @@ class PromptBuilder:
 
     def _ragged_cuts(self, units: list[int], fine: bool) -> None:
         """Entry points of units (offsets, token counts of the rest), cached: word starts, or with ``fine`` every
-        other character (the last resort: a haystack made of one short repeated line under a byte tokenizer
+        other character, spaces included (the last resort: a haystack of equal lines under a byte tokenizer
         reaches some sizes only so). One batched encode per call (an HF tokenizer encodes a batch far faster
         than one text at a time)."""
         todo = [u for u in units if (u, fine) not in self._ragged]
@@ -280,7 +280,7 @@ class PromptBuilder:
         for u in todo:
             text = self.tc.units[u]
             word = [text[i - 1].isspace() and not text[i].isspace() for i in range(1, len(text))]
-            cuts = [i for i in range(1, len(text)) if word[i - 1] != fine and not text[i].isspace()]
+            cuts = [i for i in range(1, len(text)) if word[i - 1] != fine]
             self._ragged[u, fine] = (np.array(cuts, dtype=np.int64), np.zeros(len(cuts), dtype=np.int64))
             texts.extend(text[i:] for i in cuts)
             owners.extend((u, j) for j in range(len(cuts)))
