@@ -246,3 +246,22 @@ def test_an_impossible_cell_is_one_clear_error(tmp_path):
     assert len(errors) == 4
     for msg in errors:
         assert "\n" not in msg and "hi.txt" in msg and "cl100k" in msg and "secret code" in msg
+
+
+@pytest.mark.slow
+def test_one_million_tokens_with_smollm2_tokenizer(capsys):
+    """The 1M-token build with an HF tokenizer: exact (checked by a full re-encode); its time is printed, not
+    asserted (the first build of a builder also computes the per-corpus tables)."""
+    import time
+
+    tok = tokenizer("smollm2")
+    b = PromptBuilder(tok, tokenize_corpus(load_corpus("pg-essays"), tok), get_variant("single"))
+    times = []
+    for seed in range(3):
+        t0 = time.perf_counter()
+        p = b.build(1_000_000, 50.0, seed)
+        times.append(time.perf_counter() - t0)
+        assert p.window["verify"] == "local"
+        check(p, tok, 1_000_000, b.variant)
+    with capsys.disabled():
+        print(f"\n1M-token build, SmolLM2 tokenizer: first {times[0]:.2f} s, then {times[1]:.2f} s, {times[2]:.2f} s")
