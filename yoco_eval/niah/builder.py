@@ -8,16 +8,24 @@ Layout (every part counted under the model's tokenizer)::
 window of the (repeated) corpus that starts at a sentence start and ends at a sentence end; its size is chosen so
 that the whole prompt has exactly the requested number of tokens. How:
 
-1. Every part except the haystack is tokenized; the haystack budget ``H`` is what is left.
-2. A window of units whose token counts sum to exactly ``H`` is found with prefix sums over the repeated corpus
-   (sentence-aligned at both ends; if no such window exists, the first sentence is entered at a word boundary).
-   Candidate windows are drawn with the cell's seeded RNG, so trials see different parts of the corpus.
+1. Every part except the haystack is tokenized; what is left, less the needles' tokens, is the haystack size ``H``.
+   A needle is written ``"needle\\n"`` after a line break or ``" needle"`` inside a paragraph, and the two forms
+   may differ in length, so every possible needle total ``N`` is a separate search (likeliest first).
+2. For each ``N`` and each ending, the windows of exactly ``H`` tokens are found with prefix sums over the repeated
+   corpus: sentence-aligned starts first, then the first sentence entered at a word boundary, then (last resort)
+   at any character. Endings: at a line end (the question follows directly), or mid-paragraph after a sentence,
+   with the line break that precedes the question encoded together with that sentence (cl100k and o200k merge
+   ``".\\n"`` into one token, so appending it as a separate piece could never match). The searches share their
+   effort in rounds of doubling size until one yields a prompt or all are exhausted (then one error names the
+   needle, haystack and tokenizer). Windows are drawn in a seeded random order, so trials see different text.
 3. Each needle goes to the sentence boundary nearest to ``depth% × H`` haystack tokens (0% = before the first
-   sentence, 100% = after the last). It is written as ``" needle."`` inside a paragraph or ``"needle.\\n"`` after a
-   line break, whichever tokenizes independently of its neighbours (checked).
-4. Ids are spliced from token slices (no re-tokenization of the haystack), then the whole text is encoded once and
-   compared with the spliced ids. A prompt is returned only if they are identical, so ``len(encode(text))`` is
-   the requested length exactly (tolerance 0).
+   sentence, 100% = after the last), or, for RULER's variants, to a line or sentence index drawn as RULER draws it.
+   Every new seam is checked to tokenize independently of its neighbours; a window is kept only when its needle
+   forms add up to ``N``.
+4. Ids are spliced from token slices (no re-tokenization of the haystack), then the text is re-encoded and compared
+   with the spliced ids: whole up to ``FULL_VERIFY_TOKENS``, beyond that around every splice point (the rest is
+   corpus text whose unit seams were all proven when it was tokenized). So ``len(encode(text))`` is the requested
+   length exactly (tolerance 0).
 
 Positions: ``token_position`` is the index of a needle's first token in the sequence the model sees;
 ``depth_actual`` is the share of haystack tokens (needles excluded) before it, in percent.
