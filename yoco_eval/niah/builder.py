@@ -40,15 +40,12 @@ import numpy as np
 
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah.corpus import Corpus, load_corpus
-from yoco_eval.niah.tokens import TokenizedCorpus, as_tokenizer, encode, encode_many, tokenize_corpus, tokenizer_name
+from yoco_eval.niah.tokens import TokenizedCorpus, as_tokenizer, encode, tokenize_corpus, tokenizer_name
 from yoco_eval.niah.variants import Sample, Variant, sample_needles
+from yoco_eval.niah.windows import RAGGED, Piece, Window, WindowFinder, piece_ids
 
 MAX_SITE_BANS = 64  # needle sites that fail their seam check before a window is given up
-RAGGED_BATCH = 64  # units whose word-start entry points are encoded in one batch
 FULL_VERIFY_TOKENS = 131072  # longer prompts are re-encoded around their splice points only
-_COUNT_PROBE = "Needle probe: The quick brown fox, 12345 UUIDs and \u00e9t\u00e9.\n\nNext line."
-_RAGGED = object()
-_TABLES: dict[tuple, dict] = {}  # marker a window search yields when it moves on to word-boundary starts
 EXCERPT_CHARS = 200
 
 
@@ -135,36 +132,6 @@ class Prompt:
         return out
 
 
-
-
-@dataclass
-class _Piece:
-    text: str
-    ids: list[int] | np.ndarray
-
-
-@dataclass
-class _Window:
-    """A haystack candidate: ``first`` (unit ``a`` entered at a sentence or word start), then global units
-    ``a+1 .. g-1``; with ``last`` set (end kind ``sep``) unit ``g-1`` is replaced by its text plus the line break
-    that precedes the question, encoded as one piece (cl100k/o200k merge ``".\\n"`` into one token)."""
-
-    first: _Piece
-    a: int
-    g: int
-    ragged: bool
-    kind: str  # "nl": ends at a line end | "sep": ends mid-paragraph, "\n" joined to the last sentence
-    last: _Piece | None = None
-
-    @property
-    def m(self) -> int:
-        return self.g - self.a  # number of haystack pieces; needle boundaries are 0..m
-
-
-def _ids(p: _Piece) -> list[int]:
-    return p.ids.tolist() if isinstance(p.ids, np.ndarray) else list(p.ids)
-
-
 class PromptBuilder:
     """Builds exact-length prompts for one (tokenizer, haystack, variant, format). Tokenizes the corpus once.
 
@@ -197,28 +164,14 @@ class PromptBuilder:
         self.prefix_tokens = int(prefix_tokens)
         self.verify = verify
         tc = self.tc
-        self._nl_end = tc.sentence_end & tc.ends_newline
-        self._sep_end = tc.sentence_end & ~tc.ends_newline
-        self._fast_counts = None
-        # per-corpus tables (first-sentence lengths, end re-encodings, word-start cuts), shared by every builder
-        # of the same tokenized corpus: computed once, on first use
-        key = (tc.corpus.sha256, tc.tokenizer_fingerprint, tc.n_units)
-        if key not in _TABLES:
-            if len(_TABLES) >= 4:
-                _TABLES.pop(next(iter(_TABLES)))
-            _TABLES[key] = {"first": None, "sep": None, "ragged": {}}
-        self._tables = _TABLES[key]
-        self._ragged: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = self._tables["ragged"]
-        if "start_ok" not in self._tables:  # a haystack may start at a sentence start that holds text
-            self._tables["start_ok"] = np.roll(tc.sentence_end, 1) & np.array([bool(u.strip()) for u in tc.units])
-        self._start_ok = self._tables["start_ok"]
+        self.win = WindowFinder(self.tok, tc)
 
     # --- pieces ------------------------------------------------------------------------------------------
     def _enc(self, text: str) -> list[int]:
         return self.tc.encode(text) if len(text) < 4000 else encode(self.tok, text)
 
-    def _piece(self, text: str) -> _Piece:
-        return _Piece(text, self._enc(text))
+    def _piece(self, text: str) -> Piece:
+        return Piece(text, self._enc(text))
 
     def _prefix_text(self, s: Sample) -> str:
         return self.fmt.head + (s.instruction + "\n" if s.instruction else "")
@@ -240,140 +193,11 @@ class PromptBuilder:
     def sample(self, depth: float, seed: int) -> Sample:
         return sample_needles(self.variant, random.Random(seed), depth)
 
-    def _first_lengths(self) -> np.ndarray:
-        """Token count of every unit entered at its sentence start (leading whitespace dropped)."""
-        if self._tables["first"] is None:
-            tc = self.tc
-            lens = np.diff(tc.off).copy()
-            idx = [u for u in range(tc.n_units) if tc.starts_space[u] and self._start_ok[u]]
-            if idx:
-                lens[idx] = self._token_counts([tc.units[u].lstrip() for u in idx])
-            self._tables["first"] = lens
-        return self._tables["first"]
-
-    def _token_counts(self, texts: list[str]) -> list[int]:
-        """Token counts of many texts. A Hugging Face fast tokenizer is asked through its backend's
-        ``encode_batch_fast`` (several times faster than the transformers call), once checked to agree."""
-        if self._fast_counts is None:
-            backend = getattr(getattr(self.tok, "hf_tokenizer", None), "backend_tokenizer", None)
-            fast = getattr(backend, "encode_batch_fast", None)
-            probe = [_COUNT_PROBE, " " + _COUNT_PROBE, _COUNT_PROBE + "\n"]
-            ok = callable(fast) and [len(e.ids) for e in fast(probe, add_special_tokens=False)] == [
-                len(encode(self.tok, t)) for t in probe
-            ]
-            self._fast_counts = (lambda xs: [len(e.ids) for e in fast(xs, add_special_tokens=False)]) if ok else False
-        if self._fast_counts:
-            return self._fast_counts(texts)
-        return [len(e) for e in encode_many(self.tok, texts)]
-
-    def _sep_deltas(self) -> np.ndarray:
-        """Per unit ending a sentence mid-paragraph: tokens of ``unit + "\\n"`` minus the unit's own tokens."""
-        if self._tables["sep"] is None:
-            tc = self.tc
-            delta = np.zeros(tc.n_units, dtype=np.int64)
-            idx = np.flatnonzero(self._sep_end)
-            if len(idx):
-                counts = self._token_counts([tc.units[u] + "\n" for u in idx])
-                delta[idx] = np.array(counts, dtype=np.int64) - (tc.off[idx + 1] - tc.off[idx])
-            self._tables["sep"] = delta
-        return self._tables["sep"]
-
-    def _ragged_cuts(self, units: list[int], fine: bool) -> None:
-        """Entry points of units (offsets, token counts of the rest), cached: word starts, or with ``fine`` every
-        other character, spaces included (the last resort: a haystack of equal lines under a byte tokenizer
-        reaches some sizes only so). One batched encode per call (an HF tokenizer encodes a batch far faster
-        than one text at a time)."""
-        todo = [u for u in units if (u, fine) not in self._ragged]
-        texts, owners = [], []
-        for u in todo:
-            text = self.tc.units[u]
-            word = [text[i - 1].isspace() and not text[i].isspace() for i in range(1, len(text))]
-            cuts = [i for i in range(1, len(text)) if word[i - 1] != fine]
-            self._ragged[u, fine] = (np.array(cuts, dtype=np.int64), np.zeros(len(cuts), dtype=np.int64))
-            texts.extend(text[i:] for i in cuts)
-            owners.extend((u, j) for j in range(len(cuts)))
-        for (u, j), count in zip(owners, self._token_counts(texts) if texts else []):
-            self._ragged[u, fine][1][j] = count
-
-    def _seam_ok(self, *pieces: _Piece) -> bool:
+    def _seam_ok(self, *pieces: Piece) -> bool:
         want: list[int] = []
         for p in pieces:
-            want.extend(_ids(p))
+            want.extend(piece_ids(p))
         return self._enc("".join(p.text for p in pieces)) == want
-
-    def _unit_piece(self, g: int) -> _Piece:
-        u = g % self.tc.n_units
-        return _Piece(self.tc.units[u], self.tc.unit_ids(u))
-
-    def _piece_at(self, w: _Window, k: int) -> _Piece:
-        """Haystack piece ``k`` (0 <= k < m) of a window."""
-        if k == 0:
-            return w.first
-        if k == w.m - 1 and w.last is not None:
-            return w.last
-        return self._unit_piece(w.a + k)
-
-    # --- window search ------------------------------------------------------------------------------------
-    def _match(self, c: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """For token offsets ``c`` of the repeated corpus, the global unit ``g`` starting exactly there whose
-        predecessor satisfies ``mask``, else -1 (vectorized)."""
-        tc = self.tc
-        p, r = np.divmod(c, tc.n_tokens)
-        u = np.minimum(np.searchsorted(tc.off[:-1], r), tc.n_units - 1)
-        g = p * tc.n_units + u
-        return np.where((tc.off[u] == r) & mask[(g - 1) % tc.n_units] & (c >= 0), g, -1)
-
-    def _ends(self, c: np.ndarray, kind: str) -> list[np.ndarray]:
-        """End units ``g`` for haystacks whose body must end at offset ``c`` (before any end re-encoding)."""
-        if kind == "nl":
-            return [self._match(c, self._nl_end)]
-        delta = self._sep_deltas()
-        return [self._match(c - d, self._sep_end & (delta == d)) for d in np.unique(delta[self._sep_end])]
-
-    def _window(self, first: _Piece, a: int, g: int, ragged: bool, kind: str) -> _Window:
-        last = None
-        if kind == "sep":
-            text = self.tc.units[(g - 1) % self.tc.n_units] + "\n"
-            last = _Piece(text, self.tc.encode(text))
-        return _Window(first, a, g, ragged, kind, last)
-
-    def _windows(self, H: int, kind: str, rng: random.Random):
-        """Every window of exactly ``H`` haystack tokens ending as ``kind`` says, in a seeded random order:
-        sentence-aligned starts first, then starts at word boundaries. Yields a ``_Window``, or None after each
-        unit scanned without a hit (so a caller can share its effort between several searches). Finite."""
-        tc = self.tc
-        min_m = 2 if kind == "sep" else 1
-        starts = np.flatnonzero(self._start_ok)
-        first = self._first_lengths()
-        if len(starts):
-            c = H - first[starts] + tc.cum(starts + 1)
-            hits = []
-            for g in self._ends(c, kind):
-                ok = (g >= starts + min_m) & (first[starts] <= H)
-                hits.extend(zip(starts[ok].tolist(), g[ok].tolist()))
-            rng.shuffle(hits)
-            for a, g in hits:
-                text = tc.units[a].lstrip()
-                yield self._window(_Piece(text, tc.encode(text)), a, g, False, kind)
-        order = list(range(tc.n_units))
-        rng.shuffle(order)
-        for fine in (False, True):
-            yield _RAGGED  # the coarser windows are used up; the caller may defer the finer search
-            for b in range(0, len(order), RAGGED_BATCH):
-                batch = order[b : b + RAGGED_BATCH]
-                self._ragged_cuts(batch, fine)
-                for a in batch:
-                    cuts, lens = self._ragged[a, fine]
-                    found = False
-                    if len(cuts):
-                        c = H - lens + tc.cum(a + 1)
-                        for g in self._ends(c, kind):
-                            for i in np.flatnonzero((g >= a + min_m) & (lens <= H)).tolist():
-                                text = tc.units[a][int(cuts[i]) :]
-                                found = True
-                                yield self._window(_Piece(text, tc.encode(text)), a, int(g[i]), True, kind)
-                    if not found:
-                        yield None
 
     def _needle_totals(self, renders: list[dict]) -> list[int]:
         """Every possible total of needle tokens (each needle written as a line or inline), likeliest first."""
@@ -411,7 +235,7 @@ class PromptBuilder:
             )
         budget = length - self.prefix_tokens - len(prefix.ids) - len(suffix.ids)
         searches = [
-            (N, self._windows(budget - N, kind, random.Random(rng.getrandbits(64))))
+            (N, self.win.windows(budget - N, kind, random.Random(rng.getrandbits(64))))
             for N in self._needle_totals(renders)
             for kind in ("nl", "sep")
             if budget - N >= 1
@@ -427,7 +251,7 @@ class PromptBuilder:
                         w = next(gen, StopIteration)
                         if w is StopIteration:
                             break
-                        if w is _RAGGED:
+                        if w is RAGGED:
                             deferred.append((N, gen))
                             break
                         if w is None:
@@ -447,15 +271,15 @@ class PromptBuilder:
             "try another length, haystack or needle template"
         )
 
-    def _try(self, w: _Window, H, N, length, sample, renders, prefix, suffix) -> Prompt | str:
+    def _try(self, w: Window, H, N, length, sample, renders, prefix, suffix) -> Prompt | str:
         m = w.m
-        if m > 1 and not self._seam_ok(w.first, self._piece_at(w, 1)):
+        if m > 1 and not self._seam_ok(w.first, self.win.piece_at(w, 1)):
             return "start seam"
-        if w.last is not None and m > 2 and not self._seam_ok(self._unit_piece(w.g - 2), w.last):
+        if w.last is not None and m > 2 and not self._seam_ok(self.win.unit_piece(w.g - 2), w.last):
             return "end seam"
-        if not self._seam_ok(self._piece_at(w, m - 1), suffix):
+        if not self._seam_ok(self.win.piece_at(w, m - 1), suffix):
             return "question seam"
-        pos = self._positions(w)
+        pos = self.win.positions(w)
         if pos[m] != H:
             return "size"
         placed = self._place(sample, renders, w, pos, prefix, suffix)
@@ -466,17 +290,7 @@ class PromptBuilder:
         prompt = self._assemble(length, sample, prefix, suffix, w, pos, placed)
         return prompt if prompt is not None else "re-encoding differs"
 
-    def _positions(self, w: _Window) -> np.ndarray:
-        """Token offset (within the haystack) of every needle boundary 0..m."""
-        tc, m = self.tc, w.m
-        pos = np.zeros(m + 1, dtype=np.int64)
-        f = len(w.first.ids)
-        if m >= 2:
-            pos[1:m] = f + tc.cum(w.a + np.arange(1, m, dtype=np.int64)) - tc.cum(w.a + 1)
-        pos[m] = pos[m - 1] + len(self._piece_at(w, m - 1).ids) if m >= 2 else f
-        return pos
-
-    def _place(self, sample, renders, w: _Window, pos, prefix, suffix):
+    def _place(self, sample, renders, w: Window, pos, prefix, suffix):
         """Assign needles to boundaries: ``[(k, [(needle_idx, piece), ...]), ...]`` sorted by ``k``, or None."""
         tc, m, n = self.tc, w.m, self.tc.n_units
         H = int(pos[m])
@@ -505,8 +319,8 @@ class PromptBuilder:
                 groups.setdefault(k, []).append(i)
             out, bad = [], None
             for k in sorted(groups):
-                left = prefix if k == 0 else self._piece_at(w, k - 1)
-                right = suffix if k == m else self._piece_at(w, k)
+                left = prefix if k == 0 else self.win.piece_at(w, k - 1)
+                right = suffix if k == m else self.win.piece_at(w, k)
                 styles = ("line", "inline") if (k == 0 or left.text.endswith("\n")) else ("inline", "line")
                 chosen = None
                 for style in styles:
@@ -522,36 +336,26 @@ class PromptBuilder:
             elig[bad] = False
         return None
 
-    def _char_positions(self, w: _Window, ks: np.ndarray) -> np.ndarray:
-        """Character offset (within the haystack text) of boundaries ``ks`` (vectorized, 0 <= k <= m)."""
-        tc, n = self.tc, self.tc.n_units
-        ks = np.asarray(ks, dtype=np.int64)
-        g = w.a + np.maximum(ks, 1)
-        chars = (g // n) * tc.n_chars + tc.coff[g % n]
-        ga = w.a + 1
-        out = len(w.first.text) + chars - ((ga // n) * tc.n_chars + tc.coff[ga % n])
-        out = np.where(ks == 0, 0, out)
-        if w.last is not None:  # the last piece carries one extra "\n"
-            out = np.where(ks == w.m, out + 1, out)
-        return out
-
-    def _assemble(self, length, sample, prefix, suffix, w: _Window, pos, placed) -> Prompt | None:
+    def _assemble(self, length, sample, prefix, suffix, w: Window, pos, placed) -> Prompt | None:
         tc, m = self.tc, w.m
         body_end = w.g - 1 if w.last is not None else w.g
-        tail = [np.asarray(_ids(w.last), dtype=np.int64)] if w.last is not None else []
+        tail = [np.asarray(piece_ids(w.last), dtype=np.int64)] if w.last is not None else []
         hay_ids = np.concatenate(
-            [np.asarray(_ids(w.first), dtype=np.int64), tc.tokens(int(tc.cum(w.a + 1)), int(tc.cum(body_end))), *tail]
+            [
+                np.asarray(piece_ids(w.first), dtype=np.int64),
+                tc.tokens(int(tc.cum(w.a + 1)), int(tc.cum(body_end))),
+                *tail,
+            ]
         )
         hay_text = w.first.text + tc.text_units(w.a + 1, body_end) + (w.last.text if w.last is not None else "")
         ks = np.array([k for k, _ in placed], dtype=np.int64)
-        cpos = dict(zip(ks.tolist(), self._char_positions(w, ks).tolist()))
-        ids_parts = [np.asarray(_ids(prefix), dtype=np.int64)]
+        cpos = dict(zip(ks.tolist(), self.win.char_positions(w, ks).tolist()))
+        ids_parts = [np.asarray(piece_ids(prefix), dtype=np.int64)]
         text_parts = [prefix.text]
         tok_at = self.prefix_tokens + len(prefix.ids)
         char_at = len(prefix.text)
         prev_t, prev_c = 0, 0
         needles: list[PlacedNeedle | None] = [None] * len(sample.needles)
-        spans = []  # (k, token offset in ids, char offset) at each needle boundary, before its needles
         for k, chosen in placed:
             t, c = int(pos[k]), cpos[k]
             ids_parts.append(hay_ids[prev_t:t])
@@ -559,7 +363,6 @@ class PromptBuilder:
             tok_at += t - prev_t
             char_at += c - prev_c
             prev_t, prev_c = t, c
-            spans.append((k, tok_at - self.prefix_tokens, char_at))
             for i, piece in chosen:
                 spec = sample.needles[i]
                 lead = len(piece.text) - len(piece.text.lstrip(" "))
@@ -575,11 +378,11 @@ class PromptBuilder:
                     char_position=char_at + lead,
                     rendered=piece.text,
                 )
-                ids_parts.append(np.asarray(_ids(piece), dtype=np.int64))
+                ids_parts.append(np.asarray(piece_ids(piece), dtype=np.int64))
                 text_parts.append(piece.text)
                 tok_at += len(piece.ids)
                 char_at += len(piece.text)
-        ids_parts += [hay_ids[prev_t:], np.asarray(_ids(suffix), dtype=np.int64)]
+        ids_parts += [hay_ids[prev_t:], np.asarray(piece_ids(suffix), dtype=np.int64)]
         text_parts += [hay_text[prev_c:], suffix.text]
         ids = np.concatenate(ids_parts)
         text = "".join(text_parts)
@@ -590,7 +393,7 @@ class PromptBuilder:
             re_ids = encode(self.tok, text)
             if len(re_ids) != len(ids) or not np.array_equal(np.asarray(re_ids, dtype=np.int64), ids):
                 return None
-        elif mode == "local" and not self._verify_local(w, pos, spans, placed, prefix, text, ids):
+        elif mode == "local" and not self.win.verify_local(w, pos, placed, prefix, text, ids):
             return None
         return Prompt(
             text=text,
@@ -621,33 +424,3 @@ class PromptBuilder:
         if self.verify == "full" or length <= FULL_VERIFY_TOKENS:
             return "full"
         return "local"
-
-    def _verify_local(self, w: _Window, pos, spans, placed, prefix, text: str, ids: np.ndarray) -> bool:
-        """Re-encode the text around every splice point (two haystack pieces either side, the prefix, needles and
-        the question included) and compare with the spliced ids. Between splice points the prompt is corpus
-        text whose every unit seam was checked when the corpus was tokenized."""
-        m = w.m
-        extra_t = {k: sum(len(p.ids) for _, p in grp) for k, grp in placed}
-        extra_c = {k: sum(len(p.text) for _, p in grp) for k, grp in placed}
-        needle_ks = sorted(extra_t)
-
-        def offsets(k: int) -> tuple[int, int]:  # (token, char) of haystack boundary k, before its needles
-            before = [j for j in needle_ks if j < k]
-            t = len(prefix.ids) + int(pos[k]) + sum(extra_t[j] for j in before)
-            c = len(prefix.text) + int(self._char_positions(w, np.array([k]))[0]) + sum(extra_c[j] for j in before)
-            return t, c
-
-        spots = sorted({0, 1, m - 1, m, *needle_ks})
-        intervals: list[list[int]] = []
-        for k in spots:
-            lo, hi = max(0, k - 2), min(m, k + 2)
-            if intervals and lo <= intervals[-1][1]:
-                intervals[-1][1] = max(intervals[-1][1], hi)
-            else:
-                intervals.append([lo, hi])
-        for lo, hi in intervals:
-            t0, c0 = (0, 0) if lo == 0 else offsets(lo)
-            t1, c1 = (len(ids), len(text)) if hi == m else offsets(hi)
-            if encode(self.tok, text[c0:c1]) != ids[t0:t1].tolist():
-                return False
-        return True
