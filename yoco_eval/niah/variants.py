@@ -14,6 +14,10 @@ Presets (``VARIANTS``):
 * ``multikey`` / ``multivalue`` / ``multiquery``: RULER's niah_multikey (one target among N-1 distractor keys),
   niah_multivalue (N values of one key, all asked for) and niah_multiquery (N keys, all asked for).
 * ``ruler-single``: RULER's niah_single wording (word key, number value).
+* ``ruler_niah_single_1/2/3``, ``ruler_niah_multikey_1/2/3``, ``ruler_niah_multivalue``, ``ruler_niah_multiquery``:
+  RULER's own tasks (``yoco_eval.niah.ruler``): RULER's haystack (``haystack``, enforced), key and value kinds,
+  needle positions drawn as RULER draws them (``placement`` ``uniform`` over lines or ``ruler_depths``; the cell's
+  depth is ignored) and RULER's ``string_match_all``. The presets above are RULER-*style* depth-grid variants.
 
 Every field can be overridden (user templates): ``needle``, ``question``, ``answer_prefix``, ``instruction``
 may use ``{key}``, ``{value}``, ``{type}`` ("number"), ``{types}`` ("numbers"), ``{keys}`` (all asked keys) and
