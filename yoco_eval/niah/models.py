@@ -77,11 +77,13 @@ def _cuda_peak() -> int | None:
 
 
 def _template_regex(template: str) -> re.Pattern:
-    parts = re.split(r"(\{key\}|\{value\}|\{type\}|\{types\})", template)
-    out = []
-    for p in parts:
-        if p == "{key}":
-            out.append(r"(?P<key>[^\n]+?)")
+    parts = [p for p in re.split(r"(\{key\}|\{value\}|\{type\}|\{types\})", template) if p]
+    out: list[str] = []
+    for i, p in enumerate(parts):
+        if p in ("{key}", "{value}") and f"(?P<{p[1:-1]}>" in "".join(out):
+            out.append(f"(?P={p[1:-1]})")  # the same placeholder again
+        elif p == "{key}":  # a key last in the template runs to the end of its sentence
+            out.append(r"(?P<key>[^\n]+?)" + (r"(?=[.!?]?(?:\s|$))" if i == len(parts) - 1 else ""))
         elif p == "{value}":
             out.append(r"(?P<value>[\w-]+)")
         elif p in ("{type}", "{types}"):
@@ -126,14 +128,25 @@ class FakeNeedleModel:
         self.max_context = max_context
         self.name = name or f"fake-{mode}"
         self.checkpoint = None
-        templates = needle_templates or sorted({v.needle for v in VARIANTS.values()}, key=len, reverse=True)
-        self._patterns = [_template_regex(t) for t in templates]
+        self._templates = list(needle_templates or [])
+        self._compiled: tuple[tuple[str, ...], list[re.Pattern]] = ((), [])
+
+    def _patterns(self) -> list[re.Pattern]:
+        """Given templates, else the built-in ones plus every template a PromptBuilder in this process used (so
+        custom needle templates are answered too); longest first, so a template wins over its own prefix."""
+        from yoco_eval.niah.variants import seen_needle_templates
+
+        known = self._templates or [*{v.needle for v in VARIANTS.values()}, *seen_needle_templates()]
+        key = tuple(sorted(set(known), key=lambda t: (-len(t), t)))
+        if key != self._compiled[0]:
+            self._compiled = (key, [_template_regex(t) for t in key])
+        return self._compiled[1]
 
     def answer(self, prompt_text: str) -> str:
         if self.mode == "wrong":
             return " 0."
         found = []
-        for pat in self._patterns:
+        for pat in self._patterns():
             for m in pat.finditer(prompt_text):
                 found.append((m.start(), m.end(), m.groupdict().get("key"), m.groupdict().get("value") or m.group(0)))
         if not found:

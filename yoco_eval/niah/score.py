@@ -6,8 +6,10 @@ Metrics (per cell, in [0, 1]):
   made only of digits must not be part of a longer number ("12345" does not match "123456").
 * ``exact``: 1 if the output's first non-empty line, stripped of surrounding quotes, spaces and final
   punctuation, equals the expected value (case-insensitive).
-* ``all_values``: the fraction of the expected values that occur in the output (substring rule each), as in
-  RULER's string_match_all.
+* ``all_values``: the fraction of the expected values that occur in the output (substring rule each), like
+  RULER's string_match_all but with the digit rule above.
+* ``string_match_all`` / ``string_match_part``: RULER's own metrics: the fraction of the expected values that are
+  case-insensitive substrings of the output / 1 if any of them is (no digit rule: RULER's scores, unchanged).
 
 Aggregates give the mean, the count, the number of error cells (left out of the mean) and, when a group holds
 two or more scored cells, a 95% Wilson score interval (for fractional scores the interval treats the mean as a
@@ -58,7 +60,12 @@ def score_output(output: str | None, expected: list[str], metric: str) -> float:
         return 1.0 if _exact(output, expected[0]) else 0.0
     if metric == "all_values":
         return sum(contains(output, v) for v in expected) / len(expected)
-    raise YocoEvalError(f"unknown metric {metric!r}: use substring, exact or all_values")
+    if metric in ("string_match_all", "string_match_part"):
+        hits = [v.lower() in output.lower() for v in expected]
+        return sum(hits) / len(hits) if metric == "string_match_all" else float(any(hits))
+    raise YocoEvalError(
+        f"unknown metric {metric!r}: use substring, exact, all_values, string_match_all or string_match_part"
+    )
 
 
 def wilson(mean: float, n: int, z: float = Z95) -> tuple[float, float]:

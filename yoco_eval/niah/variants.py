@@ -14,6 +14,10 @@ Presets (``VARIANTS``):
 * ``multikey`` / ``multivalue`` / ``multiquery``: RULER's niah_multikey (one target among N-1 distractor keys),
   niah_multivalue (N values of one key, all asked for) and niah_multiquery (N keys, all asked for).
 * ``ruler-single``: RULER's niah_single wording (word key, number value).
+* ``ruler_niah_single_1/2/3``, ``ruler_niah_multikey_1/2/3``, ``ruler_niah_multivalue``, ``ruler_niah_multiquery``:
+  RULER's own tasks (``yoco_eval.niah.ruler``): RULER's haystack (``haystack``, enforced), key and value kinds,
+  needle positions drawn as RULER draws them (``placement`` ``uniform`` over lines or ``ruler_depths``; the cell's
+  depth is ignored) and RULER's ``string_match_all``. The presets above are RULER-*style* depth-grid variants.
 
 Every field can be overridden (user templates): ``needle``, ``question``, ``answer_prefix``, ``instruction``
 may use ``{key}``, ``{value}``, ``{type}`` ("number"), ``{types}`` ("numbers"), ``{keys}`` (all asked keys) and
@@ -249,8 +253,11 @@ NOUNS = [
 
 KEY_TYPES = ("city", "word", "number", "uuid", "fixed")
 MODES = ("single", "distractors", "multivalue", "multiquery")
-PLACEMENTS = ("depth", "yoco", "random", "spread")
-METRICS = ("substring", "exact", "all_values")
+PLACEMENTS = ("depth", "yoco", "random", "spread", "uniform", "ruler_depths")
+SITES = ("sentences", "lines")
+METRICS = ("substring", "exact", "all_values", "string_match_all", "string_match_part")
+# RULER's essay depths: np.round(np.linspace(0, 100, 40)), sampled without replacement per sample
+RULER_DEPTHS = tuple(round(100 * i / 39) for i in range(40))
 TYPE_WORDS = {
     "number": ("number", "numbers"),
     "word": ("word", "words"),
@@ -279,6 +286,8 @@ class Variant:
     fixed_key: str = ""
     fixed_value: str = ""
     stop: tuple[str, ...] = ("\n\n",)
+    haystack: str = ""  # the haystack this task is defined on ("" = any)
+    sites: str = "sentences"  # where needles may go: after any sentence, or only after a line (RULER's noise)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -420,6 +429,10 @@ def validate_variant(v: Variant) -> Variant:
         raise YocoEvalError(f"unknown needle mode {v.mode!r}: use one of {', '.join(MODES)}")
     if v.placement not in PLACEMENTS:
         raise YocoEvalError(f"unknown placement {v.placement!r}: use one of {', '.join(PLACEMENTS)}")
+    if v.sites not in SITES:
+        raise YocoEvalError(f"unknown needle sites {v.sites!r}: use one of {', '.join(SITES)}")
+    if v.placement == "ruler_depths" and v.num_needles > len(RULER_DEPTHS):
+        raise YocoEvalError("ruler_depths placement draws distinct depths from 40: use at most 40 needles")
     if v.metric not in METRICS:
         raise YocoEvalError(f"unknown metric {v.metric!r}: use one of {', '.join(METRICS)}")
     if v.key_type not in KEY_TYPES:
@@ -475,6 +488,7 @@ class NeedleSpec:
     text: str  # the needle sentence, without separators
     is_target: bool
     depth: float  # requested depth, percent of the haystack
+    site: float | None = None  # RULER placement: fraction of the way through the needle sites (index-wise)
 
 
 @dataclass
@@ -488,12 +502,18 @@ class Sample:
     asked_keys: list[str] = field(default_factory=list)
 
 
-def _make_key(rng: random.Random, kind: str, used: set[str]) -> str:
+# Nouns kept out of RULER's needle-filled haystacks: the keys asked about are drawn with these, so the haystack never
+# holds the asked key (RULER draws from wonderwords' large lists and relies on chance; our lists are small).
+RESERVED_NOUNS = tuple(NOUNS[0::3])
+HAYSTACK_NOUNS = tuple(x for x in NOUNS if x not in RESERVED_NOUNS)
+
+
+def _make_key(rng: random.Random, kind: str, used: set[str], nouns: tuple[str, ...] | list[str] = NOUNS) -> str:
     for _ in range(1000):
         if kind == "city":
             k = rng.choice(CITIES)
         elif kind == "word":
-            k = f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}"
+            k = f"{rng.choice(ADJECTIVES)}-{rng.choice(nouns)}"
         elif kind == "number":
             k = str(rng.randrange(10**6, 10**7))
         else:
@@ -531,8 +551,8 @@ def _join_keys(keys: list[str]) -> str:
 def _depths(v: Variant, rng: random.Random, depth: float) -> tuple[list[float], int]:
     """Requested depths of the needles, and the index of the target (for distractor modes)."""
     n = v.num_needles
-    if n == 1:
-        return [depth], 0
+    if n == 1 or v.placement in ("uniform", "ruler_depths") and v.mode != "distractors":
+        return [depth] * n, 0
     if v.placement == "spread":
         return [depth + i * (100.0 - depth) / n for i in range(n)], 0
     if v.placement == "yoco":
@@ -545,6 +565,8 @@ def _depths(v: Variant, rng: random.Random, depth: float) -> tuple[list[float], 
     if v.placement == "random":
         others = [rng.uniform(0.0, 100.0) for _ in range(n - 1)]
         return [depth, *others], 0
+    if v.placement in ("uniform", "ruler_depths"):  # RULER: positions drawn per sample, the target at random
+        return [depth] * n, rng.randrange(n)
     return [depth] * n, 0  # "depth": all at the same point
 
 
@@ -559,14 +581,22 @@ def sample_needles(v: Variant, rng: random.Random, depth: float) -> Sample:
     n = v.num_needles
     used_k: set[str] = set()
     used_v: set[str] = set()
+    nouns = RESERVED_NOUNS if v.haystack.startswith("ruler-needles") else NOUNS
     if v.key_type == "fixed":
         keys, values = [v.fixed_key], [v.fixed_value]
     elif v.mode == "multivalue":
-        k = _make_key(rng, v.key_type, used_k)
+        k = _make_key(rng, v.key_type, used_k, nouns)
         keys, values = [k] * n, [_make_value(rng, v.value_type, used_v) for _ in range(n)]
     else:
-        keys = [_make_key(rng, v.key_type, used_k) for _ in range(n)]
+        keys = [_make_key(rng, v.key_type, used_k, nouns) for _ in range(n)]
         values = [_make_value(rng, v.value_type, used_v) for _ in range(n)]
+    sites: list[float | None] = [None] * n
+    if v.placement == "uniform":  # RULER's noise/needle haystacks: a line drawn uniformly per needle
+        sites = [rng.random() for _ in range(n)]
+    elif v.placement == "ruler_depths":  # RULER's essays: distinct depths from its 40-point grid
+        sites = [d / 100.0 for d in rng.sample(RULER_DEPTHS, n)]
+    if sites[0] is not None:
+        depths = [100.0 * x for x in sites]
     if v.mode in ("multivalue", "multiquery"):
         is_target = [True] * n
     else:
@@ -575,9 +605,14 @@ def sample_needles(v: Variant, rng: random.Random, depth: float) -> Sample:
     ctx = {"type": type1, "types": types, "n": n, "keys": _join_keys(asked), "key": asked[0] if asked else ""}
     needles = [
         NeedleSpec(
-            key=k, value=val, text=_fmt(v.needle, **{**ctx, "key": k, "value": val}).strip(), is_target=t, depth=d
+            key=k,
+            value=val,
+            text=_fmt(v.needle, **{**ctx, "key": k, "value": val}).strip(),
+            is_target=t,
+            depth=d,
+            site=st,
         )
-        for k, val, t, d in zip(keys, values, is_target, depths)
+        for k, val, t, d, st in zip(keys, values, is_target, depths, sites)
     ]
     expected = [nd.value for nd in needles if nd.is_target]
     return Sample(
@@ -593,3 +628,31 @@ def sample_needles(v: Variant, rng: random.Random, depth: float) -> Sample:
 
 def random_letters(rng: random.Random, k: int) -> str:
     return "".join(rng.choice(string.ascii_lowercase) for _ in range(k))
+
+
+# --- needle templates seen in this process (the fake model's oracle reads them) ---------------------------------
+_SEEN_TEMPLATES: dict[str, None] = {}
+
+
+def register_needle_template(template: str) -> None:
+    """Remember a needle template a PromptBuilder uses, so that ``FakeNeedleModel``'s oracle can find needles of
+    custom templates too (it measures the builder, not its own template list)."""
+    _SEEN_TEMPLATES.setdefault(template, None)
+
+
+def seen_needle_templates() -> list[str]:
+    return list(_SEEN_TEMPLATES)
+
+
+def check_haystack(v: Variant, corpus_name: str) -> None:
+    """A variant defined on one haystack (RULER's) refuses another, so results labelled RULER mean RULER's task."""
+    if v.haystack and corpus_name != v.haystack:
+        raise YocoEvalError(
+            f"variant {v.name} is defined on the {v.haystack} haystack but got {corpus_name}: "
+            f"pass --haystack {v.haystack}"
+        )
+
+
+from yoco_eval.niah.ruler import RULER_VARIANTS  # noqa: E402  (defined with Variant, registered here)
+
+VARIANTS.update(RULER_VARIANTS)
