@@ -20,10 +20,20 @@ HELP = "NLL by position over book-length text and repository code (the paper's F
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("nll", help=HELP, description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", action="append", required=True, metavar="SPEC",
-                   help="checkpoint folder (YOCO, Transformer, HF Llama) or preset name; repeat for several")
-    p.add_argument("--label", action="append", default=[], metavar="NAME",
-                   help="display name of the model at the same position (default: the folder or preset name)")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="checkpoint folder (YOCO, Transformer, HF Llama) or preset name; repeat for several",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="display name of the model at the same position (default: the folder or preset name)",
+    )
     p.add_argument("--corpus", action="append", metavar="NAME|PATH",
                    help="book (Shakespeare + PG essays), code (the Python stdlib), or a text file/folder; "
                    "repeat for several (default: book and code)")  # fmt: skip
