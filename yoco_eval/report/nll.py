@@ -94,6 +94,9 @@ def table_row(r: dict) -> dict:
     row = {k: r.get(k) for k in _TABLE_KEYS}
     doc = r.get("document")
     row["tokenizer"] = doc.get("tokenizer") if isinstance(doc, dict) else None
+    cum = [c for c in r.get("cumulative") or [] if c[0] >= 16]  # the first few tokens are too noisy to mark
+    best = min(cum, key=lambda c: c[1]) if cum else None
+    row["best_pos"], row["best_nll"] = (best[0], best[1]) if best else (None, None)
     return row
 
 
