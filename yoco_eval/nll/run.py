@@ -15,7 +15,8 @@ Rules (as for the needle runs):
 
 Line schema ``yoco-eval/nll/1``: ``model`` (label), ``model_path``, ``corpus``, ``n_tokens``, ``status``, ``error``,
 ``document`` (:meth:`Document.describe`), ``chunk``, ``device``, ``dtype``, ``seconds``, ``tokens_per_s``,
-``peak_mem_bytes`` (CUDA), ``max_rss_bytes`` (process, CPU), ``cache_bytes``, plus :func:`stream.summarize`'s
+``peak_mem_bytes`` and ``base_mem_bytes`` (CUDA: peak, and allocated before the cache),
+``max_rss_bytes`` (process, CPU), ``cache_bytes``, plus :func:`stream.summarize`'s
 ``n_scored``, ``nll_mean``, ``nll_sum``, ``bits_per_byte``, ``log_buckets``, ``linear_buckets``, ``cumulative``.
 """
 
@@ -127,6 +128,7 @@ def score_pair(loaded, label: str, spec: str, corpus: str, cfg: NllConfig) -> di
         "seconds": res.seconds,
         "tokens_per_s": res.tokens_per_s,
         "peak_mem_bytes": res.peak_mem_bytes,
+        "base_mem_bytes": res.base_mem_bytes,
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "cache_bytes": res.cache_bytes,
         **summarize(res.nll, n_bytes, cfg.linear_width),

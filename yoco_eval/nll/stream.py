@@ -31,13 +31,16 @@ class StreamResult:
 
     nll: ``[N]`` fp32 on the CPU, ``nll[i]`` the negative log-likelihood (nats) of the ``i``-th scored token.
     seconds: wall-clock of the forward passes (device-synchronized). peak_mem_bytes: CUDA peak allocated memory
-    during the document (None on the CPU). cache_bytes: the cache's preallocated size.
+    during the document (None on the CPU); base_mem_bytes: CUDA memory allocated before the cache was made (the
+    model's weights and whatever else was alive), so ``peak - base - cache`` is the working memory of the chunks.
+    cache_bytes: the cache's preallocated size.
     """
 
     nll: torch.Tensor
     seconds: float
     peak_mem_bytes: int | None
     cache_bytes: int | None
+    base_mem_bytes: int | None = None
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -92,11 +95,12 @@ def stream_nll(
     if total < 2:
         raise ConfigError("the document is too short to score: it needs at least two tokens (with BOS, one)")
     ids = ids.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
     cache = model.setup_cache(1, total)
     cache_bytes = cache.nbytes() if hasattr(cache, "nbytes") else None
     nll = torch.empty(total - 1, dtype=torch.float32)  # host copy: 4 bytes a scored token
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
     t0 = time.perf_counter()
     for s in range(0, total, chunk):
@@ -111,7 +115,7 @@ def stream_nll(
     _sync(device)
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return StreamResult(nll, seconds, peak, cache_bytes)
+    return StreamResult(nll, seconds, peak, cache_bytes, base)
 
 
 @torch.inference_mode()
