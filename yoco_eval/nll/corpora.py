@@ -11,7 +11,8 @@ Built-in corpora (nothing is downloaded; every source ships inside an installed 
   ``sysconfig.get_paths()["stdlib"]``, every ``*.py`` file in sorted order of its relative path (POSIX
   separators), skipping ``site-packages``, ``lib-dynload``, ``__pycache__``, ``config-*`` and every test folder
   (``test``, ``tests``, ``idle_test``) and ``test_*.py`` file. Each file is preceded by a header line
-  ``# ---- file: <relative path> ----``. Measured on Python 3.11.7: 733 files; the first 1M YOCO tokens are
+  ``# ---- file: <relative path> ----``. Measured on Python 3.11.7: 733 files, 2,994,900 YOCO tokens,
+  12,145,214 bytes; the first 1M YOCO tokens are
   reached after 233 of them (``__future__.py`` to ``encodings/cp869.py``; 1,048,576 tokens = 3,993,880 bytes).
   The exact text depends on the Python version, which is recorded with the document.
 * a path: a text file, or a folder whose text files (``*.txt``, ``*.md``, ``*.py`` and other source suffixes) are
