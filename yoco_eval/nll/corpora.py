@@ -12,8 +12,8 @@ Built-in corpora (nothing is downloaded; every source ships inside an installed 
   separators), skipping ``site-packages``, ``lib-dynload``, ``__pycache__``, ``config-*`` and every test folder
   (``test``, ``tests``, ``idle_test``) and ``test_*.py`` file. Each file is preceded by a header line
   ``# ---- file: <relative path> ----``. Measured on Python 3.11.7: 733 files, 2,994,900 YOCO tokens,
-  12,145,214 bytes; the first 1M YOCO tokens are
-  reached after 233 of them (``__future__.py`` to ``encodings/cp869.py``; 1,048,576 tokens = 3,993,880 bytes).
+  12,145,214 bytes; the first 1M YOCO tokens are reached after 233 of them (``__future__.py`` to
+  ``encodings/cp869.py``; 1,048,576 tokens = 3,993,880 bytes).
   The exact text depends on the Python version, which is recorded with the document.
 * a path: a text file, or a folder whose text files (``*.txt``, ``*.md``, ``*.py`` and other source suffixes) are
   taken in sorted order of their relative path, each with the same header line.
