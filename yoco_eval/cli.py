@@ -4,6 +4,7 @@
     yoco-eval report DIR     re-render HTML reports and the index from results files
     yoco-eval generate ...   generate text from a prompt
     yoco-eval profile ...    memory / prefill / decode profile against context length
+    yoco-eval nll ...        NLL by position over long documents (book text, repository code)
     yoco-eval convert ...    save a checkpoint in our format or the official one
     yoco-eval lm-eval ...    lm-evaluation-harness with the `yoco` model registered (same flags as lm_eval)
 
@@ -44,6 +45,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("yoco_eval.report.cli", "add_parser", "re-render HTML reports and the index from results files"),
     "generate": Command("yoco_eval.cli_generate", "add_generate_parser", "generate text from a prompt"),
     "profile": Command("yoco_eval.profile", "add_parser", "memory / prefill / decode against context length (GPU)"),
+    "nll": Command("yoco_eval.nll.cli", "add_parser", "NLL by position over book-length text and code (paper Fig. 6)"),
     "convert": Command("yoco_eval.cli_generate", "add_convert_parser", "save a checkpoint in another format"),
     "lm-eval": Command(
         "yoco_eval.lm_eval_cli", "main", "lm-evaluation-harness with --model yoco (lm_eval's flags)", passthrough=True

@@ -40,9 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=8192, help="document length, in each model's own tokens")
     p.add_argument("--chunk", type=int, default=2048, help="tokens per forward call (bounds the logits held)")
     p.add_argument("--linear-width", type=int, default=None, help="linear bucket width in tokens (default T/16)")
-    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (cuda when a GPU is visible), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16")
     p.add_argument("--out", required=True, help="run folder (nll.jsonl and report.html are written there)")
     p.add_argument("--no-report", action="store_true", help="do not render report.html")
     p.set_defaults(func=main)
@@ -50,8 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
-
+    from yoco_eval.loading import resolve_device, resolve_dtype
     from yoco_eval.nll.run import NllConfig, run_nll
 
     if args.tokens < 2:
@@ -60,10 +58,9 @@ def main(args: argparse.Namespace) -> int:
         raise YocoEvalError(f"--chunk {args.chunk}: give a positive number of tokens")
     if len(args.label) > len(args.model):
         raise YocoEvalError(f"{len(args.label)} --label for {len(args.model)} --model: give at most one per model")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise YocoEvalError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    device = resolve_device(args.device)  # the one device/dtype resolution (yoco_eval.loading)
+    dtype = resolve_dtype(args.dtype, device)
+    device = str(device)
     cfg = NllConfig(models=list(args.model), corpora=list(args.corpus or ["book", "code"]), tokens=args.tokens,
                     chunk=args.chunk, device=device, dtype=dtype, linear_width=args.linear_width,
                     labels=list(args.label))  # fmt: skip

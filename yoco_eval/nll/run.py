@@ -153,12 +153,11 @@ def _append(path: Path, row: dict) -> None:
 
 
 def _load(spec: str, cfg: NllConfig):
+    from yoco_eval.generate import parse_dtype
+    from yoco_eval.loading import resolve_model
     from yoco_eval.model.checkpoint import load_model
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.dtype)
-    if dtype is None:
-        raise YocoEvalError(f"--dtype {cfg.dtype}: use float32, bfloat16 or float16")
-    return load_model(spec, device=cfg.device, dtype=dtype)
+    return load_model(resolve_model(spec), device=cfg.device, dtype=parse_dtype(cfg.dtype))
 
 
 def run_nll(cfg: NllConfig, out: str | Path, loader=None) -> Path:
