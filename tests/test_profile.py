@@ -33,3 +33,14 @@ def test_profile_without_warm_up_marks_its_rows_as_not_steady_state():
                          protocol=Protocol(runs=1, min_warmup=0))  # fmt: skip
     assert rows[0]["protocol"] == "none" and not follows(rows[0])
     assert rows[0]["cold"] == {k: v[0] for k, v in rows[0]["samples"].items()}
+
+
+def test_dry_run_plans_without_a_gpu(capsys):
+    """`profile --dry-run` prints the plan from meta-device builds: no GPU, no weights, nothing written."""
+    from yoco_eval.cli import main
+
+    assert main(["profile", "--models", "yoco-3b,transformer-3b", "--lengths", "32k,1m", "--dry-run",
+                 "--out", "/nonexistent/never/profile.json"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "yoco-3b: 6.42 GiB of bf16 weights, 4,096 K/V bytes per token" in out  # 26 x d=3072 shape, 8 KV heads x 128
+    assert "transformer-3b:" in out and "1M:" in out and "chunk 65536 tokens" in out

@@ -28,17 +28,10 @@ from yoco_eval.errors import YocoEvalError
 
 
 def parse_lengths(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        mult = {"k": 1024, "m": 1024 * 1024}.get(part[-1], 1)
-        try:
-            out.append(int(float(part[:-1] if mult != 1 else part) * mult))
-        except ValueError:
-            raise YocoEvalError(f"bad length {part!r}: use numbers like 32k, 512k, 1m or 4096") from None
-    return out
+    """Lengths in the given order (the one syntax: :func:`yoco_eval.axes.parse_lengths`)."""
+    from yoco_eval.axes import parse_lengths as parse
+
+    return parse(text, sort=False)
 
 
 def _sync():
@@ -73,7 +66,7 @@ def autotune_policy() -> str:
 
 
 def _git_commit() -> str:
-    from yoco_eval.niah.runner import git_commit
+    from yoco_eval.runinfo import git_commit
 
     return (git_commit() or "unknown")[:12]
 
@@ -176,7 +169,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lengths", default="32k,64k,128k,256k,512k,1m")
     p.add_argument("--gen", type=int, default=32, help="tokens generated per length (decode timing)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--chunk-size", type=int, default=32768)
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="prefill chunk (default: the documented GPU default, yoco_eval.loading.DEFAULT_CHUNK_SIZE)")
     p.add_argument("--retention-backend", default="auto", help="auto, fla (fla-core's Triton kernels) or torch")
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"], help="YOCO's shared K/V storage")
     p.add_argument("--peers", default="", help="also re-measure peers in this run: fla, hf (comma-separated)")
@@ -187,6 +181,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-warmup", type=int, default=5,
                    help="most warm-up calls while two consecutive ones differ by more than 3%%")  # fmt: skip
     p.add_argument("--out", default="reports/profile/profile.json")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (rows, weights, K/V bytes, memory estimate per length) without a GPU")
     p.set_defaults(func=main)
 
 
@@ -203,10 +199,43 @@ def protocol_from_args(args) -> Protocol:
     return protocol
 
 
+def dry_run(args, lengths: list[int], protocol: Protocol) -> int:
+    """Print what a profile would measure, with each model's weights and K/V bytes from a meta-device build."""
+    from yoco_eval.config import get_config
+    from yoco_eval.model.checkpoint import build_model
+
+    print(f"profile plan: chunk {args.chunk_size} tokens, batch {args.batch}, {args.gen} generated tokens, "
+          f"{protocol.runs} timed runs after >= {protocol.min_warmup} warm-up calls per row")  # fmt: skip
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        with torch.device("meta"):
+            model = build_model(get_config(name)).to(torch.bfloat16)
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        per_tok = kv_bytes_per_token(model)
+        est = ", ".join(f"{_fmt_len(T)}: {(weights + per_tok * (T + args.gen) * args.batch) / 2**30:.1f} GiB"
+                        for T in lengths)  # fmt: skip
+        print(f"  {name}: {weights / 2**30:.2f} GiB of bf16 weights, {per_tok:,} K/V bytes per token; weights + K/V "
+              f"at {est}")  # fmt: skip
+    peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+    if peers:
+        print(f"  peers {', '.join(peers)} at {args.peer_lengths}")
+    print(f"would write {args.out} (needs a CUDA GPU)")
+    return 0
+
+
+def _fmt_len(T: int) -> str:
+    return f"{T // 2**20}M" if T % 2**20 == 0 else f"{T // 1024}K" if T % 1024 == 0 else str(T)
+
+
 def main(args) -> int:
+    from yoco_eval.loading import DEFAULT_CHUNK_SIZE
+
     protocol = protocol_from_args(args)
     lengths = parse_lengths(args.lengths)
     peer_lengths = parse_lengths(args.peer_lengths)
+    if args.chunk_size is None:
+        args.chunk_size = DEFAULT_CHUNK_SIZE["cuda"]
+    if args.dry_run:
+        return dry_run(args, lengths, protocol)
     if not torch.cuda.is_available():
         raise YocoEvalError("profile needs a CUDA GPU (it measures GPU memory and latency)")
     peers = [x.strip() for x in args.peers.split(",") if x.strip()]
