@@ -117,8 +117,12 @@ def test_full_fla_autotune_removes_the_shortlist_and_its_choices(monkeypatch):
     assert retention.install_shortlist(NS(fn=tuner))
     tuner.cache[("key",)] = "a config the shortlist chose"
     assert retention.fla_shortlist_active()
+    monkeypatch.setattr(retention, "_full_search", False)
     retention.full_fla_autotune()
     assert tuner.early_config_prune is None and tuner.cache == {} and not retention.fla_shortlist_active()
+    # an Engine built afterwards (its prepare_fla() call) must not bring the shortlist back: the peer keeps the full
+    # search (a profile with --peers fla once recorded 'shortlist' rows this way)
+    assert retention.prepare_fla() is False and tuner.early_config_prune is None
 
 
 def _fake_fla(monkeypatch):
@@ -147,6 +151,7 @@ def test_prepare_fla_is_the_explicit_switch_for_the_shortlist(monkeypatch, full)
     from yoco_eval.ops import retention
 
     tuner = _fake_fla(monkeypatch)
+    monkeypatch.setattr(retention, "_full_search", False)
     monkeypatch.setenv("YOCO_EVAL_FLA_FULL_AUTOTUNE", "1" if full else "0")
     settings.reload()
     try:

@@ -81,9 +81,14 @@ def fla_shortlist_active() -> bool:
     return tuner is not None and tuner.early_config_prune is hopper_shortlist
 
 
+_full_search = False  # set by full_fla_autotune(): later prepare_fla() calls keep the full search
+
+
 def full_fla_autotune() -> None:
     """Undo the shortlist for the rest of the process (and forget what it chose): for measuring FLA's own YOCO,
-    which runs the same fla-core kernels and is owed their full search."""
+    which runs the same fla-core kernels and is owed their full search. Engines built afterwards keep it."""
+    global _full_search
+    _full_search = True
     if fla_shortlist_active():
         tuner = _fla_state_tuner()
         tuner.early_config_prune = None
@@ -92,9 +97,9 @@ def full_fla_autotune() -> None:
 
 def prepare_fla() -> bool:
     """Give fla-core's state kernel the Hopper shortlist (:func:`hopper_shortlist`), unless the settings ask for
-    its full autotuning. Explicit (importing yoco-eval patches nothing); idempotent. Returns whether the shortlist
-    is active."""
-    if not settings.get().fla_full_autotune:
+    its full autotuning or :func:`full_fla_autotune` was called in this process. Explicit (importing yoco-eval
+    patches nothing); idempotent. Returns whether the shortlist is active."""
+    if not (settings.get().fla_full_autotune or _full_search):
         install_shortlist(_fla_state_tuner())
     return fla_shortlist_active()
 
