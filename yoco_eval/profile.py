@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from yoco_eval.bench.protocol import PROTOCOL, Protocol, measure_steady, require_protocol
+from yoco_eval.bench.protocol import PROTOCOL, Protocol, autotune_policy, measure_steady, require_protocol, wallclock
 from yoco_eval.errors import YocoEvalError
 
 
@@ -54,15 +54,6 @@ PROTOCOL_TEXT = (
     f"{PROTOCOL}: each row's first call at its length is recorded apart as 'cold'; warm-up calls at that length "
     "until two consecutive ones agree within 3%; 'median' and 'spread' ((max - min) / median) of the timed runs"
 )
-
-
-def autotune_policy() -> str:
-    """Which Triton autotuning this process gives fla-core's kernels (ours and FLA's YOCO run the same ones)."""
-    try:
-        from yoco_eval.ops.retention import fla_shortlist_active
-    except ImportError:  # no fla-core: nothing of it is tuned
-        return "no fla-core"
-    return "fla-core: yoco-eval's Hopper shortlist" if fla_shortlist_active() else "fla-core: full autotuning"
 
 
 def _git_commit() -> str:
@@ -248,7 +239,7 @@ def main(args) -> int:
         rows += profile_model(name, lengths, args.gen, args.chunk_size, args.batch, kv_dtype=args.kv_dtype,
                               retention_backend=args.retention_backend, protocol=protocol)  # fmt: skip
     for peer in peers:
-        from yoco_eval.profile_peers import measure
+        from yoco_eval.bench.peers import measure
 
         try:
             rows += measure(peer, peer_lengths, protocol=protocol)
@@ -274,14 +265,6 @@ def write_profile(out: Path, rows: list[dict], card: str, command: str) -> dict:
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     tmp.replace(out)
     return doc
-
-
-def wallclock(fn, *a, **kw):
-    _sync()
-    t = time.perf_counter()
-    r = fn(*a, **kw)
-    _sync()
-    return r, time.perf_counter() - t
 
 
 @torch.inference_mode()

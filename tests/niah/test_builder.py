@@ -226,7 +226,7 @@ def test_bad_inputs(yoco_tok):
 
 
 def test_one_million_tokens_exact(yoco_tok, builders):
-    """Correctness at 1M (the time is measured by `python -m yoco_eval.niah.bench`, not asserted here)."""
+    """Correctness at 1M (the time is measured by `python -m yoco_eval.bench.niah_build`, not asserted here)."""
     p = builders["yoco"].build(MB, 73.0, seed=99)
     check_prompt(p, yoco_tok, MB)
     assert p.passes > 7.0 and p.verified

@@ -10,8 +10,8 @@ import pytest
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.niah import PromptBuilder, get_variant
 from yoco_eval.niah.corpus import load_corpus
-from yoco_eval.niah.ruler import RULER_NOISE, RULER_VARIANTS
-from yoco_eval.niah.variants import RESERVED_NOUNS, RULER_DEPTHS, sample_needles
+from yoco_eval.niah.ruler import RULER_NOISE
+from yoco_eval.niah.variants import RESERVED_NOUNS, RULER_DEPTHS, RULER_VARIANTS, sample_needles
 from yoco_eval.tokenizer import YOCOTokenizer
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"

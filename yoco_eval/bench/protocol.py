@@ -167,3 +167,27 @@ def require_protocol(rows: list[dict]) -> None:
                 f"warmup_runs={r.get('warmup_runs')!r}; every compared row needs a warm-up at the timed length and "
                 f">= {MIN_RUNS} timed runs (drop --runs/--warmup below {MIN_RUNS}/1, or profile one model at a time)"
             )
+
+
+def wallclock(fn, *a, **kw):
+    """``fn(*a, **kw)`` and its wall time in seconds, the device synchronized before and after."""
+    import time
+
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    r = fn(*a, **kw)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return r, time.perf_counter() - t
+
+
+def autotune_policy() -> str:
+    """Which Triton autotuning this process gives fla-core's kernels (ours and FLA's YOCO run the same ones)."""
+    try:
+        from yoco_eval.ops.retention import fla_shortlist_active
+    except ImportError:  # no fla-core: nothing of it is tuned
+        return "no fla-core"
+    return "fla-core: yoco-eval's Hopper shortlist" if fla_shortlist_active() else "fla-core: full autotuning"

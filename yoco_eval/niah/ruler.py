@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 import uuid
 
-from yoco_eval.niah.variants import ADJECTIVES, HAYSTACK_NOUNS, Variant
+from yoco_eval.niah.words import ADJECTIVES, HAYSTACK_NOUNS
 
 RULER_NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 RULER_NEEDLE = "One of the special magic {types} for {key} is: {value}."
@@ -48,7 +48,8 @@ def _instruction(plural: bool, t: str) -> str:
     )
 
 
-def _ruler(name: str, haystack: str, key: str, value: str, *, keys: int = 1, values: int = 1, asked: int = 1):
+def _ruler(name: str, haystack: str, key: str, value: str, *, keys: int = 1, values: int = 1, asked: int = 1
+           ) -> tuple[str, dict]:  # fmt: skip
     t = "uuid" if value == "uuid" else "number"
     plural = asked * values > 1  # RULER turns its template singular when one value is asked for
     ask = "{keys}" if asked > 1 else "{key}"
@@ -56,8 +57,7 @@ def _ruler(name: str, haystack: str, key: str, value: str, *, keys: int = 1, val
     tt = f"{t}s" if plural else t
     mode = "multivalue" if values > 1 else ("multiquery" if asked > 1 else ("distractors" if keys > 1 else "single"))
     lines = haystack != "ruler-essays"
-    return Variant(
-        name=name,
+    return name, dict(
         needle=RULER_NEEDLE.format(types=f"{t}s", key="{key}", value="{value}"),
         question=f"What {verb} {tt} for {ask} mentioned in the provided text?",
         answer_prefix=f"The special magic {tt} for {ask} mentioned in the provided text {'are' if plural else 'is'}",
@@ -73,9 +73,10 @@ def _ruler(name: str, haystack: str, key: str, value: str, *, keys: int = 1, val
     )
 
 
-RULER_VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
+# name -> the fields of its :class:`~yoco_eval.niah.variants.Variant` (built and registered by variants.py)
+RULER_TASKS: dict[str, dict] = {
+    name: fields
+    for name, fields in (
         _ruler("ruler_niah_single_1", "ruler-noise", "word", "number"),
         _ruler("ruler_niah_single_2", "ruler-essays", "word", "number"),
         _ruler("ruler_niah_single_3", "ruler-essays", "word", "uuid"),

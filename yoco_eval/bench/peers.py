@@ -15,8 +15,7 @@ import time
 
 import torch
 
-from yoco_eval.bench.protocol import Protocol, measure_steady
-from yoco_eval.profile import autotune_policy, wallclock
+from yoco_eval.bench.protocol import Protocol, autotune_policy, measure_steady, wallclock
 
 
 def build_fla_yoco():

@@ -1,6 +1,6 @@
 """Benchmark: time to build a 1M-token needle prompt on CPU once the corpus is tokenized.
 
-    python -m yoco_eval.niah.bench --out reports/benchmarks/niah_build_1m.json
+    python -m yoco_eval.bench.niah_build --out reports/benchmarks/niah_build_1m.json
 
 Measures, per tokenizer (official YOCO cl100k+4 and plain cl100k): loading + tokenizing the corpus (once), then
 ``--reps`` builds of a 1,048,576-token prompt at different depths and seeds, with the whole-prompt re-encoding
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "load_avg_1m": round(os.getloadavg()[0], 2),
         },
-        "command": "python -m yoco_eval.niah.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m yoco_eval.bench.niah_build " + " ".join(sys.argv[1:] if argv is None else argv),
         "length": args.length,
         "reps": args.reps,
         "target_s": 10.0,
