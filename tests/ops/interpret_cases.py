@@ -83,8 +83,11 @@ def test_silu_gate_head_norm():
 
 
 @pytest.mark.parametrize("interleaved", [True, False], ids=["yoco", "llama"])
-@pytest.mark.parametrize("adjacent", [True, False], ids=["fused-qk", "separate"])
+@pytest.mark.parametrize("adjacent", [True, False, "neighbours"], ids=["fused-qk", "separate", "neighbours"])
 def test_rope_in_place(interleaved, adjacent):
+    """``neighbours``: q and k are two tensors of their own that merely sit back to back in memory (the caching
+    allocator does this to small tensors, e.g. a 1-token step's separate q/k projections): they must be rotated
+    one by one, never through one view that runs past q's storage."""
     from yoco_eval.ops.rope import apply_rope_qk, inv_freq, rope_tables
 
     B, T, H, Hk, D = 2, 19, 3, 2, 16  # T not a multiple of the 16-token block
@@ -93,7 +96,17 @@ def test_rope_in_place(interleaved, adjacent):
     pos = torch.arange(1000, 1000 + T).expand(B, T)
     tables = rope_tables(pos, inv_freq(D, 10000.0, "yoco" if interleaved else "llama", "cpu"), torch.float32)
     q = buf[..., : H * D].view(B, T, H, D)
-    k = buf[..., H * D : (H + Hk) * D].view(B, T, Hk, D) if adjacent else buf[..., -Hk * D :].view(B, T, Hk, D)
+    k = buf[..., H * D : (H + Hk) * D].view(B, T, Hk, D) if adjacent is True else buf[..., -Hk * D :].view(B, T, Hk, D)
+    if adjacent == "neighbours":  # B = T = 1, as many key heads as query heads (gated retention): q's bytes, then
+        B, T, Hk = 1, 1, H  # k's, as two storages over one memory block (equal strides: they look fused)
+        tables = tuple(t[:1, :1] for t in tables)
+        mem = bytearray(2 * H * D * 4)
+        q = torch.frombuffer(mem, dtype=torch.float32, count=H * D).view(1, 1, H, D)
+        k = torch.frombuffer(mem, dtype=torch.float32, count=H * D, offset=H * D * 4).view(1, 1, H, D)
+        q.copy_(buf[:1, :1, : H * D].view(1, 1, H, D))
+        k.copy_(buf[:1, :1, -H * D :].view(1, 1, H, D))
+        assert k.data_ptr() == q.data_ptr() + H * D * 4 and k.stride() == q.stride()
+        assert k.untyped_storage().data_ptr() != q.untyped_storage().data_ptr()
     kd_, qd_ = k.double(), q.double()
     cos, sin = (t.double() for t in tables)
     ref_q = fused._rope(qd_, cos, sin, interleaved, 1.0)

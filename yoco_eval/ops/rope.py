@@ -64,7 +64,13 @@ def apply_rope_qk(
     cos, sin = tables
     B, T, H, D = q.shape
     if triton_kernels.available(q) and q.stride()[2:] == (D, 1) and k.stride()[2:] == (D, 1):
-        adjacent = k.stride()[:2] == q.stride()[:2] and k.data_ptr() == q.data_ptr() + H * D * q.element_size()
+        # one launch only when k is q's neighbour INSIDE one tensor (a fused projection's output): two separate small
+        # tensors can also sit back to back in the caching allocator, and a view over both would leave q's storage
+        adjacent = (
+            k.stride()[:2] == q.stride()[:2]
+            and k.untyped_storage().data_ptr() == q.untyped_storage().data_ptr()
+            and k.data_ptr() == q.data_ptr() + H * D * q.element_size()
+        )
         if adjacent:
             both = q.as_strided((B, T, H + k.shape[2], D), q.stride())
             triton_kernels.rope_(both, cos, sin, interleaved, k_scale, n_plain=H)
