@@ -22,7 +22,7 @@ import torch
 
 from yoco_eval.errors import CheckpointError, ConfigError
 from yoco_eval.model.phi4flash import Phi4Flash
-from yoco_eval.model.phi4flash_config import MODEL_TYPE, Phi4FlashConfig
+from yoco_eval.model.phi4flash_config import MODEL_TYPE, PHI4FLASH_CONFIGS, Phi4FlashConfig
 
 END_OF_TURN = "<|end|>"
 
@@ -163,16 +163,38 @@ def init_phi4flash(model: Phi4Flash, seed: int = 0, std: float = 0.02) -> Phi4Fl
 
 
 def build_phi4flash_preset(
-    name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
-    attn_backend: str = "auto",
+    name: str | Phi4FlashConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    seed: int = 0, attn_backend: str = "auto",
 ) -> Phi4Flash:  # fmt: skip
-    """A preset (``phi4flash-tiny``, ``phi4-mini-flash``) with random weights (:func:`init_phi4flash`), built
-    without a CPU copy: the module is created on the meta device and materialized on ``device``."""
-    cfg = Phi4FlashConfig.from_name(name)
+    """A preset (``phi4flash-tiny``, ``phi4-mini-flash``, or a config) with random weights (:func:`init_phi4flash`),
+    built without a CPU copy: the module is created on the meta device and materialized on ``device``. On the meta
+    device itself nothing is materialized (sizes only: weights and cache bytes)."""
+    cfg = name if isinstance(name, Phi4FlashConfig) else Phi4FlashConfig.from_name(name)
     with torch.device("meta"):
-        model = Phi4Flash(cfg, attn_backend=attn_backend)
-    model = model.to(dtype).to_empty(device=device)  # dtype first: no fp32 copy of a bf16 model
-    return init_phi4flash(model, seed).eval()
+        model = Phi4Flash(cfg, attn_backend=attn_backend).to(dtype)  # dtype first: no fp32 copy of a bf16 model
+    if torch.device(device).type == "meta":
+        return model.eval()
+    return init_phi4flash(model.to_empty(device=device), seed).eval()
+
+
+def is_phi4flash_preset(name) -> bool:
+    return isinstance(name, str) and name in PHI4FLASH_CONFIGS
+
+
+def save_phi4flash(model: Phi4Flash, folder: str | Path) -> Path:
+    """Write ``model`` as a Hugging Face folder in the release's format (``config.json`` with ``model_type:
+    "phi4flash"`` + ``model.safetensors`` under the checkpoint's names, no ``lm_head``), which
+    :func:`load_phi4flash_model` reads back strictly. The tokenizer is not written."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = folder / "model.safetensors.tmp"
+    save_file(sd, str(tmp), metadata={"format": "pt", "producer": "yoco-eval"})
+    tmp.replace(folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2) + "\n")
+    return folder
 
 
 class Phi4FlashTokenizer:
