@@ -120,9 +120,10 @@ def test_needle_sweep_with_the_chat_template(folder, tmp_path):
 
 
 def test_needle_chat_frame_is_the_phi4_format(folder):
-    from yoco_eval.niah.models import YOCONeedleModel
+    from yoco_eval.niah.models import YOCONeedleModel, load_needle_model
 
-    m = YOCONeedleModel.from_args(f"pretrained={folder},device=cpu", chat_template=True, system_prompt="Be brief.")
+    m = load_needle_model("yoco", f"pretrained={folder},device=cpu", chat_template=True, system_prompt="Be brief.")
+    assert isinstance(m, YOCONeedleModel)
     frame = (m.prompt_format.head, m.prompt_format.tail)
     assert frame == ("<|system|>Be brief.<|end|><|user|>", "<|end|><|assistant|>")
     assert m.prompt_format.chat_template and m.engine.tokenizer.stop_ids[-1] == m.tokenizer.encode("<|end|>")[0]

@@ -485,13 +485,16 @@ def load_needle_model(
     chat_template: bool = False,
     fake_options: dict | None = None,
     device: str | None = None,
+    system_prompt: str | None = None,
 ):
-    """Build a NeedleModel from CLI-style arguments: ``fake``, ``yoco`` or an lm-eval model name."""
+    """Build a NeedleModel from CLI-style arguments: ``fake``, ``yoco`` or an lm-eval model name. ``system_prompt``
+    (with ``chat_template``) is framed here for ``yoco``; lm-eval models get theirs from :func:`chat_frame`."""
     if model == "fake":
         opts = dict(fake_options or {})
         return FakeNeedleModel(tokenizer, **opts)
     if model == "yoco":
-        return YOCONeedleModel.from_args(model_args, tokenizer=tokenizer, device=device, chat_template=chat_template)
+        return YOCONeedleModel.from_args(model_args, tokenizer=tokenizer, device=device, chat_template=chat_template,
+                                         system_prompt=system_prompt)  # fmt: skip
     return load_lm_eval_model(model, model_args, chat_template=chat_template, device=device)
 
 
