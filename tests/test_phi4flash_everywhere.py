@@ -166,3 +166,18 @@ def test_profile_rows_for_the_tiny_preset_on_cpu():
 def kv_per_token_tiny() -> int:
     # phi4flash-tiny: 4 KV heads x head dim 16, keys and values, bf16
     return 2 * 4 * 16 * 2
+
+
+def test_random_preset_weights_depend_on_the_seed_only():
+    """The preset's init fills blocks on threads: the same seed gives the same weights with 1 or 4 threads, and a
+    bf16 model holds the rounding of the fp32 one (what GPU speed work builds)."""
+    from yoco_eval.model.phi4flash_load import build_phi4flash_preset, init_phi4flash
+
+    a = build_phi4flash_preset("phi4flash-tiny", seed=3)
+    b = init_phi4flash(build_phi4flash_preset("phi4flash-tiny", seed=0), seed=3, workers=4)
+    c = build_phi4flash_preset("phi4flash-tiny", seed=3, dtype=torch.bfloat16)
+    one = init_phi4flash(build_phi4flash_preset("phi4flash-tiny", seed=0), seed=3, workers=1)
+    for (k, x), y, z, w in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values(),
+                               one.state_dict().values(), strict=True):  # fmt: skip
+        assert torch.equal(x, y) and torch.equal(x, w) and torch.equal(x.to(torch.bfloat16), z), k
+    assert not torch.equal(a.embed_tokens.weight, build_phi4flash_preset("phi4flash-tiny", seed=4).embed_tokens.weight)
