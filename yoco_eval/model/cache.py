@@ -11,7 +11,8 @@ largest of them, so attention can slice the caches to ``[:seen]`` without a devi
 
 A forward call is one :class:`Step`: :func:`make_step` places its tokens, every layer reads and writes the cache
 through it, and :func:`commit_step` advances the lengths. This module owns every flag of a cache (``seen``,
-``ragged``, ``static``, ``writes``): other modules change them only through :class:`Cache`'s methods.
+``ragged``, ``static``, ``writes``): other modules change them only through :class:`Cache`'s methods. Another
+family's cache (:mod:`yoco_eval.model.phi4flash_cache`) shares the Engine-facing ones through :class:`CacheFlags`.
 
 Opt-in fp8 storage (``kv_dtype="fp8"``): keys and values as float8 e4m3 with one fp32 scale per (token, head)
 (``x ~= q * scale``, ``scale = max|x| / 448``), about half the bytes. It is lossy (3 mantissa bits): a model
