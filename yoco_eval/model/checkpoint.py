@@ -6,7 +6,10 @@ Formats read by :func:`load_model`:
     * ours: ``config.json`` (with an ``arch`` field) + ``model.safetensors`` or sharded
       ``model-0000x-of-0000y.safetensors`` with ``model.safetensors.index.json``;
     * HF Llama (``config.json`` with ``model_type: llama`` + safetensors), loaded into the Transformer baseline;
-    * a preset name (``yoco-3b``, ``yoco-debug``, ...): random weights, seeded (profiling and tests).
+    * HF Phi-4-mini-flash (``config.json`` with ``model_type: phi4flash`` + safetensors + ``tokenizer.json``), read
+      by the strict loader of :mod:`yoco_eval.model.phi4flash_load` into :class:`~yoco_eval.model.phi4flash.Phi4Flash`;
+    * a preset name (``yoco-3b``, ``yoco-debug``, ``phi4-mini-flash``, ``phi4flash-tiny``, ...): random weights,
+      seeded (profiling and tests).
 Written by :func:`save_model` (ours) and :func:`save_official` (official format).
 """
 
@@ -24,17 +27,49 @@ import torch.nn as nn
 
 from yoco_eval import settings
 from yoco_eval.config import CONFIGS, ModelConfig, TransformerConfig, YOCOConfig, get_config, load_config
-from yoco_eval.errors import CheckpointError
+from yoco_eval.errors import CheckpointError, ConfigError
+from yoco_eval.model.phi4flash_config import PHI4FLASH_CONFIGS, PRESET_TOKENIZERS, Phi4FlashConfig
 from yoco_eval.tokenizer import Tokenizer, load_tokenizer
 
 
-def build_model(cfg: ModelConfig, attn_backend: str = "auto", retention_backend: str = "auto",
+def preset_names() -> list[str]:
+    """Every preset name :func:`load_model` accepts."""
+    return sorted([*CONFIGS, *PHI4FLASH_CONFIGS])
+
+
+def preset_config(name: str) -> ModelConfig | Phi4FlashConfig:
+    """The config of preset ``name`` (YOCO, Transformer or Phi4Flash); one error line for an unknown name."""
+    if name in PHI4FLASH_CONFIGS:
+        return Phi4FlashConfig.from_name(name)
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(preset_names())}")
+    return get_config(name)
+
+
+def _phi4flash_options(retention_backend: str, decode_backend: str, kv_dtype: str) -> None:
+    """Phi4Flash runs its selective scan and decode through its attention backend: other choices are errors."""
+    if retention_backend not in ("auto", "torch"):
+        raise ConfigError(f"retention_backend={retention_backend!r} does not apply to Phi4Flash (no gated retention):"
+                          " drop it or use auto")  # fmt: skip
+    if decode_backend != "auto":
+        raise ConfigError(f"decode_backend={decode_backend!r} does not apply to Phi4Flash (it decodes through "
+                          "attn_backend): drop it")  # fmt: skip
+    if kv_dtype != "auto":
+        raise ConfigError(f"kv_dtype={kv_dtype!r} is not supported for Phi4Flash: use kv_dtype=auto")
+
+
+def build_model(cfg: ModelConfig | Phi4FlashConfig, attn_backend: str = "auto", retention_backend: str = "auto",
                 decode_backend: str = "auto", kv_dtype: str = "auto") -> nn.Module:  # fmt: skip
     """The architecture ``cfg`` describes (weights uninitialised), with its kernel names and K/V storage checked
     by the model's constructor (see :class:`~yoco_eval.model.layers.LanguageModel`)."""
     from yoco_eval.model.transformer import Transformer
     from yoco_eval.model.yoco import YOCO
 
+    if isinstance(cfg, Phi4FlashConfig):
+        from yoco_eval.model.phi4flash import Phi4Flash
+
+        _phi4flash_options(retention_backend, decode_backend, kv_dtype)
+        return Phi4Flash(cfg, attn_backend=attn_backend)
     cls = YOCO if isinstance(cfg, YOCOConfig) else Transformer
     return cls(cfg, attn_backend=attn_backend, retention_backend=retention_backend, decode_backend=decode_backend,
                kv_dtype=kv_dtype)  # fmt: skip
@@ -63,8 +98,18 @@ def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention
     row block at a time, every block from its own CPU generator seeded by ``(seed, parameter index, block index)``,
     on ``workers`` threads. The weights therefore depend on the seed only, not on the device, the dtype (bf16 holds
     the rounding of the fp32 values) or the number of threads; YOCO-3B loads in seconds instead of ~30 s.
-    Normal(0, 0.02) for matrices and embeddings, ones for norm weights, as :func:`init_weights`."""
+    Normal(0, 0.02) for matrices and embeddings, ones for norm weights, as :func:`init_weights`.
+
+    A :class:`Phi4FlashConfig` gets the release-like init of
+    :func:`~yoco_eval.model.phi4flash_load.init_phi4flash` (Mamba's ``A_log``/``dt`` and the differential lambdas
+    need their own values); on the meta device nothing is materialized (sizes only)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    if isinstance(cfg, Phi4FlashConfig):
+        from yoco_eval.model.phi4flash_load import build_phi4flash_preset
+
+        _phi4flash_options(retention_backend, decode_backend, kv_dtype)
+        return build_phi4flash_preset(cfg, device, dtype, seed, attn_backend)
 
     with torch.device("meta"):
         model = build_model(cfg, attn_backend, retention_backend, decode_backend, kv_dtype).to(dtype)
@@ -226,7 +271,7 @@ def checkpoint_sha256(path: str | Path) -> str | None:
 class Loaded:
     model: nn.Module
     tokenizer: Tokenizer
-    source: str  # "official" | "yoco-eval" | "hf-llama" | "preset"
+    source: str  # "official" | "yoco-eval" | "hf-llama" | "phi4flash" | "preset"
     path: str
 
 
@@ -245,17 +290,22 @@ def load_model(
     constructor checks the backend names and ``kv_dtype`` before any weight is read."""
     path = Path(spec)
     if not path.exists():
-        if isinstance(spec, str) and spec in CONFIGS:
-            cfg = get_config(spec)
+        if isinstance(spec, str) and (spec in CONFIGS or spec in PHI4FLASH_CONFIGS):
+            cfg = preset_config(spec)
             model = build_preset(cfg, device, dtype, attn_backend, retention_backend, seed,
                                  decode_backend=decode_backend, kv_dtype=kv_dtype)  # fmt: skip
-            tok = load_tokenizer(tokenizer or cfg.tokenizer)
+            tok = load_tokenizer(tokenizer or PRESET_TOKENIZERS.get(spec) or cfg.tokenizer)
             return Loaded(model, tok, "preset", spec)
         raise CheckpointError(
-            f"checkpoint {str(spec)!r} not found: give a checkpoint folder or a preset ({', '.join(sorted(CONFIGS))})"
+            f"checkpoint {str(spec)!r} not found: give a checkpoint folder or a preset ({', '.join(preset_names())})"
         )
     if not path.is_dir():
         raise CheckpointError(f"{path} is a file: point at the checkpoint folder that holds it")
+    from yoco_eval.model.phi4flash_load import is_phi4flash_folder
+
+    if is_phi4flash_folder(path):
+        return _load_phi4flash(path, device, dtype, attn_backend, retention_backend, tokenizer, decode_backend,
+                               kv_dtype)  # fmt: skip
     cfg = load_config(path)
     if (path / "params.json").is_file() and not (path / "config.json").is_file():
         ckpt = path / "checkpoint.pth"
@@ -281,6 +331,25 @@ def load_model(
             f"use the checkpoint's own tokenizer"
         )
     return Loaded(model.to(device=device, dtype=dtype).eval(), tok, source, str(path))
+
+
+def _load_phi4flash(path: Path, device, dtype, attn_backend, retention_backend, tokenizer, decode_backend,
+                    kv_dtype) -> Loaded:  # fmt: skip
+    """A Phi4Flash folder through its strict loader; its own ``tokenizer.json`` unless ``tokenizer`` names one."""
+    from yoco_eval.model.phi4flash_load import load_phi4flash, load_phi4flash_model
+
+    _phi4flash_options(retention_backend, decode_backend, kv_dtype)
+    if tokenizer is None:
+        loaded = load_phi4flash(path, device, dtype, attn_backend)
+        return Loaded(loaded.model, loaded.tokenizer, "phi4flash", str(path))
+    model = load_phi4flash_model(path, device, dtype, attn_backend)
+    tok = load_tokenizer(tokenizer)
+    if tok.vocab_size > model.config.vocab_size:
+        raise CheckpointError(
+            f"{path}: tokenizer {tok.name} has {tok.vocab_size} ids but the model only {model.config.vocab_size} "
+            "embeddings; use the checkpoint's own tokenizer.json"
+        )
+    return Loaded(model, tok, "phi4flash", str(path))
 
 
 def save_model(model: nn.Module, folder: str | Path, **extra_config) -> Path:

@@ -36,7 +36,8 @@ FFN_ROWS = 8192  # the feed-forward runs over at most this many tokens at a time
 
 def prepare_for_inference(model: nn.Module) -> nn.Module:
     """Rewrite ``model`` in place for inference (see the module docstring) and return it. Idempotent; the
-    rewritten model computes the same function (same parameters, same state-dict keys)."""
+    rewritten model computes the same function (same parameters, same state-dict keys). Blocks without an
+    inference variant are left as they are: a :class:`~yoco_eval.model.phi4flash.Phi4Flash` comes back unchanged."""
     with torch.no_grad():
         for mod in model.modules():
             variant = _VARIANTS.get(type(mod))

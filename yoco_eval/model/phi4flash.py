@@ -25,15 +25,14 @@ Parameter names are the checkpoint's (``model.layers.{i}.attn.Wqkv.weight``, ...
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from yoco_eval.errors import ConfigError, YocoEvalError
+from yoco_eval.errors import ConfigError
 from yoco_eval.model.cache import KVCache
-from yoco_eval.model.phi4flash_cache import Phi4FlashCache, new_cache
+from yoco_eval.model.phi4flash_cache import Phi4FlashCache, Step, commit_step, make_step, new_cache
 from yoco_eval.model.phi4flash_config import Phi4FlashConfig
 from yoco_eval.ops import resolve_backends
 from yoco_eval.ops.attention import attention
@@ -41,62 +40,6 @@ from yoco_eval.ops.selective_scan import SCAN_IMPLS, causal_conv1d, selective_sc
 
 _SUBLN_EPS = 1e-5  # hard-coded in the original, not layer_norm_eps
 _SWA_BLOCK = 256  # sliding-window prefill: queries per block (each block reads block + window keys)
-
-# ---------------------------------------------------------------------------------------------------------------
-# The step: where the tokens of one call sit
-
-
-@dataclass
-class Step:
-    """pos ``[B, T]`` absolute positions; valid ``[B, T]`` bool (right padding) or None; n_valid ``[B]`` real
-    tokens per row or None; start: common first position (prefill) or None (per-row decode positions);
-    uniform: all rows hold the same tokens before and after (mask-free fast paths); end: keys ``[:end]`` cover
-    every visible position."""
-
-    pos: torch.Tensor
-    valid: torch.Tensor | None
-    n_valid: torch.Tensor | None
-    start: int | None
-    uniform: bool
-    end: int
-    cache: Phi4FlashCache | None
-    attn_backend: str
-    scan_impl: str = "auto"
-
-
-def make_step(tokens, start_pos, cache: Phi4FlashCache | None, valid, attn_backend: str) -> Step:
-    B, T = tokens.shape
-    ar = torch.arange(T, device=tokens.device)
-    if isinstance(start_pos, torch.Tensor):
-        pos, start = start_pos.to(tokens.device).view(B, 1) + ar, None
-    else:
-        pos, start = (start_pos + ar).expand(B, T), int(start_pos)
-    n_valid = None if valid is None else valid.sum(1)
-    if cache is None:
-        return Step(pos, valid, n_valid, start, valid is None, (start or 0) + T, None, attn_backend)
-    if start is not None and start + T > cache.max_seq_len:
-        raise YocoEvalError(
-            f"positions {start}..{start + T - 1} exceed the cache's max_seq_len {cache.max_seq_len}: "
-            "set up the cache for longer sequences"
-        )
-    if valid is not None:
-        cache.ragged = True
-    if cache.static:  # CUDA-graph decode: static shapes, attend over the whole buffer under a mask
-        return Step(pos, valid, n_valid, start, False, cache.max_seq_len, cache, attn_backend)
-    end = max(cache.seen, start + T) if start is not None else cache.seen + T
-    uniform = valid is None and not cache.ragged and (start is not None or B == 1)
-    return Step(pos, valid, n_valid, start, uniform, end, cache, attn_backend)
-
-
-def commit_step(step: Step) -> None:
-    c = step.cache
-    if c is None:
-        return
-    last = step.pos if step.valid is None else torch.where(step.valid, step.pos, -1)
-    c.lengths.copy_(torch.maximum(c.lengths, last.max(1).values + 1))
-    if not c.static:
-        c.seen = step.end
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Blocks
@@ -385,6 +328,11 @@ class Phi4Flash(nn.Module):
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n if embeddings else n - self.embed_tokens.weight.numel()
+
+    def set_kv_dtype(self, kv_dtype: str) -> None:
+        """The shared K/V's storage: only ``"auto"`` (the model dtype) for Phi4Flash; anything else is one error."""
+        if kv_dtype not in self.kv_dtypes:
+            raise ConfigError(f"kv_dtype={kv_dtype!r} is not supported for Phi4Flash: use kv_dtype=auto")
 
     def setup_cache(self, batch_size: int, max_seq_len: int, device=None, dtype=None) -> Phi4FlashCache:
         """Preallocate the state of ``batch_size`` sequences of up to ``max_seq_len`` tokens."""

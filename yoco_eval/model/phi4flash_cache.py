@@ -13,8 +13,11 @@ heads of the checkpoint's order first, then the odd ones: ``[KV, D]``), values p
 ``[v_{2j} | v_{2j+1}]``), which is what both halves of differential attention read. Same bytes as the raw
 ``[KV, D]`` of each.
 
-The bookkeeping (``lengths`` ``[B]``, host ``seen``, ``ragged``, ``static``, ``writes``) and the methods
-(``reset``, ``save_state``/``load_state``, ``select_rows``, ``nbytes``) follow :class:`yoco_eval.model.cache.Cache`.
+The bookkeeping (``lengths`` ``[B]``, host ``seen``, ``ragged``, ``static``, ``writes``) and the methods the Engine
+drives a cache through (``note_prefill``, ``static_shapes``, ``advance`` from the shared
+:class:`~yoco_eval.model.cache.CacheFlags`; ``put_rows``, ``reset``, ``save_state``/``load_state``, ``select_rows``,
+``nbytes``) follow :class:`yoco_eval.model.cache.Cache`. A forward call is one :class:`Step`: :func:`make_step`
+places its tokens, :func:`commit_step` advances the lengths; nothing else sets the flags.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from yoco_eval.model.cache import KVCache, WindowCache
+from yoco_eval.errors import YocoEvalError
+from yoco_eval.model.cache import CacheFlags, KVCache, WindowCache
 
 
 @dataclass
@@ -38,7 +42,7 @@ class MambaState:
 
 
 @dataclass
-class Phi4FlashCache:
+class Phi4FlashCache(CacheFlags):
     """State of a batch of sequences (see module docstring). ``mamba`` has one entry per Mamba layer in layer
     order, ``windows`` one per sliding-window layer, ``kv`` exactly one."""
 
@@ -58,6 +62,17 @@ class Phi4FlashCache:
 
     def nbytes(self) -> int:
         return _nbytes(self._state_tensors()) + sum(c.nbytes() for c in self.kv)
+
+    def put_rows(self, rows: list[int], src: Phi4FlashCache) -> None:
+        """Copy every row of ``src`` into rows ``rows`` of this cache (same layout); the rows not written keep
+        their own lengths, so the cache becomes ragged unless all of its rows were written."""
+        idx = self._put_lengths(rows, src)
+        for a, b in zip(self.mamba, src.mamba, strict=True):
+            a.conv[idx], a.ssm[idx] = b.conv, b.ssm
+        for a, b in zip(self.windows, src.windows, strict=True):
+            a.k[idx], a.v[idx], a.pos[idx] = b.k, b.v, b.pos
+        for a, b in zip(self.kv, src.kv, strict=True):
+            a.put_rows(idx, b)
 
     def reset(self) -> None:
         """Forget all sequences (keeps the memory)."""
@@ -146,3 +161,62 @@ def new_cache(cfg, batch_size: int, max_seq_len: int, device, dtype) -> Phi4Flas
         torch.zeros(B, max_seq_len, KV // 2, 2 * D, device=device, dtype=dtype),
     ))  # fmt: skip
     return c
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The step: where the tokens of one forward call sit
+
+
+@dataclass
+class Step:
+    """pos ``[B, T]`` absolute positions; valid ``[B, T]`` bool (right padding) or None; n_valid ``[B]`` real
+    tokens per row or None; start: common first position (prefill) or None (per-row decode positions);
+    uniform: all rows hold the same tokens before and after (mask-free fast paths); end: keys ``[:end]`` cover
+    every visible position."""
+
+    pos: torch.Tensor
+    valid: torch.Tensor | None
+    n_valid: torch.Tensor | None
+    start: int | None
+    uniform: bool
+    end: int
+    cache: Phi4FlashCache | None
+    attn_backend: str
+    scan_impl: str = "auto"
+
+
+def make_step(tokens, start_pos, cache: Phi4FlashCache | None, valid, attn_backend: str) -> Step:
+    """Place ``tokens`` ``[B, T]`` from ``start_pos`` (an int shared by all rows, or a ``[B]`` tensor of per-row
+    positions) in ``cache`` (None: a stateless full forward); see ``Phi4Flash.forward``."""
+    B, T = tokens.shape
+    ar = torch.arange(T, device=tokens.device)
+    if isinstance(start_pos, torch.Tensor):
+        pos, start = start_pos.to(tokens.device).view(B, 1) + ar, None
+    else:
+        pos, start = (start_pos + ar).expand(B, T), int(start_pos)
+    n_valid = None if valid is None else valid.sum(1)
+    if cache is None:
+        return Step(pos, valid, n_valid, start, valid is None, (start or 0) + T, None, attn_backend)
+    if start is not None and start + T > cache.max_seq_len:
+        raise YocoEvalError(
+            f"positions {start}..{start + T - 1} exceed the cache's max_seq_len {cache.max_seq_len}: "
+            "set up the cache for longer sequences"
+        )
+    if valid is not None:
+        cache.ragged = True
+    if cache.static:  # CUDA-graph decode: static shapes, attend over the whole buffer under a mask
+        return Step(pos, valid, n_valid, start, False, cache.max_seq_len, cache, attn_backend)
+    end = max(cache.seen, start + T) if start is not None else cache.seen + T
+    uniform = valid is None and not cache.ragged and (start is not None or B == 1)
+    return Step(pos, valid, n_valid, start, uniform, end, cache, attn_backend)
+
+
+def commit_step(step: Step) -> None:
+    """Advance the cache's lengths after every layer has written this call's tokens."""
+    c = step.cache
+    if c is None:
+        return
+    last = step.pos if step.valid is None else torch.where(step.valid, step.pos, -1)
+    c.lengths.copy_(torch.maximum(c.lengths, last.max(1).values + 1))  # in place: CUDA graphs replay this
+    if not c.static:
+        c.seen = step.end

@@ -163,3 +163,7 @@ PHI4FLASH_CONFIGS = {
     ),
     "phi4-mini-flash": Phi4FlashConfig(name="phi4-mini-flash"),
 }  # fmt: skip
+
+# The tokenizer a preset runs with (registry names of :mod:`yoco_eval.tokenizer`): bytes for the tiny test model
+# (264 ids <= 512), o200k_base for the real shape (the release's tokenizer family; 200,019 ids <= 200,064).
+PRESET_TOKENIZERS = {"phi4flash-tiny": "bytes", "phi4-mini-flash": "o200k_base"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from yoco_eval.errors import CheckpointError, ConfigError
 from yoco_eval.model.phi4flash import Phi4Flash
-from yoco_eval.model.phi4flash_config import MODEL_TYPE, Phi4FlashConfig
+from yoco_eval.model.phi4flash_config import MODEL_TYPE, PHI4FLASH_CONFIGS, Phi4FlashConfig
 
 END_OF_TURN = "<|end|>"
 
@@ -125,54 +126,99 @@ def load_phi4flash_model(
     return model.eval()
 
 
-def init_phi4flash(model: Phi4Flash, seed: int = 0, std: float = 0.02) -> Phi4Flash:
-    """Random weights in place, in the spirit of the release's init: every linear/embedding weight N(0, std),
-    biases 0, LayerNorms 1/0, ``A_log = log(1..N)``, ``D = 1``, ``dt_proj`` as mamba_ssm (weight U(+-R^-1/2),
-    bias = softplus^-1(dt), dt log-uniform in [1e-3, 1e-1]), conv U(+-K^-1/2), lambdas N(0, 0.1), subln 1.
-    Parameters are visited in name order with one generator, so a seed gives the same model on any device."""
-    g = torch.Generator().manual_seed(seed)
-    cfg = model.config
+def _init_block(leaf: list[str], shape, cfg: Phi4FlashConfig, g: torch.Generator, std: float) -> torch.Tensor:
+    """fp32 CPU values of a block of rows of the parameter named ``...{leaf[0]}.{leaf[1]}`` (see
+    :func:`init_phi4flash`); every rule is elementwise or per column, so any row block can be made on its own."""
 
-    def rand(shape, kind, a=1.0):
+    def rand(kind, a=1.0):
         t = torch.rand(shape, generator=g) if kind == "u" else torch.randn(shape, generator=g)
         return (2 * t - 1) * a if kind == "u" else t * a
 
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            leaf = name.rsplit(".", 2)[-2:]
-            if leaf[-1] == "A_log":
-                val = torch.log(torch.arange(1, cfg.mamba_d_state + 1, dtype=torch.float32)).expand(p.shape)
-            elif leaf[-1] == "D" or leaf[0] in ("input_layernorm", "post_attention_layernorm", "final_layernorm",
-                                                "subln") and leaf[1] == "weight":  # fmt: skip
-                val = torch.ones(p.shape)
-            elif leaf[-1].startswith("lambda_"):
-                val = rand(p.shape, "n", 0.1)
-            elif leaf == ["dt_proj", "weight"]:
-                val = rand(p.shape, "u", cfg.dt_rank**-0.5)
-            elif leaf == ["dt_proj", "bias"]:
-                dt = torch.exp(torch.rand(p.shape, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-                val = dt + torch.log(-torch.expm1(-dt))  # softplus^-1
-            elif leaf[0] == "conv1d":
-                val = rand(p.shape, "u", cfg.mamba_d_conv**-0.5)
-            elif leaf[-1] == "bias":
-                val = torch.zeros(p.shape)
-            else:
-                val = rand(p.shape, "n", std)
-            p.copy_(val.to(p.dtype))
+    if leaf[-1] == "A_log":
+        return torch.log(torch.arange(1, cfg.mamba_d_state + 1, dtype=torch.float32)).expand(shape)
+    if leaf[-1] == "D" or leaf[0] in ("input_layernorm", "post_attention_layernorm", "final_layernorm",
+                                      "subln") and leaf[1] == "weight":  # fmt: skip
+        return torch.ones(shape)
+    if leaf[-1].startswith("lambda_"):
+        return rand("n", 0.1)
+    if leaf == ["dt_proj", "weight"]:
+        return rand("u", cfg.dt_rank**-0.5)
+    if leaf == ["dt_proj", "bias"]:
+        dt = torch.exp(torch.rand(shape, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        return dt + torch.log(-torch.expm1(-dt))  # softplus^-1
+    if leaf[0] == "conv1d":
+        return rand("u", cfg.mamba_d_conv**-0.5)
+    if leaf[-1] == "bias":
+        return torch.zeros(shape)
+    return rand("n", std)
+
+
+def init_phi4flash(model: Phi4Flash, seed: int = 0, std: float = 0.02, workers: int | None = None) -> Phi4Flash:
+    """Random weights in place, in the spirit of the release's init: every linear/embedding weight N(0, std),
+    biases 0, LayerNorms 1/0, ``A_log = log(1..N)``, ``D = 1``, ``dt_proj`` as mamba_ssm (weight U(+-R^-1/2),
+    bias = softplus^-1(dt), dt log-uniform in [1e-3, 1e-1]), conv U(+-K^-1/2), lambdas N(0, 0.1), subln 1.
+
+    Each block of about 4M values gets its own CPU generator, seeded by ``(seed, parameter index in name order,
+    block index)``, and the blocks are filled on ``workers`` threads (the 3.8B shape in seconds rather than a
+    minute): a seed gives the same model on any device, in any dtype (bf16 holds the rounding of the fp32
+    values) and with any number of threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from yoco_eval import settings
+
+    cfg, jobs = model.config, []
+    for i, (name, p) in enumerate(sorted(model.named_parameters())):
+        leaf = name.rsplit(".", 2)[-2:]
+        rows = max(1, (1 << 22) // max(1, p[0].numel())) if p.dim() > 1 else p.shape[0]
+        jobs += [(p, leaf, (seed * 1_000_003 + i) * 65_537 + b, r, rows) for b, r in enumerate(range(0, len(p), rows))]
+    inference = torch.is_inference_mode_enabled()  # grad and inference modes are per thread: pass them on
+
+    def fill(job):
+        p, leaf, block_seed, r, rows = job
+        with torch.inference_mode(inference), torch.no_grad():
+            block = p[r : r + rows]
+            block.copy_(_init_block(leaf, block.shape, cfg, torch.Generator().manual_seed(block_seed), std))
+
+    if workers is None:  # torchrun starts one process a GPU on the same host: share the cores out
+        workers = max(1, min(32, (os.cpu_count() or 1) // settings.get().local_world_size))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fill, jobs))
     return model
 
 
 def build_phi4flash_preset(
-    name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
-    attn_backend: str = "auto",
+    name: str | Phi4FlashConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    seed: int = 0, attn_backend: str = "auto",
 ) -> Phi4Flash:  # fmt: skip
-    """A preset (``phi4flash-tiny``, ``phi4-mini-flash``) with random weights (:func:`init_phi4flash`), built
-    without a CPU copy: the module is created on the meta device and materialized on ``device``."""
-    cfg = Phi4FlashConfig.from_name(name)
+    """A preset (``phi4flash-tiny``, ``phi4-mini-flash``, or a config) with random weights (:func:`init_phi4flash`),
+    built without a CPU copy: the module is created on the meta device and materialized on ``device``. On the meta
+    device itself nothing is materialized (sizes only: weights and cache bytes)."""
+    cfg = name if isinstance(name, Phi4FlashConfig) else Phi4FlashConfig.from_name(name)
     with torch.device("meta"):
-        model = Phi4Flash(cfg, attn_backend=attn_backend)
-    model = model.to(dtype).to_empty(device=device)  # dtype first: no fp32 copy of a bf16 model
-    return init_phi4flash(model, seed).eval()
+        model = Phi4Flash(cfg, attn_backend=attn_backend).to(dtype)  # dtype first: no fp32 copy of a bf16 model
+    if torch.device(device).type == "meta":
+        return model.eval()
+    return init_phi4flash(model.to_empty(device=device), seed).eval()
+
+
+def is_phi4flash_preset(name) -> bool:
+    return isinstance(name, str) and name in PHI4FLASH_CONFIGS
+
+
+def save_phi4flash(model: Phi4Flash, folder: str | Path) -> Path:
+    """Write ``model`` as a Hugging Face folder in the release's format (``config.json`` with ``model_type:
+    "phi4flash"`` + ``model.safetensors`` under the checkpoint's names, no ``lm_head``), which
+    :func:`load_phi4flash_model` reads back strictly. The tokenizer is not written."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = folder / "model.safetensors.tmp"
+    save_file(sd, str(tmp), metadata={"format": "pt", "producer": "yoco-eval"})
+    tmp.replace(folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2) + "\n")
+    return folder
 
 
 class Phi4FlashTokenizer:

@@ -206,18 +206,41 @@ class LMEvalTokenizer:
         return self.lm.tok_decode(list(ids))
 
 
+_USER_MARKER = "\u2063NEEDLE_USER_MESSAGE\u2063"
+
+
+def _marker_chat(system: str | None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": _USER_MARKER}]
+
+
+def _split_at_marker(text: str) -> tuple[str, str]:
+    if text.count(_USER_MARKER) != 1:
+        raise YocoEvalError("the chat template does not place the user message once: run without --chat-template")
+    head, tail = text.split(_USER_MARKER)
+    return head, tail
+
+
+def engine_chat_frame(tokenizer, system: str | None = None) -> PromptFormat:
+    """The chat frame of an engine tokenizer: its own ``chat_prompt`` (Phi4Flash: ``<|user|>...<|end|>
+    <|assistant|>``, whose ``<|end|>`` the engine also stops at), else its HF tokenizer's chat template."""
+    chat = getattr(tokenizer, "chat_prompt", None)
+    if callable(chat):
+        return PromptFormat(*_split_at_marker(chat(_marker_chat(system), add_generation_prompt=True)), True)
+    hf = getattr(tokenizer, "hf_tokenizer", None)
+    if hf is None:
+        raise YocoEvalError(f"--chat-template was asked for but tokenizer {getattr(tokenizer, 'name', '?')} has no "
+                            "chat template: drop the flag")  # fmt: skip
+    return chat_frame(hf, system)
+
+
 def chat_frame(hf_tokenizer, system: str | None = None, *, strip_bos: bool = False) -> PromptFormat:
     """Split a HF chat template around the user message: (text before it, text after it incl. the assistant
     opener). ``strip_bos``: drop a leading BOS string when the model adds BOS itself. Raises when the tokenizer
     has no chat template."""
     if not getattr(hf_tokenizer, "chat_template", None):
         raise YocoEvalError("--chat-template was asked for but this tokenizer has no chat template: drop the flag")
-    marker = "\u2063NEEDLE_USER_MESSAGE\u2063"
-    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": marker}]
-    text = hf_tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    if text.count(marker) != 1:
-        raise YocoEvalError("the chat template does not place the user message once: run without --chat-template")
-    head, tail = text.split(marker)
+    text = hf_tokenizer.apply_chat_template(_marker_chat(system), tokenize=False, add_generation_prompt=True)
+    head, tail = _split_at_marker(text)
     bos = getattr(hf_tokenizer, "bos_token", None)
     if strip_bos and bos and head.startswith(bos):
         head = head[len(bos) :]  # the model adds BOS itself (counted via prompt_prefix_tokens)
@@ -396,7 +419,8 @@ class YOCONeedleModel:
 
     kind = "yoco"
 
-    def __init__(self, engine, checkpoint: str | None = None, max_context: int | None = None):
+    def __init__(self, engine, checkpoint: str | None = None, max_context: int | None = None,
+                 chat_template: bool = False, system_prompt: str | None = None):  # fmt: skip
         from yoco_eval.generate import PrefixCache
 
         self.engine = engine
@@ -409,12 +433,15 @@ class YOCONeedleModel:
         self.max_context = max_context or engine.max_length
         self.prompt_prefix_tokens = 1 if self.tokenizer.bos_id is not None else 0
         self.kind = getattr(engine.model.config, "arch", "yoco")
+        self.prompt_format = engine_chat_frame(self.tokenizer, system_prompt) if chat_template else PromptFormat()
 
     @classmethod
-    def from_args(cls, args: str | dict | None, tokenizer=None, device: str | None = None) -> YOCONeedleModel:
+    def from_args(cls, args: str | dict | None, tokenizer=None, device: str | None = None,
+                  chat_template: bool = False, system_prompt: str | None = None) -> YOCONeedleModel:  # fmt: skip
         """Load from ``--model-args`` (the :class:`~yoco_eval.loading.LoadSpec` keys plus ``prefix_reuse``).
         ``device``: the ``--device`` flag (the same as ``device=`` in the args; both given and different: error).
-        ``tokenizer``: a tokenizer name from ``--tokenizer`` (used when the args name none)."""
+        ``tokenizer``: a tokenizer name from ``--tokenizer`` (used when the args name none).
+        ``chat_template``: wrap prompts in the tokenizer's chat format (:func:`engine_chat_frame`)."""
         from yoco_eval.model.checkpoint import checkpoint_sha256
 
         spec, own = LoadSpec.from_model_args(args, extra=("prefix_reuse",), flag="--model-args", what="yoco")
@@ -424,7 +451,7 @@ class YOCONeedleModel:
         reuse = str(own.get("prefix_reuse", "true")).lower() not in ("0", "false", "no", "off")
         engine = spec.load_engine()
         path = str(getattr(engine, "path", "") or spec.model)
-        m = cls(engine, path, spec.max_length)
+        m = cls(engine, path, spec.max_length, chat_template=chat_template, system_prompt=system_prompt)
         m.checkpoint_sha256 = checkpoint_sha256(path)
         if not reuse:
             m.prefix = None
@@ -458,13 +485,16 @@ def load_needle_model(
     chat_template: bool = False,
     fake_options: dict | None = None,
     device: str | None = None,
+    system_prompt: str | None = None,
 ):
-    """Build a NeedleModel from CLI-style arguments: ``fake``, ``yoco`` or an lm-eval model name."""
+    """Build a NeedleModel from CLI-style arguments: ``fake``, ``yoco`` or an lm-eval model name. ``system_prompt``
+    (with ``chat_template``) is framed here for ``yoco``; lm-eval models get theirs from :func:`chat_frame`."""
     if model == "fake":
         opts = dict(fake_options or {})
         return FakeNeedleModel(tokenizer, **opts)
     if model == "yoco":
-        return YOCONeedleModel.from_args(model_args, tokenizer=tokenizer, device=device)
+        return YOCONeedleModel.from_args(model_args, tokenizer=tokenizer, device=device, chat_template=chat_template,
+                                         system_prompt=system_prompt)  # fmt: skip
     return load_lm_eval_model(model, model_args, chat_template=chat_template, device=device)
 
 
@@ -476,6 +506,7 @@ __all__ = [
     "YOCONeedleModel",
     "LMEvalTokenizer",
     "chat_frame",
+    "engine_chat_frame",
     "load_needle_model",
     "load_lm_eval_model",
     "parse_model_args",
