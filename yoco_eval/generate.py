@@ -179,7 +179,8 @@ class Engine(_Scoring):
         model: a :class:`~yoco_eval.model.yoco.YOCO`, :class:`~yoco_eval.model.transformer.Transformer` or
             :class:`~yoco_eval.model.phi4flash.Phi4Flash` (any model with ``setup_cache`` and the same ``forward``).
         tokenizer: its tokenizer (``encode``/``decode``/``eos_id``...).
-        chunk_size: prefill chunk length (tokens per forward call); bounds activation memory.
+        chunk_size: prefill chunk length (tokens per forward call); bounds activation memory. None: the documented
+            default for the model's device (:data:`yoco_eval.loading.DEFAULT_CHUNK_SIZE`).
         max_length: the longest sequence (prompt + generation) the engine accepts.
         cuda_graphs: replay decode steps as one CUDA graph (GPU only; see :meth:`graph_decoder`).
     """
@@ -188,13 +189,17 @@ class Engine(_Scoring):
         self,
         model,
         tokenizer: Tokenizer,
-        chunk_size: int = 4096,
+        chunk_size: int | None = None,
         max_length: int | None = None,
         name: str | None = None,
         cuda_graphs: bool = True,
     ):
         self.model = model
         self.tokenizer = tokenizer
+        if chunk_size is None:
+            from yoco_eval.loading import default_chunk_size
+
+            chunk_size = default_chunk_size(next(model.parameters()).device)
         self.chunk_size = int(chunk_size)
         self.max_length = int(max_length or model.config.max_seq_len)
         self.name = name or model.config.name
@@ -208,7 +213,7 @@ class Engine(_Scoring):
 
     @classmethod
     def load(cls, spec, device="cpu", dtype="float32", attn_backend="auto", retention_backend="auto",
-             chunk_size=4096, max_length=None, tokenizer=None, kv_dtype="auto",
+             chunk_size=None, max_length=None, tokenizer=None, kv_dtype="auto",
              decode_backend="auto") -> Engine:  # fmt: skip
         """Load a checkpoint folder or preset (see :func:`yoco_eval.model.checkpoint.load_model`; the backend names
         are those of :mod:`yoco_eval.ops`). ``kv_dtype="fp8"`` stores YOCO's shared K/V as e4m3 + scales (lossy,
