@@ -22,8 +22,8 @@ for s in $steps; do
                --lengths 32k,64k,128k,256k,512k,1m --gen 32 --chunk-size ${CHUNK:-16384} --out "$OUT/profile.json" ;;
     throughput) for b in 1 4; do timeout 300 python3 -m yoco_eval profile --models yoco-3b --lengths 512k --gen 1024 \
                --batch $b --chunk-size ${CHUNK:-16384} --out "$OUT/throughput_b$b.json"; done ;;
-    loglik) timeout 200 python3 -c "import json,os; from yoco_eval.profile import bench_loglikelihood as b; \
-               json.dump(b(), open(os.environ['OUT']+'/loglik_32k.json','w'), indent=1)" ;;
+    loglik) timeout 200 python3 -c "import json, sys; from yoco_eval.profile import bench_loglikelihood as b; \
+               json.dump(b(), open(sys.argv[1], 'w'), indent=1)" "$OUT/loglik_32k.json" ;;
     kernels) timeout 280 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider -k "triton or yoco_3b or cuda_graph" \
                2>&1 | tee "$OUT/gpu_tests_kernels.log"
              timeout 200 python3 -m yoco_eval.bench.decode "$OUT/bench_decode.json" 2>&1 | tee "$OUT/bench_decode.log" ;;
