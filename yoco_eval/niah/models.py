@@ -22,12 +22,25 @@ from yoco_eval.tokenizer import as_tokenizer, encode
 
 @dataclass
 class GenerationResult:
+    """One needle answer and what it cost.
+
+    Attributes:
+        text, n_generated: the output (cut at a stop string) and its token count.
+        prefill_s: seconds to process the prompt (None when the model cannot separate it, e.g. lm-eval models).
+        total_s: seconds of the whole ``generate`` call.
+        peak_mem_bytes: CUDA peak (``torch.cuda.max_memory_allocated`` since a reset at the call's start) when the
+            model runs on a GPU, else None; the runner records the CPU side separately (``peak_rss_bytes``).
+        reused_tokens: prompt tokens not prefilled again (continued from the previous prompt's prefix).
+        decode_s: seconds spent generating after the prefill (None when not separable).
+    """
+
     text: str
     n_generated: int
     prefill_s: float | None
     total_s: float
     peak_mem_bytes: int | None
-    reused_tokens: int = 0  # prompt tokens not prefilled again: continued from the previous prompt's prefix
+    reused_tokens: int = 0
+    decode_s: float | None = None
 
 
 @runtime_checkable
@@ -36,6 +49,7 @@ class NeedleModel(Protocol):
 
     Optional attributes the runner also reads when present (``getattr`` with a default):
 
+    * ``kv_bytes_per_token`` (int or None): K/V cache bytes per token of context (recorded in every row);
     * ``kind`` (str, default ``"custom"``), ``checkpoint`` (path or None): recorded in run.json;
     * ``prompt_prefix_tokens`` (int, default 0): tokens the model itself puts in front of ``prompt_ids`` (a BOS);
       the builder subtracts them so the model sees exactly the requested length;
@@ -71,6 +85,71 @@ def _cuda_peak() -> int | None:
     except Exception:  # noqa: BLE001
         pass
     return None
+
+
+def rss_peak_reset() -> bool:
+    """Reset this process's resident-set high-water mark (Linux ``VmHWM``, via ``/proc/self/clear_refs``).
+    Returns False where that is not possible (not Linux, no permission): then :func:`rss_peak` is not per call."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_peak() -> int | None:
+    """This process's resident-set high-water mark in bytes since the last :func:`rss_peak_reset` (Linux
+    ``VmHWM``); None where ``/proc`` is not available. It counts everything resident: weights, haystack, Python."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cache_bytes_per_token(model) -> int | None:
+    """K/V cache bytes one more token of context costs a yoco_eval model (YOCO: its one shared K/V cache;
+    Transformer: every layer's; Phi-4-flash: its attention layers'), from ``model.setup_cache`` on the meta device
+    (nothing is allocated). Constant-size state (retention, sliding windows, Mamba) does not grow with the length
+    and is not counted. None when the model has no such cache."""
+    try:
+        import torch
+
+        dtype = next(model.parameters()).dtype
+        a, b = 1 << 16, 1 << 17  # both past any sliding window, so only per-token storage differs
+        na = model.setup_cache(1, a, device="meta", dtype=dtype).nbytes()
+        nb = model.setup_cache(1, b, device="meta", dtype=dtype).nbytes()
+        per = (nb - na) // (b - a)
+        return int(per) if per > 0 and isinstance(dtype, torch.dtype) else None
+    except Exception:  # noqa: BLE001 - telemetry only
+        return None
+
+
+def hf_kv_bytes_per_token(config, dtype=None) -> int | None:
+    """K/V bytes per token of a HF decoder from its config: layers × 2 (K and V) × KV heads × head dim × element
+    size (of ``dtype``, default the config's ``torch_dtype``, else 4). None when the config lacks a field, or for
+    models whose cache is not one K/V per layer (sliding-window or hybrid layers)."""
+    try:
+        import torch
+
+        layers, heads, hidden = config.num_hidden_layers, config.num_attention_heads, config.hidden_size
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or hidden // heads
+        if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+            return None
+        if len(set(getattr(config, "layer_types", None) or ["full_attention"])) > 1:
+            return None
+        dt = dtype or getattr(config, "torch_dtype", None)
+        if isinstance(dt, str):
+            dt = getattr(torch, dt, None)
+        size = torch.empty(0, dtype=dt).element_size() if isinstance(dt, torch.dtype) else 4
+        return int(layers) * 2 * int(kv_heads) * int(head_dim) * size
+    except Exception:  # noqa: BLE001 - an unknown config shape: not known
+        return None
 
 
 # --- fake model (tests, dry runs) ---------------------------------------------------------------------------
@@ -237,6 +316,20 @@ def file_sha256(path: str | Path | None) -> str | None:
     return h.hexdigest()
 
 
+def _lm_kv_bytes(lm) -> int | None:
+    """K/V bytes per token of an lm-eval LM's model: a yoco_eval model by its cache, a HF one by its config."""
+    try:
+        model = getattr(lm, "model", None)
+    except Exception:  # noqa: BLE001 - some LMs raise for attributes they do not have
+        model = None
+    if model is None:
+        return None
+    if callable(getattr(model, "setup_cache", None)):
+        return cache_bytes_per_token(model)
+    config = getattr(model, "config", None)
+    return hf_kv_bytes_per_token(config, getattr(model, "dtype", None)) if config is not None else None
+
+
 class LMEvalNeedleModel:
     """Drives any lm-eval LM through ``generate_until`` (greedy) with the prompt text.
 
@@ -288,6 +381,7 @@ class LMEvalNeedleModel:
         )
         dev = getattr(lm, "device", None)
         self.device = str(dev) if dev is not None else "cpu"
+        self.kv_bytes_per_token = _lm_kv_bytes(lm)
 
     def generate(self, prompt_ids, prompt_text, *, max_new_tokens, stop) -> GenerationResult:
         from lm_eval.api.instance import Instance
@@ -409,6 +503,7 @@ class YOCONeedleModel:
         self.max_context = max_context or engine.max_length
         self.prompt_prefix_tokens = 1 if self.tokenizer.bos_id is not None else 0
         self.kind = getattr(engine.model.config, "arch", "yoco")
+        self.kv_bytes_per_token = cache_bytes_per_token(engine.model)
 
     @classmethod
     def from_args(cls, args: str | dict | None, tokenizer=None, device: str | None = None) -> YOCONeedleModel:
@@ -440,7 +535,7 @@ class YOCONeedleModel:
         out = self.engine.generate([ids], max_new_tokens=max_new_tokens, stop=list(stop), prefix=self.prefix)[0]
         total = time.perf_counter() - t0
         reused = self.prefix.tokens_reused - reused if self.prefix is not None else 0
-        return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak(), reused)
+        return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak(), reused, out.decode_s)
 
 
 def _one_device(flag: str | None, arg: str | None) -> str | None:
