@@ -107,11 +107,14 @@ def test_comparison_puts_accuracy_and_cost_side_by_side(tmp_path):
     b = _write_run(tmp_path / "b", "transformer " + XSS[1], cost=False, lengths=(1024, 2048))
     html = render_compare(a, b, tmp_path / "c.html").read_text()
     rows = _cost_rows(html)
-    assert [r[0] for r in rows] == ["1,024", "2,048", "4,096"]
-    # length | score A, B, B−A | eff A, B | prefill A, B | decode A, B | memory A, B | K/V A, B
-    assert len(rows[0]) == 14 and rows[0][3] == "±0" and rows[1][3] == "±0"
-    assert rows[0][6] == "1.04 s" and rows[0][7] == NOT_RECORDED and rows[0][12] == "8.00 MiB"
-    assert rows[2][2] == "not run" and rows[2][7] == "not run" and rows[2][3] == "—"
+    a_rows, b_rows = rows[0::2], rows[1::2]  # per length: A's row (with the length and B − A), then B's
+    assert [r[0] for r in a_rows] == ["1,024", "2,048", "4,096"] and {r[1] for r in a_rows} == {"A"}
+    assert {r[0] for r in b_rows} == {"B"}
+    # A: length | run | score | B − A | effective | prefill | decode | memory | K/V;  B: run | score | effective | ...
+    assert [len(r) for r in rows[:2]] == [9, 7] and a_rows[0][3] == a_rows[1][3] == "±0"
+    assert a_rows[0][5] == "1.04 s" and b_rows[0][3] == NOT_RECORDED and a_rows[0][8] == "8.00 MiB"
+    assert b_rows[0][6] == NOT_RECORDED and a_rows[0][4] == b_rows[0][2] == "◀ effective length"
+    assert b_rows[2][1] == "not run" and b_rows[2][3:] == ["not run"] * 4 and a_rows[2][3] == "—"
     for payload in XSS:
         assert payload not in html
     assert not [t for t, _ in Page(html).tags if t in ("img", "iframe")]

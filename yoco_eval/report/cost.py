@@ -30,7 +30,7 @@ MARKS = {
 #: How each memory source is named on the pages.
 MEMORY_SOURCES = {
     "cuda": "GPU peak (torch.cuda.max_memory_allocated during the call)",
-    "rss": "process resident-set peak during the call (Linux VmHWM: weights, haystack and Python included)",
+    "rss": "RSS: the process's resident-set peak during the call (Linux VmHWM: weights, haystack and Python included)",
 }
 
 
@@ -137,7 +137,7 @@ def length_costs(run: NeedleRun, table: HeatmapTable, eff: EffectiveLength | Non
 def memory_note(costs: list[LengthCost]) -> str:
     """What the memory column measured, for the caption ("" when nothing was)."""
     sources = sorted({c.mem_source for c in costs if c.mem_source})
-    return "; ".join(f"{'GPU' if s == 'cuda' else 'RSS'}: {MEMORY_SOURCES[s]}" for s in sources)
+    return "; ".join(MEMORY_SOURCES[s] for s in sources)
 
 
 @dataclass(frozen=True)
