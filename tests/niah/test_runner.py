@@ -499,6 +499,24 @@ def test_hf_kv_bytes_per_token_from_a_config():
     assert hf_kv_bytes_per_token(swa) is None  # the cache stops growing at the window: not one K/V per token
 
 
+def test_lm_eval_models_get_kv_bytes_from_their_model():
+    """An lm-eval LM's K/V bytes: by the cache of a yoco_eval model, by the config of a HF one, else None."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from yoco_eval.config import get_config
+    from yoco_eval.model.checkpoint import build_preset
+    from yoco_eval.niah.models import _lm_kv_bytes, cache_bytes_per_token, hf_kv_bytes_per_token
+
+    cfg = SimpleNamespace(num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, hidden_size=256)
+    hf = SimpleNamespace(model=SimpleNamespace(config=cfg, dtype=torch.bfloat16))
+    assert _lm_kv_bytes(hf) == hf_kv_bytes_per_token(cfg, torch.bfloat16) == 4 * 2 * 2 * 32 * 2
+    tf = build_preset(get_config("transformer-debug"), "cpu", torch.float32)
+    assert _lm_kv_bytes(SimpleNamespace(model=tf)) == cache_bytes_per_token(tf) == 4 * 2 * 2 * 16 * 4
+    assert _lm_kv_bytes(SimpleNamespace()) is None and cache_bytes_per_token(object()) is None
+
+
 def test_shared_haystack_groups_cells_per_haystack_deepest_first():
     from yoco_eval.niah.grid import assign_cells, make_grid
 

@@ -88,6 +88,21 @@ def test_cuda_peak_wins_and_continued_prompts_are_not_prefill_cost(tmp_path):
     assert c.prefill_s == median(1.024 + t / 100 for t in (1, 2, 3)) and c.mark == ""
 
 
+def test_a_length_whose_trials_all_failed_ends_the_walk_as_unscored(tmp_path):
+    d = _write_run(tmp_path / "u", "u")
+    rows = [json.loads(x) for x in (d / "results.jsonl").read_text().splitlines()]
+    for r in rows:
+        if r["context_length"] == 2048:
+            r.update(status="error", error="OutOfMemoryError: CUDA out of memory", score=None)
+    (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = load_run(d)
+    table = run_table(run)
+    costs = length_costs(run, table, effective_length(table.lengths, table.by_length))
+    assert [c.mark for c in costs] == ["effective", "unscored", "after"]
+    assert costs[1].score_text() == "—" and costs[1].interval is None
+    assert costs[1].kv_bytes == 8192 * 2048  # the cost of a length that failed is still known
+
+
 def test_run_page_shows_the_cost_row_per_length_and_not_recorded_for_old_rows(tmp_path):
     new = render_run(_write_run(tmp_path / "new", "new")).read_text()
     rows = _cost_rows(new)

@@ -29,8 +29,8 @@ MARKS = {
 }
 #: How each memory source is named on the pages.
 MEMORY_SOURCES = {
-    "cuda": "GPU peak (torch.cuda.max_memory_allocated during the call)",
-    "rss": "RSS: the process's resident-set peak during the call (Linux VmHWM: weights, haystack and Python included)",
+    "cuda": "GPU: torch.cuda.max_memory_allocated during the call",
+    "rss": "RSS: the process's resident-set peak during the call, Linux VmHWM, weights, haystack and Python included",
 }
 
 
