@@ -186,6 +186,13 @@ def test_report_command_on_an_nll_folder_and_bad_compares(tmp_path):
     p = cli(str(run))
     assert p.returncode == 0 and p.stdout.strip() == f"rendered 1 page: {run / 'report.html'}"
     assert sorted(x.name for x in run.iterdir()) == ["nll.jsonl", "report.html"]  # no index inside a run folder
+    with (run / "nll.jsonl").open("a") as f:
+        f.write('{"schema": "yoco-eval/nll/1", "mod')  # a torn last line
+    p = cli(str(run))
+    assert p.returncode == 0 and p.stderr.startswith(f"warning: {run / 'nll.jsonl'}:2: not valid JSON")
+    assert "nll.jsonl:2: not valid JSON" in (run / "report.html").read_text()  # named from the page's own folder
+    p = cli(str(tmp_path), "--no-index")
+    assert p.returncode == 0 and f"warning: {run / 'nll.jsonl'}:2: not valid JSON" in p.stderr
     p = cli(str(tmp_path), "--compare", str(run), str(needle))
     assert p.returncode == 2
     assert p.stderr == f"error: {run} is an NLL run and {needle} a needle run: compare two runs of one kind\n"

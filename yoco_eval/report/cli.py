@@ -25,6 +25,7 @@ from pathlib import Path
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.report.index import is_nll_run, render_all
 from yoco_eval.report.nll import _render_nll
+from yoco_eval.report.problems import Problem
 from yoco_eval.report.render import RUN_PAGE, _render_run
 
 HELP = "render HTML reports (heatmaps, index, comparisons, lm-eval and profile pages) from results files"
@@ -97,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
         if single and is_nll_run(args.dir):  # one NLL run folder: its report.html from nll.jsonl
             path, problems = _render_nll([args.dir], args.dir / RUN_PAGE, args.generated_at)
             pages, index = [path], None
+            problems = [Problem(f"{args.dir.name}/{p.path}", p.line, p.message, p.fix) for p in problems]
         elif single:
             r = _render_run(args.dir, base=args.dir.parent, generated_at=args.generated_at)
             pages, index, problems = [r.path], None, r.problems

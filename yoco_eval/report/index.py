@@ -319,7 +319,7 @@ def render_all(
     for d in found.nll:
         path, probs = _render_nll([d], d / RUN_PAGE, generated_at, index)
         pages.append(path)
-        problems += _rebase(probs, d.parent, root)
+        problems += _rebase(probs, d, root)  # the page names its files relative to its own folder
     if len(found.nll) > 1:
         names = [rel_href(d, root) for d in found.nll]
         path, _ = _render_nll(found.nll, root / NLL_ALL, generated_at, index, "NLL by position: every run",

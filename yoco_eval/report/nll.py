@@ -9,6 +9,7 @@ line and a table of the octave buckets. Everything read from the files is escape
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,19 +30,23 @@ class NllPage:
     problems: list
 
 
-def load_rows(paths: Sequence[str | Path], log: ProblemLog, prefixes: Sequence[str] = ()) -> list[dict]:
+def load_rows(
+    paths: Sequence[str | Path], log: ProblemLog, prefixes: Sequence[str] = (), base: Path | None = None
+) -> list[dict]:
     """Every readable line of the given files (folders mean their ``nll.jsonl``); the last line of a
     (model, corpus, tokens) pair wins, as in :func:`yoco_eval.nll.run.read_results`. ``prefixes``: one per path,
-    put before each model's name (``A: ``), so that the same model in two runs stays two lines."""
+    put before each model's name (``A: ``), so that the same model in two runs stays two lines. ``base``: problems
+    name files relative to this folder (a page's own), so a page does not depend on where it was rendered from."""
     rows: dict[tuple, dict] = {}
     for k, p in enumerate(paths):
         p = Path(p)
-        f = p / "nll.jsonl" if p.is_dir() else p
-        if not f.is_file():
+        f_read = p / "nll.jsonl" if p.is_dir() else p
+        f = Path(os.path.relpath(f_read, base)) if base is not None else f_read  # as problems name it
+        if not f_read.is_file():
             log.add(f, None, "file not found", "point at an nll.jsonl or its run folder")
             continue
         prefix = prefixes[k] if k < len(prefixes) else ""
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(f_read.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -104,9 +109,9 @@ def table_row(r: dict) -> dict:
     return row
 
 
-def build_page(paths: Sequence[str | Path], prefixes: Sequence[str] = ()) -> NllPage:
+def build_page(paths: Sequence[str | Path], prefixes: Sequence[str] = (), base: Path | None = None) -> NllPage:
     log = ProblemLog()
-    rows = load_rows(paths, log, prefixes)
+    rows = load_rows(paths, log, prefixes, base)
     corpora = sorted({str(r.get("corpus")) for r in rows})
     charts, tables = [], []
     for c in corpora:
@@ -136,7 +141,7 @@ def render_nll(
 def _render_nll(paths, out: Path, generated_at=None, index=None, title=None, prefixes=()) -> tuple[Path, list]:
     from yoco_eval.report.render import _write, rel_href, render_template
 
-    page = build_page(paths, prefixes)
+    page = build_page(paths, prefixes, out.parent)
     html = render_template(
         "nll.html.j2",
         page=page,
@@ -163,7 +168,7 @@ def nll_card(i: int, folder: Path, root: Path, href: str | None, where: str):
     from yoco_eval.report.cards import Card
 
     log = ProblemLog()
-    rows = load_rows([folder], log)
+    rows = load_rows([folder], log, base=root)
     models = list(dict.fromkeys(str(r.get("model")) for r in rows))
     random = {str(r.get("model")) for r in rows if is_random(r)}
     corpora = sorted({str(r.get("corpus")) for r in rows})
