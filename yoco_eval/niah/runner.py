@@ -48,7 +48,7 @@ from yoco_eval.niah.grid import (  # noqa: F401 - SweepConfig, make_grid, plan_s
     prefill_tokens,
     reconcile,
 )
-from yoco_eval.niah.models import rss_peak, rss_peak_reset
+from yoco_eval.niah.memory import rss_peak, rss_peak_reset
 from yoco_eval.niah.score import aggregate, score_output
 from yoco_eval.niah.store import (  # noqa: F401 - JsonlAppender, read_jsonl: re-exported for callers and tests
     RESULTS,
