@@ -53,6 +53,9 @@ ROW_KEYS = {
     "prefill_s",
     "tokens_per_s",
     "peak_mem_bytes",
+    "decode_s",
+    "peak_rss_bytes",
+    "kv_bytes_per_token",
     "timestamp_utc",
     "rank",
     "prompt_excerpts",
@@ -430,6 +433,88 @@ def test_yoco_engine_through_the_same_runner(tmp_path):
         p = reconstruct_prompt(out, r["cell"])
         assert 1 + len(model.tokenizer.encode(p.text)) == r["prompt_tokens"] == r["context_length"]  # BOS included
         assert r["score"] in (0.0, 1.0) and isinstance(r["output"], str)
+
+
+def test_cost_fields_of_a_fake_model_and_its_failures(tmp_path):
+    """Every row records the cost fields: what the model cannot measure is None (not 0), the K/V bytes per token
+    come from the model (on failed cells too), and the process's RSS peak is measured around each call."""
+
+    class Sized(FakeNeedleModel):
+        kv_bytes_per_token = 4096
+
+    out = tmp_path / "run"
+    model = Sized(YOCOTokenizer(), fail_lengths={2048}, sleep_per_1k=0.01)
+    run_sweep(model, _cfg(out), progress=False, command="t", log=_quiet)
+    rows = read_jsonl(out / "results.jsonl")
+    assert {r["status"] for r in rows} == {"ok", "error"}
+    for r in rows:
+        assert r["kv_bytes_per_token"] == 4096
+        assert r["prefill_s"] is None and r["decode_s"] is None and r["peak_mem_bytes"] is None  # not measurable
+        if r["status"] == "ok":
+            assert isinstance(r["peak_rss_bytes"], int) and r["peak_rss_bytes"] > 1 << 20  # Linux VmHWM
+        else:
+            assert r["peak_rss_bytes"] is None
+    plain = tmp_path / "plain"
+    run_sweep(FakeNeedleModel(YOCOTokenizer()), _cfg(plain, lengths=[1024]), progress=False, log=_quiet)
+    assert all(r["kv_bytes_per_token"] is None for r in read_jsonl(plain / "results.jsonl"))
+
+
+@pytest.mark.parametrize("preset", ["yoco-debug", "transformer-debug"])
+def test_yoco_engine_records_prefill_decode_and_cache_bytes(tmp_path, preset):
+    """The engine separates prefill from decode; K/V bytes per token is YOCO's one shared cache, or every layer's
+    for the Transformer, derived here from the preset's config (fp32 on CPU: 4 bytes per element)."""
+    from yoco_eval.config import get_config
+    from yoco_eval.niah.models import YOCONeedleModel
+
+    model = YOCONeedleModel.from_args(f"pretrained={preset},max_length=512,prefix_reuse=false", device="cpu")
+    out = tmp_path / preset
+    cfg = _cfg(out, lengths=[320, 448], depths=[0.0, 100.0], trials=1, max_new_tokens=4)
+    assert run_sweep(model, cfg, progress=False, command="t", log=_quiet)["errors"] == 0
+    c = get_config(preset)
+    if c.arch == "yoco":
+        per_layer, layers = 2 * c.n_attn_kv_heads * (c.dim // c.n_attn_heads) * 4, 1
+    else:
+        per_layer, layers = 2 * c.n_kv_heads * (c.dim // c.n_heads) * 4, c.n_layers
+    for r in read_jsonl(out / "results.jsonl"):
+        assert r["kv_bytes_per_token"] == per_layer * layers
+        assert r["prefill_s"] > 0 and r["decode_s"] is not None and r["decode_s"] >= 0
+        assert r["prefill_s"] + r["decode_s"] <= r["generate_s"] + 1e-3 <= r["duration_s"] + 1e-3
+        assert r["peak_mem_bytes"] is None and r["peak_rss_bytes"] > 0  # CPU: no CUDA peak, the RSS peak instead
+
+
+def test_hf_kv_bytes_per_token_from_a_config():
+    from types import SimpleNamespace
+
+    import torch
+
+    from yoco_eval.niah.models import hf_kv_bytes_per_token
+
+    llama = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    assert hf_kv_bytes_per_token(llama, torch.bfloat16) == 30 * 2 * 3 * (576 // 9) * 2
+    assert hf_kv_bytes_per_token(llama) == 30 * 2 * 3 * 64 * 4  # no dtype known: float32
+    mha = SimpleNamespace(num_hidden_layers=2, num_attention_heads=4, hidden_size=64, head_dim=32, torch_dtype="half")
+    assert hf_kv_bytes_per_token(mha) == 2 * 2 * 4 * 32 * 2
+    assert hf_kv_bytes_per_token(SimpleNamespace(num_hidden_layers=2)) is None  # not enough to know
+    swa = SimpleNamespace(**vars(llama), sliding_window=4096)
+    assert hf_kv_bytes_per_token(swa) is None  # the cache stops growing at the window: not one K/V per token
+
+
+def test_lm_eval_models_get_kv_bytes_from_their_model():
+    """An lm-eval LM's K/V bytes: by the cache of a yoco_eval model, by the config of a HF one, else None."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from yoco_eval.config import get_config
+    from yoco_eval.model.checkpoint import build_preset
+    from yoco_eval.niah.models import _lm_kv_bytes, cache_bytes_per_token, hf_kv_bytes_per_token
+
+    cfg = SimpleNamespace(num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, hidden_size=256)
+    hf = SimpleNamespace(model=SimpleNamespace(config=cfg, dtype=torch.bfloat16))
+    assert _lm_kv_bytes(hf) == hf_kv_bytes_per_token(cfg, torch.bfloat16) == 4 * 2 * 2 * 32 * 2
+    tf = build_preset(get_config("transformer-debug"), "cpu", torch.float32)
+    assert _lm_kv_bytes(SimpleNamespace(model=tf)) == cache_bytes_per_token(tf) == 4 * 2 * 2 * 16 * 4
+    assert _lm_kv_bytes(SimpleNamespace()) is None and cache_bytes_per_token(object()) is None
 
 
 def test_shared_haystack_groups_cells_per_haystack_deepest_first():

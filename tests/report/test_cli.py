@@ -62,7 +62,10 @@ def test_missing_folder_and_bad_compare_are_one_error_line(root, tmp_path):
     )
     p = _run(str(root), "--compare", str(root / "runs" / "alpha"), str(root / "lm_eval"))
     assert p.returncode == 2
-    assert p.stderr == f"error: {root / 'lm_eval'}: no run.json there — --compare takes two needle run folders\n"
+    assert p.stderr == (
+        f"error: {root / 'lm_eval'}: no run.json or nll.jsonl there — --compare takes two needle run folders or two "
+        "NLL run folders\n"
+    )
     p = _run(str(root / "runs" / "alpha" / "run.json"))
     assert p.returncode == 2 and "not a folder" in p.stderr and "Traceback" not in p.stderr
 

@@ -16,18 +16,39 @@ from typing import Any, Protocol, runtime_checkable
 from yoco_eval.errors import ConfigError, YocoEvalError
 from yoco_eval.loading import LoadSpec, package_folder, parse_model_args, resolve_device, resolve_model
 from yoco_eval.niah.builder import PromptFormat
+from yoco_eval.niah.memory import (  # noqa: F401 - rss_peak*, hf_kv_bytes_per_token: re-exported for the runner
+    _cuda_peak,
+    _cuda_peak_reset,
+    cache_bytes_per_token,
+    hf_kv_bytes_per_token,
+    rss_peak,
+    rss_peak_reset,
+)
 from yoco_eval.niah.variants import VARIANTS
 from yoco_eval.tokenizer import as_tokenizer, encode
 
 
 @dataclass
 class GenerationResult:
+    """One needle answer and what it cost.
+
+    Attributes:
+        text, n_generated: the output (cut at a stop string) and its token count.
+        prefill_s: seconds to process the prompt (None when the model cannot separate it, e.g. lm-eval models).
+        total_s: seconds of the whole ``generate`` call.
+        peak_mem_bytes: CUDA peak (``torch.cuda.max_memory_allocated`` since a reset at the call's start) when the
+            model runs on a GPU, else None; the runner records the CPU side separately (``peak_rss_bytes``).
+        reused_tokens: prompt tokens not prefilled again (continued from the previous prompt's prefix).
+        decode_s: seconds spent generating after the prefill (None when not separable).
+    """
+
     text: str
     n_generated: int
     prefill_s: float | None
     total_s: float
     peak_mem_bytes: int | None
-    reused_tokens: int = 0  # prompt tokens not prefilled again: continued from the previous prompt's prefix
+    reused_tokens: int = 0
+    decode_s: float | None = None
 
 
 @runtime_checkable
@@ -36,6 +57,7 @@ class NeedleModel(Protocol):
 
     Optional attributes the runner also reads when present (``getattr`` with a default):
 
+    * ``kv_bytes_per_token`` (int or None): K/V cache bytes per token of context (recorded in every row);
     * ``kind`` (str, default ``"custom"``), ``checkpoint`` (path or None): recorded in run.json;
     * ``prompt_prefix_tokens`` (int, default 0): tokens the model itself puts in front of ``prompt_ids`` (a BOS);
       the builder subtracts them so the model sees exactly the requested length;
@@ -50,27 +72,6 @@ class NeedleModel(Protocol):
     def generate(
         self, prompt_ids: list[int], prompt_text: str, *, max_new_tokens: int, stop: list[str]
     ) -> GenerationResult: ...
-
-
-def _cuda_peak_reset() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-    except Exception:  # noqa: BLE001 - telemetry only
-        pass
-
-
-def _cuda_peak() -> int | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return int(torch.cuda.max_memory_allocated())
-    except Exception:  # noqa: BLE001
-        pass
-    return None
 
 
 # --- fake model (tests, dry runs) ---------------------------------------------------------------------------
@@ -260,6 +261,20 @@ def file_sha256(path: str | Path | None) -> str | None:
     return h.hexdigest()
 
 
+def _lm_kv_bytes(lm) -> int | None:
+    """K/V bytes per token of an lm-eval LM's model: a yoco_eval model by its cache, a HF one by its config."""
+    try:
+        model = getattr(lm, "model", None)
+    except Exception:  # noqa: BLE001 - some LMs raise for attributes they do not have
+        model = None
+    if model is None:
+        return None
+    if callable(getattr(model, "setup_cache", None)):
+        return cache_bytes_per_token(model)
+    config = getattr(model, "config", None)
+    return hf_kv_bytes_per_token(config, getattr(model, "dtype", None)) if config is not None else None
+
+
 class LMEvalNeedleModel:
     """Drives any lm-eval LM through ``generate_until`` (greedy) with the prompt text.
 
@@ -311,6 +326,7 @@ class LMEvalNeedleModel:
         )
         dev = getattr(lm, "device", None)
         self.device = str(dev) if dev is not None else "cpu"
+        self.kv_bytes_per_token = _lm_kv_bytes(lm)
 
     def generate(self, prompt_ids, prompt_text, *, max_new_tokens, stop) -> GenerationResult:
         from lm_eval.api.instance import Instance
@@ -434,6 +450,7 @@ class YOCONeedleModel:
         self.prompt_prefix_tokens = 1 if self.tokenizer.bos_id is not None else 0
         self.kind = getattr(engine.model.config, "arch", "yoco")
         self.prompt_format = engine_chat_frame(self.tokenizer, system_prompt) if chat_template else PromptFormat()
+        self.kv_bytes_per_token = cache_bytes_per_token(engine.model)
 
     @classmethod
     def from_args(cls, args: str | dict | None, tokenizer=None, device: str | None = None,
@@ -467,7 +484,7 @@ class YOCONeedleModel:
         out = self.engine.generate([ids], max_new_tokens=max_new_tokens, stop=list(stop), prefix=self.prefix)[0]
         total = time.perf_counter() - t0
         reused = self.prefix.tokens_reused - reused if self.prefix is not None else 0
-        return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak(), reused)
+        return GenerationResult(out.text, len(out.tokens), out.prefill_s, total, _cuda_peak(), reused, out.decode_s)
 
 
 def _one_device(flag: str | None, arg: str | None) -> str | None:

@@ -11,6 +11,17 @@ Guarantees (the files are described in :mod:`yoco_eval.niah.store`, the grid in 
 * Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes its share of the cells and writes its own shard;
   rank 0 merges the shards into ``results.jsonl`` at the end. Without torchrun it is one process.
 * Nothing is written when the inputs are bad: everything is validated first.
+
+What each row records about cost (every field may be None: older rows lack them, and not every model can measure
+each; readers treat a missing field as "not recorded"):
+
+* ``prefill_s`` / ``decode_s``: seconds processing the prompt / generating the answer (the YOCO engine separates
+  them; lm-eval models record only ``generate_s``, the whole call);
+* ``peak_mem_bytes``: CUDA peak (``torch.cuda.max_memory_allocated``) during the call, on a GPU only;
+* ``peak_rss_bytes``: the process's resident-set peak during the call (Linux ``VmHWM``, reset just before it;
+  counts everything resident, weights and the haystack included, and the next prompt being built meanwhile);
+* ``kv_bytes_per_token``: the model's K/V cache bytes per token of context (YOCO: its one shared cache;
+  Transformer: every layer's; HF models: from their config), so the cache at a length is this × the length.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from yoco_eval.niah.grid import (  # noqa: F401 - SweepConfig, make_grid, plan_s
     prefill_tokens,
     reconcile,
 )
+from yoco_eval.niah.memory import rss_peak, rss_peak_reset
 from yoco_eval.niah.score import aggregate, score_output
 from yoco_eval.niah.store import (  # noqa: F401 - JsonlAppender, read_jsonl: re-exported for callers and tests
     RESULTS,
@@ -56,6 +68,10 @@ from yoco_eval.tokenizer import as_tokenizer, load_tokenizer_spec, tokenizer_fin
 # --- one cell --------------------------------------------------------------------------------------------
 
 
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)
+
+
 def _error_text(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
@@ -66,8 +82,8 @@ def _empty_row(cell: Cell, cfg: SweepConfig, rank: int) -> dict[str, Any]:
         "cell": cell.id, "context_length": cell.length, "depth_percent": cell.depth, "trial": cell.trial,
         "seed": cell.seed, "status": "ok", "error": None, "prompt_tokens": None, "needles": [], "question": None,
         "expected": [], "output": None, "score": None, "metric": cfg.variant.metric, "duration_s": None,
-        "prefill_s": None, "tokens_per_s": None, "peak_mem_bytes": None, "timestamp_utc": None, "rank": rank,
-        "prompt_excerpts": [],
+        "prefill_s": None, "decode_s": None, "tokens_per_s": None, "peak_mem_bytes": None, "peak_rss_bytes": None,
+        "kv_bytes_per_token": None, "timestamp_utc": None, "rank": rank, "prompt_excerpts": [],
     }  # fmt: skip
 
 
@@ -78,6 +94,7 @@ def run_cell(model, builder: PromptBuilder, cell: Cell, cfg: SweepConfig, rank: 
     ``built``: the cell's prompt already being built on a worker thread (its build error counts as the cell's)."""
     t0 = time.perf_counter()
     row = _empty_row(cell, cfg, rank)
+    row["kv_bytes_per_token"] = getattr(model, "kv_bytes_per_token", None)
     prompt: Prompt | None = None
     try:
         prompt = built.result() if built is not None else builder.build(cell.length, cell.depth, cell.seed)
@@ -90,6 +107,7 @@ def run_cell(model, builder: PromptBuilder, cell: Cell, cfg: SweepConfig, rank: 
             prompt_excerpts=prompt.excerpts(),
             haystack_passes=round(prompt.passes, 4),
         )
+        rss_reset = rss_peak_reset()
         gen = model.generate(
             prompt.ids_list(), prompt.text, max_new_tokens=cfg.max_new_tokens, stop=list(cfg.variant.stop)
         )
@@ -97,8 +115,10 @@ def run_cell(model, builder: PromptBuilder, cell: Cell, cfg: SweepConfig, rank: 
             output=gen.text,
             n_generated=gen.n_generated,
             prefill_s=gen.prefill_s,
+            decode_s=_round(getattr(gen, "decode_s", None)),
             reused_prompt_tokens=getattr(gen, "reused_tokens", 0),
             peak_mem_bytes=gen.peak_mem_bytes,
+            peak_rss_bytes=rss_peak() if rss_reset else None,
             score=score_output(gen.text, prompt.expected, prompt.metric),
             generate_s=round(gen.total_s, 6),
             tokens_per_s=round((prompt.n_tokens + gen.n_generated) / gen.total_s, 3) if gen.total_s > 0 else None,

@@ -18,12 +18,12 @@ from yoco_eval.report.load import NeedleRun
 from yoco_eval.report.problems import Problem
 from yoco_eval.report.views import MiniHeatmap, mini_view
 
-KIND_LABEL = {"needle": "needle run", "lm-eval": "lm-eval", "profile": "profile"}
+KIND_LABEL = {"needle": "needle run", "lm-eval": "lm-eval", "profile": "profile", "nll": "NLL run"}
 
 
 @dataclass
 class Card:
-    kind: str  # needle | lm-eval | profile
+    kind: str  # needle | lm-eval | profile | nll
     id: str
     title: str
     href: str | None  # None: the page was never rendered (the index does not render other runs' pages)

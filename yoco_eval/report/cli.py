@@ -4,7 +4,9 @@ Usage::
 
     yoco-eval report reports/                       # every run, lm-eval and profile page, then reports/index.html
     yoco-eval report reports/runs/my-run            # one run folder (holds run.json) → its report.html
+    yoco-eval report reports/runs/my-nll            # one NLL run folder (holds nll.jsonl) → its report.html
     yoco-eval report reports/ --compare reports/runs/a reports/runs/b   # also reports/compare/a__vs__b.html
+                                                    # (two needle runs, or two NLL runs overlaid)
     yoco-eval report reports/examples               # the committed examples (their own tree, own index)
 
 Only DIR's own tree is written: a subfolder with its own index.html (such as reports/examples) is linked from
@@ -21,7 +23,9 @@ import sys
 from pathlib import Path
 
 from yoco_eval.errors import YocoEvalError
-from yoco_eval.report.index import render_all
+from yoco_eval.report.index import is_nll_run, render_all
+from yoco_eval.report.nll import _render_nll
+from yoco_eval.report.problems import Problem
 from yoco_eval.report.render import RUN_PAGE, _render_run
 
 HELP = "render HTML reports (heatmaps, index, comparisons, lm-eval and profile pages) from results files"
@@ -32,7 +36,8 @@ def _arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "dir",
         metavar="DIR",
         type=Path,
-        help="a reports folder (rendered recursively, plus DIR/index.html) or one run folder with run.json",
+        help="a reports folder (rendered recursively, plus DIR/index.html), one run folder with run.json, or "
+        "one NLL run folder with nll.jsonl",
     )
     p.add_argument(
         "--compare",
@@ -41,7 +46,8 @@ def _arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar=("A", "B"),
         type=Path,
         default=[],
-        help="also write DIR/compare/A__vs__B.html comparing two run folders (repeatable)",
+        help="also write DIR/compare/A__vs__B.html comparing two needle run folders, or two NLL run folders "
+        "(repeatable)",
     )
     p.add_argument("--no-index", action="store_true", help="do not write DIR/index.html")
     p.add_argument(
@@ -68,17 +74,32 @@ def _check(args: argparse.Namespace) -> None:
     if not args.dir.is_dir():
         raise YocoEvalError(f"{args.dir}: not a folder — pass the reports folder or a run folder, not a file")
     for a, b in args.compare:
+        kinds = []
         for run in (a, b):
-            if not (run / "run.json").is_file():
-                raise YocoEvalError(f"{run}: no run.json there — --compare takes two needle run folders")
+            if (run / "run.json").is_file():
+                kinds.append("needle")
+            elif is_nll_run(run):
+                kinds.append("nll")
+            else:
+                raise YocoEvalError(
+                    f"{run}: no run.json or nll.jsonl there — --compare takes two needle run folders or two NLL run "
+                    "folders"
+                )
+        if kinds[0] != kinds[1]:
+            what = {"needle": "a needle run", "nll": "an NLL run"}
+            raise YocoEvalError(f"{a} is {what[kinds[0]]} and {b} {what[kinds[1]]}: compare two runs of one kind")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``yoco-eval report`` with parsed arguments; returns the exit status (never raises on bad input)."""
     try:
         _check(args)
-        single = (args.dir / "run.json").is_file() and not args.compare
-        if single:
+        single = ((args.dir / "run.json").is_file() or is_nll_run(args.dir)) and not args.compare
+        if single and is_nll_run(args.dir):  # one NLL run folder: its report.html from nll.jsonl
+            path, problems = _render_nll([args.dir], args.dir / RUN_PAGE, args.generated_at)
+            pages, index = [path], None
+            problems = [Problem(f"{args.dir.name}/{p.path}", p.line, p.message, p.fix) for p in problems]
+        elif single:
             r = _render_run(args.dir, base=args.dir.parent, generated_at=args.generated_at)
             pages, index, problems = [r.path], None, r.problems
         else:

@@ -22,6 +22,7 @@ from yoco_eval.report.cards import Card, collapse, grid_text, needle_card, newes
 from yoco_eval.report.heatmap import HeatmapTable
 from yoco_eval.report.lm_eval import load_lm_eval
 from yoco_eval.report.load import _SHARD, load_run
+from yoco_eval.report.nll import _render_nll, nll_card
 from yoco_eval.report.problems import Problem
 from yoco_eval.report.profile import load_profile
 from yoco_eval.report.render import (
@@ -43,6 +44,10 @@ from yoco_eval.report.views import run_table
 
 #: The index lists at most this many groups of runs that share a grid.
 MAX_GRID_GROUPS = 8
+#: An NLL run folder holds this file (``yoco-eval nll``); its page is ``report.html`` next to it.
+NLL_RESULTS = "nll.jsonl"
+#: With two or more NLL runs under a root, every one of them overlaid on one page.
+NLL_ALL = "nll.html"
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Found:
     lm_eval: list[Path] = field(default_factory=list)
     profiles: list[Path] = field(default_factory=list)
     compares: list[Path] = field(default_factory=list)
+    nll: list[Path] = field(default_factory=list)  # folders with nll.jsonl (and no needle run)
     trees: list[Path] = field(default_factory=list)  # subfolders with their own index.html (not descended)
 
 
@@ -70,6 +76,8 @@ def discover(root: Path) -> Found:
         dirs[:] = keep
         if "run.json" in files or "results.jsonl" in files or any(_SHARD.match(f) for f in files):
             found.runs.append(d)  # a run that lost its run.json is still shown (with the problem)
+        elif NLL_RESULTS in files:
+            found.nll.append(d)
         for f in sorted(files):
             if f.startswith("results_") and f.endswith(".json"):
                 found.lm_eval.append(d / f)
@@ -221,6 +229,7 @@ def _render_index(root: Path, generated_at: str | None, name: str = INDEX_PAGE) 
         tables[card.id] = table
     cards += [_lm_eval_card(i, p, root) for i, p in enumerate(found.lm_eval)]
     cards += [_profile_card(i, p, root) for i, p in enumerate(found.profiles)]
+    cards += [nll_card(i, d, root, _page(d / RUN_PAGE, root), rel_href(d, root)) for i, d in enumerate(found.nll)]
     cards = collapse(newest_first(cards))
     main = [c for c in cards if not c.speed]
     speed = [c for c in cards if c.speed]
@@ -241,6 +250,7 @@ def _render_index(root: Path, generated_at: str | None, name: str = INDEX_PAGE) 
         compares=compares,
         trees=trees,
         has_lm_all=(root / LM_EVAL_ALL).exists(),
+        has_nll_all=(root / NLL_ALL).exists() and len(found.nll) > 1,
         data={"runs": runs, "stops": score_stops()},
         generated_at=generated_at,
     )
@@ -250,16 +260,22 @@ def _render_index(root: Path, generated_at: str | None, name: str = INDEX_PAGE) 
 def _existing_compares(root: Path, found: Found) -> list[tuple[Path, Path]]:
     """The run pairs behind ``compare/*.html`` pages already in the tree, so a re-render keeps them current."""
     by_page: dict[Path, list[tuple[Path, Path]]] = {}
-    for a in found.runs if found.compares else []:
-        for b in found.runs:
-            if a != b:
-                by_page.setdefault(compare_path(root, a, b), []).append((a, b))
+    for group in (found.runs, found.nll) if found.compares else ():
+        for a in group:
+            for b in group:
+                if a != b:
+                    by_page.setdefault(compare_path(root, a, b), []).append((a, b))
     return [by_page[p][0] for p in found.compares if len(by_page.get(p, [])) == 1]
 
 
 def _rebase(problems: list[Problem], base: Path, root: Path) -> list[Problem]:
     """Problems whose paths are relative to ``base``, re-expressed relative to ``root`` (for the command's lines)."""
     return [Problem(os.path.relpath(base / p.path, root), p.line, p.message, p.fix) for p in problems]
+
+
+def is_nll_run(folder: Path) -> bool:
+    """A ``yoco-eval nll`` run folder: it holds ``nll.jsonl`` and is not a needle run."""
+    return (folder / NLL_RESULTS).is_file() and not (folder / "run.json").is_file()
 
 
 @dataclass
@@ -300,9 +316,24 @@ def render_all(
         r = _render_profile(p, p.with_suffix(".html"), p.parent, generated_at, index)
         pages.append(r.path)
         problems += _rebase(r.problems, p.parent, root)
+    for d in found.nll:
+        path, probs = _render_nll([d], d / RUN_PAGE, generated_at, index)
+        pages.append(path)
+        problems += _rebase(probs, d, root)  # the page names its files relative to its own folder
+    if len(found.nll) > 1:
+        names = [rel_href(d, root) for d in found.nll]
+        path, _ = _render_nll(found.nll, root / NLL_ALL, generated_at, index, "NLL by position: every run",
+                              [f"{n}: " for n in names])  # fmt: skip
+        pages.append(path)
     compare = list(compare) + [p for p in _existing_compares(root, found) if p not in compare]
     for a, b in compare:
-        r = _render_compare(Path(a), Path(b), compare_path(root, a, b), generated_at, index)
+        out = compare_path(root, a, b)
+        if is_nll_run(Path(a)) and is_nll_run(Path(b)):
+            title = f"A: {Path(a).resolve().name} vs B: {Path(b).resolve().name} (NLL by position)"
+            path, probs = _render_nll([a, b], out, generated_at, index, title, ["A: ", "B: "])
+            pages.append(path)
+            continue
+        r = _render_compare(Path(a), Path(b), out, generated_at, index)
         pages.append(r.path)
         if not all(Path(x).resolve() in {d.resolve() for d in found.runs} for x in (a, b)):
             problems += r.problems  # runs outside the root were not reported above

@@ -59,11 +59,17 @@ class CellResult:
     duration_s: float | None = None
     prefill_s: float | None = None
     tokens_per_s: float | None = None
-    peak_mem_bytes: int | None = None
+    peak_mem_bytes: int | None = None  # CUDA peak during the call (GPU runs only)
     timestamp_utc: str = ""
     rank: int | None = None
     prompt_excerpts: tuple[Excerpt, ...] = ()
     source: str = ""  # "file:line" the row came from
+    # cost fields recorded since issue 21 (None in older rows: "not recorded")
+    decode_s: float | None = None
+    generate_s: float | None = None
+    peak_rss_bytes: int | None = None  # the process's resident-set peak during the call (Linux VmHWM)
+    kv_bytes_per_token: int | None = None
+    reused_prompt_tokens: int | None = None  # prompt tokens continued from a shared prefix, not prefilled
 
     @property
     def ok(self) -> bool:
@@ -288,6 +294,11 @@ def parse_row(row: dict, source: str) -> tuple[CellResult | None, str | None]:
         rank=_opt(row, "rank", (int,), bad),
         prompt_excerpts=tuple(excerpts),
         source=source,
+        decode_s=_opt(row, "decode_s", (int, float), bad),
+        generate_s=_opt(row, "generate_s", (int, float), bad),
+        peak_rss_bytes=_opt(row, "peak_rss_bytes", (int,), bad),
+        kv_bytes_per_token=_opt(row, "kv_bytes_per_token", (int,), bad),
+        reused_prompt_tokens=_opt(row, "reused_prompt_tokens", (int,), bad),
     )
     note = f"field(s) {', '.join(bad)} have the wrong type and are shown as —" if bad else None
     return cell, note

@@ -9,6 +9,7 @@ line and a table of the octave buckets. Everything read from the files is escape
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +30,23 @@ class NllPage:
     problems: list
 
 
-def load_rows(paths: Sequence[str | Path], log: ProblemLog) -> list[dict]:
+def load_rows(
+    paths: Sequence[str | Path], log: ProblemLog, prefixes: Sequence[str] = (), base: Path | None = None
+) -> list[dict]:
     """Every readable line of the given files (folders mean their ``nll.jsonl``); the last line of a
-    (model, corpus, tokens) pair wins, as in :func:`yoco_eval.nll.run.read_results`."""
+    (model, corpus, tokens) pair wins, as in :func:`yoco_eval.nll.run.read_results`. ``prefixes``: one per path,
+    put before each model's name (``A: ``), so that the same model in two runs stays two lines. ``base``: problems
+    name files relative to this folder (a page's own), so a page does not depend on where it was rendered from."""
     rows: dict[tuple, dict] = {}
-    for p in paths:
+    for k, p in enumerate(paths):
         p = Path(p)
-        f = p / "nll.jsonl" if p.is_dir() else p
-        if not f.is_file():
+        f_read = p / "nll.jsonl" if p.is_dir() else p
+        f = Path(os.path.relpath(f_read, base)) if base is not None else f_read  # as problems name it
+        if not f_read.is_file():
             log.add(f, None, "file not found", "point at an nll.jsonl or its run folder")
             continue
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        prefix = prefixes[k] if k < len(prefixes) else ""
+        for i, line in enumerate(f_read.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -50,6 +57,8 @@ def load_rows(paths: Sequence[str | Path], log: ProblemLog) -> list[dict]:
             if not isinstance(row, dict) or row.get("schema") != SCHEMA:
                 log.add(f, i, f"not a {SCHEMA} line", "give the nll.jsonl written by `yoco-eval nll`")
                 continue
+            if prefix:
+                row = {**row, "model": f"{prefix}{row.get('model')}"}
             rows[(str(row.get("model")), str(row.get("corpus")), row.get("n_tokens"))] = row
     return sorted(rows.values(), key=lambda r: (str(r.get("corpus")), str(r.get("model")), r.get("n_tokens") or 0))
 
@@ -100,9 +109,9 @@ def table_row(r: dict) -> dict:
     return row
 
 
-def build_page(paths: Sequence[str | Path]) -> NllPage:
+def build_page(paths: Sequence[str | Path], prefixes: Sequence[str] = (), base: Path | None = None) -> NllPage:
     log = ProblemLog()
-    rows = load_rows(paths, log)
+    rows = load_rows(paths, log, prefixes, base)
     corpora = sorted({str(r.get("corpus")) for r in rows})
     charts, tables = [], []
     for c in corpora:
@@ -113,11 +122,92 @@ def build_page(paths: Sequence[str | Path]) -> NllPage:
     return NllPage([table_row(r) for r in rows], corpora, charts, tables, log.items)
 
 
-def render_nll(paths: Sequence[str | Path], out: str | Path, *, generated_at: str | None = None) -> Path:
-    """Render the NLL page of the given ``nll.jsonl`` files (or run folders) to ``out``; returns ``out``."""
-    from yoco_eval.report.render import _write, render_template
+def render_nll(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    *,
+    generated_at: str | None = None,
+    index: Path | None = None,
+    title: str | None = None,
+    prefixes: Sequence[str] = (),
+) -> Path:
+    """Render the NLL page of the given ``nll.jsonl`` files (or run folders) to ``out``; returns ``out``.
 
-    page = build_page(paths)
-    html = render_template("nll.html.j2", page=page, problems=page.problems, index_href=None,
-                           generated_at=generated_at)  # fmt: skip
-    return _write(Path(out), html)
+    ``index``: the index page to link back to; ``title``: the page heading (default "NLL by position");
+    ``prefixes``: one per path, put before its models' names (a comparison of runs: ``A: ``, ``B: ``)."""
+    return _render_nll(paths, Path(out), generated_at, index, title, prefixes)[0]
+
+
+def _render_nll(paths, out: Path, generated_at=None, index=None, title=None, prefixes=()) -> tuple[Path, list]:
+    from yoco_eval.report.render import _write, rel_href, render_template
+
+    page = build_page(paths, prefixes, out.parent)
+    html = render_template(
+        "nll.html.j2",
+        page=page,
+        title=title or "NLL by position",
+        problems=page.problems,
+        index_href=rel_href(index, out.parent) if index else None,
+        generated_at=generated_at,
+    )
+    return _write(out, html), page.problems
+
+
+def is_random(row: dict) -> bool:
+    """A line scored with a preset's seeded random weights: ``random_weights`` if recorded, else a model path
+    that is a preset name (``yoco-3b``), which ``yoco-eval nll`` builds with random weights."""
+    from yoco_eval.config import CONFIGS
+
+    flag = row.get("random_weights")
+    return flag if isinstance(flag, bool) else str(row.get("model_path")) in CONFIGS
+
+
+def nll_card(i: int, folder: Path, root: Path, href: str | None, where: str):
+    """The index card of an NLL run folder: its models (random-weight ones labelled), corpora, length, and each
+    (model, corpus) line's mean NLL and bits per byte."""
+    from yoco_eval.report.cards import Card
+
+    log = ProblemLog()
+    rows = load_rows([folder], log, base=root)
+    models = list(dict.fromkeys(str(r.get("model")) for r in rows))
+    random = {str(r.get("model")) for r in rows if is_random(r)}
+    corpora = sorted({str(r.get("corpus")) for r in rows})
+    tokens = sorted({r.get("n_tokens") for r in rows if isinstance(r.get("n_tokens"), int)})
+    n_err = sum(r.get("status") != "ok" for r in rows)
+    lines = [
+        f"{r['model']} on {r['corpus']}: {fmt.num(r.get('nll_mean'), 3)} nats, {fmt.num(r.get('bits_per_byte'), 3)} "
+        "bits/byte"
+        for r in rows
+        if r.get("status") == "ok"
+    ]
+    facts = [
+        ("models", ", ".join(m + (" (random weights)" if m in random else "") for m in models) or fmt.DASH),
+        ("corpora", ", ".join(corpora) or fmt.DASH),
+        ("tokens", ", ".join(fmt.length(t) for t in tokens) or fmt.DASH),
+        ("lines", f"{len(rows) - n_err} ok, {n_err} failed"),
+        ("device", fmt.text(sorted({f"{r.get('device')} {r.get('dtype')}" for r in rows}))),
+        ("folder", where),
+    ] + [("", line) for line in lines[:6]]
+    title = folder.resolve().name
+    speed = bool(models) and random == set(models)
+    overlaid = f"{len(models)} models overlaid" if len(models) > 1 else "1 model"
+    return Card(
+        kind="nll",
+        id=f"n{i}",
+        title=title,
+        href=href,
+        where=where,
+        subtitle=f"NLL by position · {overlaid}" + (f" · {', '.join(corpora)}" if corpora else ""),
+        facts=facts,
+        sort={
+            "name": title.lower(),
+            "date": "",
+            "model": " ".join(models).lower(),
+            "length": f"{tokens[-1]:012d}" if tokens else "",
+        },  # fmt: skip
+        search=" ".join([title, where, *models, *corpora, "nll"]).lower(),
+        score="",
+        mini=None,
+        problems=log.items,
+        speed=speed,
+    )

@@ -21,6 +21,7 @@ from markupsafe import Markup
 import yoco_eval
 from yoco_eval.report import fmt
 from yoco_eval.report.cards import random_weights
+from yoco_eval.report.cost import MARKS, compare_costs, length_costs, memory_note
 from yoco_eval.report.effective import EffectiveLength, effective_length
 from yoco_eval.report.heatmap import DIFF_STOPS, SCORE_STOPS, diff_heatmaps
 from yoco_eval.report.lm_eval import LmEvalRun, lm_eval_table, load_lm_eval
@@ -132,11 +133,15 @@ def _run_context(run: NeedleRun, out: Path, index: Path | None, generated_at: st
     by_len, by_depth = accuracy_charts([(run.name, table)])
     view = heatmap_view(table)
     eff = effective(run, table)
+    costs = length_costs(run, table, eff)
     return dict(
         run=run,
         table=table,
         heatmap=view,
         eff=eff,
+        costs=costs,
+        mem_note=memory_note(costs),
+        marks=MARKS,
         marker=eff_marker(view, table, eff),
         speed=random_weights(run),
         by_length=by_len,
@@ -187,6 +192,7 @@ def _render_compare(
     diff = diff_heatmaps(ta, tb)
     ha, hb = heatmap_view(ta, "ha", compact=True), heatmap_view(tb, "hb", compact=True)
     ea, eb = effective(a, ta), effective(b, tb)
+    ca, cb = length_costs(a, ta, ea), length_costs(b, tb, eb)
     by_len, by_depth = accuracy_charts([(f"A: {a.name}", ta), (f"B: {b.name}", tb)])
     counts = {"better": 0, "worse": 0, "same": 0}
     for row in diff.cells:
@@ -210,6 +216,9 @@ def _render_compare(
         hb=hb,
         ea=ea,
         eb=eb,
+        cost_rows=compare_costs(ca, cb),
+        mem_note=memory_note(ca + cb),
+        marks=MARKS,
         ma=eff_marker(ha, ta, ea),
         mb=eff_marker(hb, tb, eb),
         hd=diff_view(diff),
