@@ -12,10 +12,9 @@ import torch
 
 from yoco_eval import settings
 from yoco_eval.errors import ConfigError, YocoEvalError
+from yoco_eval.generate import DEFAULT_CHUNK_SIZE, default_chunk_size
 from yoco_eval.loading import (
-    DEFAULT_CHUNK_SIZE,
     LoadSpec,
-    default_chunk_size,
     models_dir,
     resolve_device,
     resolve_dtype,

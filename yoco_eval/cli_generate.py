@@ -10,7 +10,7 @@ from yoco_eval.errors import YocoEvalError
 
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
     """The loading flags: one per :class:`~yoco_eval.loading.LoadSpec` key (defaults and checks live there)."""
-    from yoco_eval.loading import DEFAULT_CHUNK_SIZE
+    from yoco_eval.generate import DEFAULT_CHUNK_SIZE
 
     chunks = ", ".join(f"{n} on {d}" for d, n in DEFAULT_CHUNK_SIZE.items())
     p.add_argument("--model", default=default_model, required=default_model is None,

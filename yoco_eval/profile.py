@@ -172,7 +172,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gen", type=int, default=32, help="tokens generated per length (decode timing)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="prefill chunk (default: the documented GPU default, yoco_eval.loading.DEFAULT_CHUNK_SIZE)")
+                   help="prefill chunk (default: the documented GPU default, yoco_eval.generate.DEFAULT_CHUNK_SIZE)")
     p.add_argument("--retention-backend", default="auto", help="auto, fla (fla-core's Triton kernels) or torch")
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"], help="YOCO's shared K/V storage")
     p.add_argument("--peers", default="", help="also re-measure peers in this run: fla, hf (comma-separated)")
@@ -229,7 +229,7 @@ def _fmt_len(T: int) -> str:
 
 
 def main(args) -> int:
-    from yoco_eval.loading import DEFAULT_CHUNK_SIZE
+    from yoco_eval.generate import DEFAULT_CHUNK_SIZE
 
     protocol = protocol_from_args(args)
     lengths = parse_lengths(args.lengths)
