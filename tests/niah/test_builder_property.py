@@ -16,8 +16,8 @@ import pytest
 
 from yoco_eval.niah import PromptBuilder, PromptFormat, get_variant
 from yoco_eval.niah.corpus import load_corpus
-from yoco_eval.niah.ruler import RULER_VARIANTS
 from yoco_eval.niah.tokens import tokenize_corpus
+from yoco_eval.niah.variants import RULER_VARIANTS
 from yoco_eval.tokenizer import TiktokenTokenizer, cl100k_encoding, encode, load_hf_tokenizer, load_tokenizer
 
 SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
