@@ -79,7 +79,7 @@ def _subcommand(words: list[str]) -> str | None:
 def allowed_outputs(words: list[str]) -> list[str]:
     """Relative paths (folders end with ``/``) a command may create or change under the current directory."""
     if "--dry-run" in words or "--show" in words or _subcommand(words) in ("generate", None):
-        return []
+        return []  # these write nothing
     allowed = [words[i + 1].rstrip("/") + "/" for i, w in enumerate(words[:-1]) if w in OUT_FLAGS]
     sub = _subcommand(words)
     if sub == "report":
@@ -91,7 +91,7 @@ def allowed_outputs(words: list[str]) -> list[str]:
             k = len(parts) - 2 - parts[-2::-1].index("reports")
             allowed.append(str(Path(*parts[: k + 1], "index.html")))
         allowed.append(out.rstrip("/") + "/")
-    return allowed
+    return sorted(set(allowed))
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -169,7 +169,28 @@ def _check_gpu_line(line: str, ck: dict) -> None:
         assert flag in help_text, f"`yoco-eval {sub} --help` has no {flag} ({line})"
 
 
-@pytest.mark.parametrize("line", [c for c in readme_commands() if c not in (INSTALL, TEST)])
+def test_allowed_outputs():
+    def allowed(line):
+        return allowed_outputs(shlex.split(line, comments=True))
+
+    assert allowed("yoco-eval") == ["reports/index.html", "reports/runs/"]
+    assert allowed("yoco-eval --lengths 1k --out reports/runs/a") == ["reports/index.html", "reports/runs/a/"]
+    assert allowed("yoco-eval needle --model yoco --out elsewhere/run") == ["elsewhere/run/"]
+    assert allowed("yoco-eval needle --out reports/runs/a --index my.html") == ["my.html/", "reports/runs/a/"]
+    assert allowed("yoco-eval needle --config x --dry-run") == [] == allowed("yoco-eval needle --show reports/a")
+    assert allowed("yoco-eval report results/lm-eval") == ["results/lm-eval/"]
+    assert allowed("yoco-eval lm-eval --tasks t --output_path results/x") == ["results/x/"]
+    assert allowed("yoco-eval generate --model m --prompt p") == []
+
+
+def test_changed_files():
+    assert _changed({"a": (1, 1), "b": (1, 1)}, {"a": (1, 2), "c": (1, 1)}) == ["a", "c", "b"]
+
+
+CPU_AND_GPU = [c for c in readme_commands() if c not in (INSTALL, TEST)]
+
+
+@pytest.mark.parametrize("line", CPU_AND_GPU, ids=[re.sub(r"[^\w.,:=/-]+", "_", c)[:70] for c in CPU_AND_GPU])
 def test_readme_command(line, checkout):
     repo, work, env = checkout["repo"], checkout["work"], checkout["env"]
     if is_gpu(line):
