@@ -40,7 +40,6 @@ LIMITS = {
     "yoco-eval lm-eval": ["--limit", "2"],
 }
 GPU_MARK = re.compile(r"(^|\s)#\s*GPU\b")
-OUT_FLAGS = ("--out", "--output_path", "--index")
 
 
 def readme_commands(text: str = README) -> list[str]:
@@ -80,7 +79,8 @@ def allowed_outputs(words: list[str]) -> list[str]:
     """Relative paths (folders end with ``/``) a command may create or change under the current directory."""
     if "--dry-run" in words or "--show" in words or _subcommand(words) in ("generate", None):
         return []  # these write nothing
-    allowed = [words[i + 1].rstrip("/") + "/" for i, w in enumerate(words[:-1]) if w in OUT_FLAGS]
+    allowed = [words[i + 1].rstrip("/") + "/" for i, w in enumerate(words[:-1]) if w in ("--out", "--output_path")]
+    allowed += [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--index" and words[i + 1] != "none"]
     sub = _subcommand(words)
     if sub == "report":
         allowed.append(words[words.index("report") + 1].rstrip("/") + "/")
@@ -176,7 +176,7 @@ def test_allowed_outputs():
     assert allowed("yoco-eval") == ["reports/index.html", "reports/runs/"]
     assert allowed("yoco-eval --lengths 1k --out reports/runs/a") == ["reports/index.html", "reports/runs/a/"]
     assert allowed("yoco-eval needle --model yoco --out elsewhere/run") == ["elsewhere/run/"]
-    assert allowed("yoco-eval needle --out reports/runs/a --index my.html") == ["my.html/", "reports/runs/a/"]
+    assert allowed("yoco-eval needle --out reports/runs/a --index my.html") == ["my.html", "reports/runs/a/"]
     assert allowed("yoco-eval needle --config x --dry-run") == [] == allowed("yoco-eval needle --show reports/a")
     assert allowed("yoco-eval report results/lm-eval") == ["results/lm-eval/"]
     assert allowed("yoco-eval lm-eval --tasks t --output_path results/x") == ["results/x/"]
