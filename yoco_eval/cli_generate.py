@@ -89,6 +89,7 @@ def generate_main(args) -> int:
     out = engine.generate([ids], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                           top_p=args.top_p, stop=args.stop, seed=args.seed)[0]  # fmt: skip
     sys.stdout.write(out.text + "\n")
+    sys.stdout.flush()  # the text before the summary line when both go to one terminal
     why = _WHY_STOPPED.get(out.finish_reason, out.finish_reason)
     print(f"[{out.prompt_tokens} prompt tokens, {len(out.tokens)} generated, {why}; "
           f"prefill {out.prefill_s:.2f} s, decode {out.decode_s:.2f} s]", file=sys.stderr)  # fmt: skip
