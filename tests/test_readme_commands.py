@@ -121,7 +121,8 @@ def checkout(tmp_path_factory) -> dict:
         if src.is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
-    git = ["git", "-c", "user.name=readme-test", "-c", "user.email=readme-test@localhost", "-c", "init.defaultBranch=x"]
+    git = ["git", "-c", "user.name=readme-test", "-c", "user.email=readme-test@localhost", "-c", "init.defaultBranch=x",
+           "-c", "commit.gpgsign=false"]  # fmt: skip
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):
         subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
     work.mkdir()
