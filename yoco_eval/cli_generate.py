@@ -8,6 +8,24 @@ import sys
 from yoco_eval.errors import YocoEvalError
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help line (except required flags, empty defaults and helps that name it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.required or action.default in (None, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+# Generation.finish_reason in words, for the summary line.
+_WHY_STOPPED = {
+    "length": "stopped at --max-new-tokens",
+    "eos": "stopped at the end-of-text token",
+    "stop": "stopped at a --stop string",
+}
+
+
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
     """The loading flags: one per :class:`~yoco_eval.loading.LoadSpec` key (defaults and checks live there)."""
     from yoco_eval.generate import DEFAULT_CHUNK_SIZE
@@ -46,14 +64,16 @@ def load_engine(args):
 
 
 def add_generate_parser(sub) -> None:
-    p = sub.add_parser("generate", help="generate text from a prompt")
+    p = sub.add_parser("generate", help="generate text from a prompt", formatter_class=_Defaults,
+                       description="Generate a continuation of --prompt; the text goes to stdout, a summary line "
+                                   "(tokens, why it stopped, time) to stderr.")  # fmt: skip
     add_model_args(p)
     p.add_argument("--prompt", required=True, help="the prompt text, or @FILE to read it from a file")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.set_defaults(func=generate_main)
 
 
@@ -69,16 +89,20 @@ def generate_main(args) -> int:
     out = engine.generate([ids], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                           top_p=args.top_p, stop=args.stop, seed=args.seed)[0]  # fmt: skip
     sys.stdout.write(out.text + "\n")
-    print(f"[{out.prompt_tokens} prompt tokens, {len(out.tokens)} generated, {out.finish_reason}; "
+    sys.stdout.flush()  # the text before the summary line when both go to one terminal
+    why = _WHY_STOPPED.get(out.finish_reason, out.finish_reason)
+    print(f"[{out.prompt_tokens} prompt tokens, {len(out.tokens)} generated, {why}; "
           f"prefill {out.prefill_s:.2f} s, decode {out.decode_s:.2f} s]", file=sys.stderr)  # fmt: skip
     return 0
 
 
 def add_convert_parser(sub) -> None:
-    p = sub.add_parser("convert", help="save a checkpoint in yoco-eval's format or the official YOCO format")
-    p.add_argument("--model", required=True, help="checkpoint folder or preset")
+    p = sub.add_parser("convert", help="save a checkpoint in yoco-eval's format or the official YOCO format",
+                       formatter_class=_Defaults)  # fmt: skip
+    p.add_argument("--model", required=True, help="checkpoint folder, preset or shipped model (yoco-needle-7m)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", choices=["yoco-eval", "official"], default="yoco-eval")
+    p.add_argument("--format", choices=["yoco-eval", "official"], default="yoco-eval",
+                   help="yoco-eval: config.json + model.safetensors; official: params.json + checkpoint.pth")
     p.set_defaults(func=convert_main)
 
 

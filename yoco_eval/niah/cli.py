@@ -44,7 +44,7 @@ DEFAULTS = {
     "metric": None, "needle_template": None, "question_template": None, "answer_prefix": None, "instruction": None,
     "haystack": "pg-essays", "haystack_field": "text", "haystack_normalize": None, "max_new_tokens": 32,
     "out": None, "run_name": None, "dry_run": False, "tokens_per_s": None, "retry_errors": False, "extend": False,
-    "overwrite": False, "shared_haystack": False, "verify": True, "progress": True, "show": None,
+    "overwrite": False, "shared_haystack": False, "verify": True, "progress": True, "show": None, "index": None,
 }  # fmt: skip
 _INT = {"threads", "trials", "seed", "num_needles", "max_new_tokens"}
 _BOOL = {"chat_template", "dry_run", "retry_errors", "extend", "overwrite", "shared_haystack", "verify", "progress"}
@@ -80,14 +80,26 @@ def default_sweep_file() -> Path | None:
     return None
 
 
+def _shipped_sweep(path: str) -> Path:
+    """``path`` if it exists, else the shipped sweep it names (``yoco-single-1m`` or ``tasks/sweeps/X.yaml``, from
+    any directory), else ``path`` unchanged."""
+    p = Path(path)
+    default = default_sweep_file()
+    if p.is_file() or default is None:
+        return p
+    name = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
+    shipped = default.parent / name
+    return shipped if str(p.parent) in (".", "tasks/sweeps") and shipped.is_file() else p
+
+
 def load_sweep_file(path: str) -> dict:
     """A sweep YAML as settings. Broken YAML, unknown keys and values of the wrong type are one-line errors that
     name the line."""
     import yaml
 
-    p = Path(path)
+    p = _shipped_sweep(path)
     if not p.is_file():
-        raise YocoEvalError(f"sweep file {path} does not exist: give a YAML file such as tasks/sweeps/smollm2-8k.yaml")
+        raise YocoEvalError(f"sweep file {path} does not exist: give a YAML file or a shipped sweep such as smollm2-8k")
     text = p.read_text(encoding="utf-8", errors="replace")
     try:
         node = yaml.compose(text)
@@ -152,7 +164,8 @@ def _flag(g, shown: dict, flag: str, help: str, **kw) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = _defaults_shown()
     g = p.add_argument_group("what to run")
-    g.add_argument("--config", help="a sweep YAML (tasks/sweeps/*.yaml); command-line flags override it")
+    g.add_argument("--config", help="a sweep YAML, or a shipped one by name (yoco-single-1m, smollm2-8k, ...: "
+                   "tasks/sweeps/); command-line flags override it")  # fmt: skip
     _flag(g, d, "--model", "yoco | an lm-eval model name (hf, vllm, ...) | fake (no weights: reads the answer "
           "from the prompt, to try a grid)")  # fmt: skip
     _flag(g, d, "--model-args", "comma-separated key=value for the model (lm-eval style)")
@@ -192,6 +205,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, d: dict) -> None:
     _flag(g, d, "--max-new-tokens", "generation budget per cell", type=int)
     _flag(g, d, "--out", "run folder (default: reports/runs/<run-name>)")
     _flag(g, d, "--run-name", "run name (default: from model, variant and haystack)")
+    _flag(g, d, "--index", "the one index page to update after the run, or none (default: <reports>/index.html when "
+          "--out is inside a folder named reports, else none)", metavar="PATH")  # fmt: skip
     _flag(g, d, "--dry-run", "print grid, tokens and time estimate; write nothing", action="store_true")
     _flag(g, d, "--tokens-per-s", "throughput to assume for --dry-run", type=float)
     _flag(g, d, "--retry-errors", "redo cells that failed earlier", action="store_true")
@@ -425,19 +440,27 @@ def _main(args: argparse.Namespace) -> int:
     if summary.get("rank", 0) == 0 and "aggregate" in summary:
         print(f"{cfg.out}: {summary['rows']} cells ({summary['ran']} run now, {summary['errors']} errors)")
         print(format_scores(summary["aggregate"]))
-        _render(Path(cfg.out))
+        _render(Path(cfg.out), index_path(Path(cfg.out), s["index"]))
     return 0
 
 
-def _render(out: Path) -> None:
-    """The run's HTML report, then the index of the reports folder that holds it (regenerated after each run)."""
-    from yoco_eval.report import render_index, render_run
-
-    page = render_run(out)
+def index_path(out: Path, given: str | None) -> Path | None:
+    """The one index a run updates: ``--index PATH`` (``none``: no index), else ``<reports>/index.html`` of the
+    nearest folder named ``reports`` above ``--out``, else none (a run elsewhere writes only inside ``--out``)."""
+    if given is not None:
+        return None if str(given).lower() in ("", "none") else Path(given)
     parts = out.resolve().parts
-    root = Path(*parts[: len(parts) - parts[::-1].index("reports")]) if "reports" in parts else out.parent
-    index = render_index(root)
-    print(f"report: {page}\nindex:  {index}")
+    if "reports" not in parts[:-1]:
+        return None
+    return Path(*parts[: len(parts) - 1 - parts[-2::-1].index("reports")]) / "index.html"
+
+
+def _render(out: Path, index: Path | None) -> None:
+    """The run's HTML report in ``out``, then ``index`` (if any): nothing else is created or rewritten."""
+    from yoco_eval.report import render_run_and_index
+
+    page, written = render_run_and_index(out, index)
+    print(f"report: {page}" + (f"\nindex:  {written}" if written is not None else ""))
 
 
 if __name__ == "__main__":

@@ -40,13 +40,10 @@ def _tokenizer(meta: dict):
             'the niah tasks need a tokenizer to size prompts: pass --metadata \'{"tokenizer": "yoco-cl100k"}\' '
             "or a local pretrained= model"
         )
-    name = str(name)
-    if name.startswith("pkg:"):
-        from yoco_eval.niah.models import _package_folder
+    from yoco_eval.loading import resolve_model  # pkg:NAME, shipped model names, smollm2-135m-instruct
 
-        head, sep, tail = name[4:].partition("::")
-        name = str(_package_folder(head)) + (sep + tail if sep else "")
-    return load_tokenizer(name)
+    head, sep, tail = str(name).partition("::")
+    return load_tokenizer(resolve_model(head) + sep + tail)
 
 
 def build_docs(variant: str = "single", **meta) -> dict:
