@@ -163,7 +163,8 @@ def _check_gpu_line(line: str, ck: dict) -> None:
     words = shlex.split(line, comments=True)
     sub = _subcommand(words)
     assert sub, f"a GPU line without a yoco-eval subcommand: {line}"
-    res = _run(f"yoco-eval {sub} --help", ck["work"], ck["env"], timeout=300)
+    helper = f"yoco-eval {sub} run --help" if sub == "lm-eval" else f"yoco-eval {sub} --help"  # lm-eval's flags: `run`
+    res = _run(helper, ck["work"], ck["env"], timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     help_text = res.stdout
     for flag in (w.split("=", 1)[0] for w in words[words.index(sub) + 1 :] if w.startswith("--")):
