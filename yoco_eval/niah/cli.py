@@ -419,9 +419,10 @@ def _main(args: argparse.Namespace) -> int:
     use_cpu_threads(s["threads"])
     tokenizer = load_tokenizer(s["tokenizer"]) if s["tokenizer"] else None
     model = load_needle_model(
-        s["model"], s["model_args"], tokenizer=tokenizer, chat_template=bool(s["chat_template"]), device=s["device"]
+        s["model"], s["model_args"], tokenizer=tokenizer, chat_template=bool(s["chat_template"]), device=s["device"],
+        system_prompt=s["system_prompt"] if s["model"] == "yoco" else None,
     )
-    if s["model"] != "fake" and s["system_prompt"] and s["chat_template"]:
+    if s["model"] not in ("fake", "yoco") and s["system_prompt"] and s["chat_template"]:  # lm-eval models
         from yoco_eval.niah.models import chat_frame
 
         model.prompt_format = chat_frame(model.lm.tokenizer, s["system_prompt"])
