@@ -106,8 +106,8 @@ def test_needle_sweep_with_the_chat_template(folder, tmp_path):
 
     out = tmp_path / "run"
     argv = ["--model", "yoco", "--model-args", f"pretrained={folder},device=cpu,chunk_size=128", "--chat-template",
-            "--system-prompt", "Be brief.", "--lengths", "300,600", "--depths", "0,100", "--trials", "1", "--haystack", "noise",
-            "--max-new-tokens", "6", "--no-progress", "--out", str(out)]  # fmt: skip
+            "--system-prompt", "Be brief.", "--lengths", "300,600", "--depths", "0,100", "--trials", "1",
+            "--haystack", "noise", "--max-new-tokens", "6", "--no-progress", "--out", str(out)]  # fmt: skip
     assert cli.main(argv) == 0
     rows = list(read_jsonl(out / "results.jsonl"))
     assert len(rows) == 4 and all(r.get("error") is None for r in rows)
