@@ -171,6 +171,17 @@ def test_wrapper_reports_bad_input_in_one_line(tmp_path):
     assert last.startswith("yoco-eval lm-eval: error: checkpoint '/nonexistent/ckpt' not found"), last
 
 
+def test_wrapper_reports_an_unknown_task_in_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "yoco_eval.cli", "lm-eval", "--model", "yoco", "--model_args",
+           "pretrained=yoco-needle-7m", "--tasks", "no_such_task", "--device", "cpu"]  # fmt: skip
+    done = _run(cmd, cwd=tmp_path, PYTHONPATH=str(ROOT))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("yoco-eval lm-eval: error: unknown task(s) no_such_task:"), last
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_wrapper_adds_the_task_folder_only_when_none_is_given():
     from yoco_eval.lm_eval_cli import _with_default_include_path, tasks_dir
 

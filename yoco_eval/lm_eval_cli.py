@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     except YocoEvalError as e:
         print(f"yoco-eval lm-eval: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:  # lm-eval's own message for a task name it cannot find: one line, with the way out
+        if not str(e).startswith("Tasks not found"):
+            raise
+        names = str(e).split(":", 1)[-1].strip()
+        print(f"yoco-eval lm-eval: error: unknown task(s) {names}: list the tasks with `yoco-eval lm-eval ls tasks` "
+              "(the project's offline ones are in tasks/README.md)", file=sys.stderr)  # fmt: skip
+        return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
