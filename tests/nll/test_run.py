@@ -82,6 +82,8 @@ def test_failures_are_recorded_and_retried(tmp_path):
     assert rows[("yoco-debug", "book")]["status"] == "ok"
     assert "neither a built-in" in rows[("yoco-debug", "missing.txt")]["error"]
     assert rows[("boom", "book")]["error"] == "RuntimeError: CUDA out of memory (simulated)"
+    for r in rows.values():  # every row, failed or not, says where and when it ran
+        assert r["hardware"]["device"] == "cpu" and r["timestamp_utc"].endswith("Z") and "commit" in r
     calls = []
     run_nll(cfg, tmp_path / "run", loader=lambda s, c: calls.append(s) or load_model("yoco-debug"))
     assert calls == ["yoco-debug", "boom"]  # only the error pairs are redone

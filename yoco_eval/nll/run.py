@@ -136,8 +136,15 @@ def score_pair(loaded, label: str, spec: str, corpus: str, cfg: NllConfig) -> di
 
 
 def _head(label: str, spec: str, corpus: str, cfg: NllConfig) -> dict:
+    """What every row records: the pair, its settings, and where and when it ran (card, commit, UTC time)."""
+    from types import SimpleNamespace
+
+    from yoco_eval.runinfo import git_commit, hardware, utc_now
+
     return {"schema": SCHEMA, "model": label, "model_path": spec, "corpus": corpus, "n_tokens": cfg.tokens,
-            "chunk": cfg.chunk, "device": cfg.device, "dtype": cfg.dtype}  # fmt: skip
+            "chunk": cfg.chunk, "device": cfg.device, "dtype": cfg.dtype,
+            "hardware": hardware(SimpleNamespace(device=cfg.device)), "commit": git_commit(),
+            "timestamp_utc": utc_now()}  # fmt: skip
 
 
 def _error_row(label: str, spec: str, corpus: str, cfg: NllConfig, e: BaseException) -> dict:
