@@ -114,6 +114,16 @@ def test_console_script_runs_local_tasks_and_writes_results(lm_eval_command, che
     assert len(RUNS["cli"]) == len(METRICS)
 
 
+def test_console_script_reports_an_unknown_task_in_one_line(lm_eval_command, tmp_path):
+    cmd = [*lm_eval_command, "--model", "yoco", "--model_args", "pretrained=yoco-needle-7m", "--tasks", "no_such_task",
+           "--device", "cpu"]  # fmt: skip
+    done = _run(cmd, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: unknown task(s) no_such_task: list the tasks with `lm-eval ls tasks`"), last
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_python_api_gives_the_same_metrics(checkpoint):
     import lm_eval
     from lm_eval.tasks import TaskManager
