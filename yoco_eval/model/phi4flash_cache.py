@@ -17,7 +17,8 @@ The bookkeeping (``lengths`` ``[B]``, host ``seen``, ``ragged``, ``static``, ``w
 drives a cache through (``note_prefill``, ``static_shapes``, ``advance`` from the shared
 :class:`~yoco_eval.model.cache.CacheFlags`; ``put_rows``, ``reset``, ``save_state``/``load_state``, ``select_rows``,
 ``nbytes``) follow :class:`yoco_eval.model.cache.Cache`. A forward call is one :class:`Step`: :func:`make_step`
-places its tokens, :func:`commit_step` advances the lengths; nothing else sets the flags.
+places its tokens, :func:`~yoco_eval.model.cache.commit_step` (shared with YOCO) advances the lengths; nothing
+else sets the flags.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from yoco_eval.errors import YocoEvalError
-from yoco_eval.model.cache import CacheFlags, KVCache, WindowCache
+from yoco_eval.model.cache import CacheFlags, KVCache, WindowCache, commit_step  # noqa: F401 - shared with YOCO
 
 
 @dataclass
@@ -209,14 +210,3 @@ def make_step(tokens, start_pos, cache: Phi4FlashCache | None, valid, attn_backe
     end = max(cache.seen, start + T) if start is not None else cache.seen + T
     uniform = valid is None and not cache.ragged and (start is not None or B == 1)
     return Step(pos, valid, n_valid, start, uniform, end, cache, attn_backend)
-
-
-def commit_step(step: Step) -> None:
-    """Advance the cache's lengths after every layer has written this call's tokens."""
-    c = step.cache
-    if c is None:
-        return
-    last = step.pos if step.valid is None else torch.where(step.valid, step.pos, -1)
-    c.lengths.copy_(torch.maximum(c.lengths, last.max(1).values + 1))  # in place: CUDA graphs replay this
-    if not c.static:
-        c.seen = step.end
