@@ -71,6 +71,15 @@ def build_random(name: str, device="cuda", dtype=None, **backends):
     return build_preset(preset_config(name), device, dtype, **backends)
 
 
+def preset_tokenizer(name: str):
+    """A tokenizer that decodes every id of preset ``name``'s vocabulary (random weights emit any of them): the
+    preset's own (o200k for Phi-4-mini-flash), else YOCO's cl100k + 4."""
+    from yoco_eval.model.phi4flash_config import PRESET_TOKENIZERS
+    from yoco_eval.tokenizer import YOCOTokenizer, load_tokenizer
+
+    return load_tokenizer(PRESET_TOKENIZERS[name]) if name in PRESET_TOKENIZERS else YOCOTokenizer()
+
+
 def kv_bytes_per_token(model) -> int:
     """Bytes of K/V one token adds to ``model``'s cache in bf16 (every layer's for a Transformer, the ONE shared
     K/V for YOCO and Phi4Flash: 5,120 for Phi-4-mini-flash), measured on a meta-device cache."""
@@ -95,7 +104,6 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
     warm-up at the length, median of 3). ``prefill_s`` / ``decode_ms_per_token`` / ``throughput_tok_s`` are the
     medians; ``peak_mem_bytes`` is the largest peak of the timed runs."""
     from yoco_eval.generate import Engine
-    from yoco_eval.tokenizer import YOCOTokenizer
 
     protocol = protocol or Protocol()
     model = build_random(name, device=device, **backends)
@@ -105,7 +113,7 @@ def profile_model(name: str, lengths: list[int], gen: int, chunk: int, batch: in
         model.set_kv_dtype(kv_dtype)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     per_tok = kv_bytes_per_token(model)
-    engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=max(lengths) + gen + 1)
+    engine = Engine(model, preset_tokenizer(name), chunk_size=chunk, max_length=max(lengths) + gen + 1)
     V = model.config.vocab_size
     engine.generate([[4 + i % (V - 4) for i in range(warm)]] * batch, max_new_tokens=4, ignore_eos=True)  # warm kernels
     rows, overhead = [], None
@@ -285,11 +293,10 @@ def bench_loglikelihood(name: str = "yoco-3b", ctx_len: int = 32768, n_ctx: int 
     """lm-eval style loglikelihood requests with long contexts: time, tokens/s, and peak memory against
     weights + one cache + one chunk (no ``[T, vocab]`` logits are ever made)."""
     from yoco_eval.generate import Engine
-    from yoco_eval.tokenizer import YOCOTokenizer
 
     model = build_random(name, device=device)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=ctx_len + cont_len + 8)
+    engine = Engine(model, preset_tokenizer(name), chunk_size=chunk, max_length=ctx_len + cont_len + 8)
     g = torch.Generator().manual_seed(0)
     reqs = []
     for _ in range(n_ctx):
@@ -362,10 +369,9 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     from torch.profiler import ProfilerActivity, profile
 
     from yoco_eval.generate import Engine
-    from yoco_eval.tokenizer import YOCOTokenizer
 
     model = build_random(name)
-    engine = Engine(model, YOCOTokenizer(), chunk_size=chunk, max_length=ctx + 128)
+    engine = Engine(model, preset_tokenizer(name), chunk_size=chunk, max_length=ctx + 128)
     V = model.config.vocab_size
     g = engine.graph_decoder(1, ctx + 64)
     prompt = torch.randint(4, V, (ctx,)).tolist()

@@ -160,11 +160,12 @@ def _append(path: Path, row: dict) -> None:
 
 
 def _load(spec: str, cfg: NllConfig):
-    from yoco_eval.generate import parse_dtype
+    """The model as every other command runs it: loaded, then prepared by the Engine (fused projections, the
+    shared Triton cache and fla-core's tuned configs on a GPU). Returns the Engine (``.model``, ``.tokenizer``)."""
+    from yoco_eval.generate import Engine
     from yoco_eval.loading import resolve_model
-    from yoco_eval.model.checkpoint import load_model
 
-    return load_model(resolve_model(spec), device=cfg.device, dtype=parse_dtype(cfg.dtype))
+    return Engine.load(resolve_model(spec), device=cfg.device, dtype=cfg.dtype)
 
 
 def run_nll(cfg: NllConfig, out: str | Path, loader=None) -> Path:
