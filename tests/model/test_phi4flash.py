@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from yoco_eval import settings
 from yoco_eval.errors import CheckpointError, ConfigError
 from yoco_eval.model.phi4flash import Phi4Flash
 from yoco_eval.model.phi4flash_config import PHI4FLASH_CONFIGS, Phi4FlashConfig
@@ -23,7 +24,6 @@ from yoco_eval.model.phi4flash_load import (
     load_phi4flash,
     load_phi4flash_model,
 )
-from yoco_eval import settings
 from yoco_eval.ops.selective_scan import causal_conv1d, chunk_selective_scan, naive_selective_scan, selective_scan
 
 from ..conftest import FIXTURES

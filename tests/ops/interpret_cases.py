@@ -195,8 +195,8 @@ def test_yoco_model_through_the_kernels(monkeypatch):
 def _scan_inputs(Bn, T, Di, N, seed, strided=False, pad=0, state=True):
     """Inputs like a Mamba layer's: dt through softplus, A = -exp(A_log) with Mamba's ``log(1..N)`` init (times a
     per-channel jitter). ``strided``: x a slice of a fused [x, z] projection, B and C slices of one [dt, B, C]
-    projection (non-contiguous views, as the model passes them), dt with a non-unit channel stride. ``pad``: the last ``pad`` tokens of row 1 are
-    padding (dt = 0, garbage x, B, C)."""
+    projection (non-contiguous views, as the model passes them), dt with a non-unit channel stride. ``pad``: the
+    last ``pad`` tokens of row 1 are padding (dt = 0, garbage x, B, C)."""
     g = torch.Generator().manual_seed(seed)
     if strided:
         xz = torch.randn(Bn, T, 2 * Di, generator=g)
@@ -234,17 +234,17 @@ def _check_scan(args, s0, **kw):
 
 
 @pytest.mark.parametrize(
-    "Bn,T,Di,N,chunk,block_d,strided,state",
-    [(2, 37, 24, 16, 16, 16, False, True),  # T not a multiple of the chunk, Di of the channel block
-     (1, 80, 40, 4, 32, None, True, False),  # strided views, no state, default (whole-Di) channel block
-     (2, 1, 24, 8, 16, 16, True, True),  # one token
-     (1, 21, 24, 5, 8, 16, False, True),  # N not a power of two (masked to 8)
-     (2, 19, 17, 1, 64, 16, False, False)],  # N = 1, one chunk longer than T
+    "Bn,T,Di,N,chunk,warps,strided,state",
+    [(2, 37, 40, 16, 16, 1, False, True),  # T not a multiple of the chunk; Di = 40: a full and a masked 32-block
+     (1, 80, 40, 4, 32, 2, True, False),  # strided views, no state, one masked 64-channel block
+     (2, 1, 24, 8, 16, 1, True, True),  # one token
+     (1, 21, 24, 5, 8, 1, False, True),  # N not a power of two (masked to 8)
+     (2, 19, 17, 1, 64, 1, False, False)],  # N = 1, one chunk longer than T
     ids=["T37-chunk16", "strided-no-state", "T1", "N5", "N1"],
 )  # fmt: skip
-def test_selective_scan(Bn, T, Di, N, chunk, block_d, strided, state):
+def test_selective_scan(Bn, T, Di, N, chunk, warps, strided, state):
     x, dt, A, Bm, C, D, s0 = _scan_inputs(Bn, T, Di, N, seed=T + Di + N, strided=strided, state=state)
-    _check_scan((x, dt, A, Bm, C, D), s0, chunk=chunk, block_d=block_d, carry_block_d=16)
+    _check_scan((x, dt, A, Bm, C, D), s0, chunk=chunk, num_warps=warps, carry_warps=1)
 
 
 def test_selective_scan_padding_and_no_D():
@@ -252,11 +252,11 @@ def test_selective_scan_padding_and_no_D():
     real tokens, and its real outputs equal a scan of the real tokens alone."""
     from yoco_eval.ops.triton_scan import selective_scan_fwd
 
-    Bn, T, Di, N, pad = 2, 45, 24, 16, 13
+    Bn, T, Di, N, pad = 2, 45, 40, 16, 13
     x, dt, A, Bm, C, D, s0 = _scan_inputs(Bn, T, Di, N, seed=11, strided=True, pad=pad)
-    y, s = _check_scan((x, dt, A, Bm, C, None), s0, chunk=16, block_d=16)
+    y, s = _check_scan((x, dt, A, Bm, C, None), s0, chunk=16, num_warps=1)
     real = [a[1:, : T - pad] for a in (x, dt)] + [A, Bm[1:, : T - pad], C[1:, : T - pad], None]
-    y1, s1 = selective_scan_fwd(*real, s0[1:], chunk=16, block_d=16)
+    y1, s1 = selective_scan_fwd(*real, s0[1:], chunk=16, num_warps=1)
     assert (s[1:] - s1).abs().max() < 1e-5 and (y[1:, : T - pad] - y1).abs().max() < 1e-5
 
 

@@ -2,7 +2,7 @@
 the chunked PyTorch scan it replaces (Phi-4-mini-flash's shape: Di = 5120, N = 16, bf16 x/dt/B/C laid out as the
 model passes them). Run on the device machine from the repo root:
 
-    python -m yoco_eval.bench.selective_scan [out.json] [--lengths 65536 262144] [--configs 256:64:4 128:64:4]
+    python -m yoco_eval.bench.selective_scan [out.json] [--lengths 65536 262144] [--configs 256:4:1 128:4:1]
 
 Timing: the project's steady-state protocol (:mod:`yoco_eval.bench.protocol`: a cold call, warm-up at the timed
 length until two calls agree, the median of >= 3 timed calls, each synchronized wall time). The chunk twin runs a
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 import torch
 
@@ -46,17 +47,17 @@ def main(out: str, lengths: list[int], configs: list[str], twin_max_len: int, ru
         args = inputs(T)
         row = {"T": T, "triton": []}
         for cfg in configs:
-            chunk, block_d, warps = (int(v) for v in cfg.split(":"))
-            print(f"T={T} triton chunk={chunk} block_d={block_d} warps={warps}")
-            r = timed(lambda: selective_scan_fwd(*args, chunk=chunk, block_d=block_d, num_warps=warps), protocol)
-            row["triton"].append({"chunk": chunk, "block_d": block_d, "warps": warps, **r})
+            chunk, warps, carry = (int(v) for v in cfg.split(":"))
+            print(f"T={T} triton chunk={chunk} warps={warps} carry_warps={carry}")
+            r = timed(partial(selective_scan_fwd, *args, chunk=chunk, num_warps=warps, carry_warps=carry), protocol)
+            row["triton"].append({"chunk": chunk, "warps": warps, "carry_warps": carry, **r})
             print(f"  median {r['ms']:.3f} ms ({T / r['ms'] * 1e3 / 1e6:.2f} M tokens/s)")
         if T <= twin_max_len:
             print(f"T={T} chunk twin (16-token chunks)")
-            row["chunk_twin"] = timed(lambda: chunk_selective_scan(*args, chunk=16), protocol)
+            row["chunk_twin"] = timed(partial(chunk_selective_scan, *args, chunk=16), protocol)
             print(f"  median {row['chunk_twin']['ms']:.3f} ms")
         res["rows"].append(row)
-        del args
+        args = None  # free the inputs before the next length
         torch.cuda.empty_cache()
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
@@ -67,8 +68,8 @@ def cli(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m yoco_eval.bench.selective_scan", description=__doc__.split("\n\n")[0])
     ap.add_argument("out", nargs="?", default="/tmp/bench_selective_scan.json", help="results file (JSON)")
     ap.add_argument("--lengths", type=int, nargs="+", default=[65536], help="prompt lengths T (default 65536)")
-    ap.add_argument("--configs", nargs="+", default=["256:64:4"],
-                    help="Triton configs CHUNK:BLOCK_D:WARPS (default 256:64:4, the kernel's defaults)")
+    ap.add_argument("--configs", nargs="+", default=["256:4:1"], help="Triton configs CHUNK:WARPS:CARRY_WARPS "
+                    "(32 channels a warp; default 256:4:1, the kernel's)")  # fmt: skip
     ap.add_argument("--twin-max-len", type=int, default=8192, help="time the chunk twin only up to this T")
     ap.add_argument("--runs", type=int, default=3, help="timed runs (median; >= 3 follows the protocol)")
     a = ap.parse_args(argv)

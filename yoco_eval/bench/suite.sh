@@ -58,7 +58,7 @@ for s in $steps; do
     swiglu) timeout 240 python3 -m yoco_eval.bench.swiglu_gemm "$OUT/bench_swiglu_gemm.json" 2>&1 \
               | tee "$OUT/bench_swiglu_gemm.log" ;;
     scan) timeout 300 python3 -m yoco_eval.bench.selective_scan "$OUT/bench_selective_scan.json" \
-              --lengths ${SCAN_LENGTHS:-8192 65536} --configs ${SCAN_CONFIGS:-256:64:4 128:64:4 256:32:4 512:64:4} 2>&1 \
+              --lengths ${SCAN_LENGTHS:-8192 65536} --configs ${SCAN_CONFIGS:-256:4:1 128:4:1 512:4:1 256:2:1 256:8:1 256:4:2} 2>&1 \
               | tee "$OUT/bench_selective_scan.log" ;;
     projections) timeout 60 python3 -m yoco_eval.bench.projections "$OUT/bench_projections.json" ;;
     memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks. Two one-model files:

@@ -176,7 +176,7 @@ def selective_scan(x, dt, A, B, C, D, state=None, impl: str = "auto", chunk: int
             return kernels.selective_scan_fwd(x, dt, A, B, C, D, state)
         if impl == "triton":
             raise ValueError("selective scan impl='triton' cannot run here: it needs a CUDA tensor (or "
-                             "TRITON_INTERPRET=1), triton installed, YOCO_EVAL_TRITON on and no autograd")
+                             "TRITON_INTERPRET=1), triton installed, YOCO_EVAL_TRITON on and no autograd")  # fmt: skip
     if impl == "sequential" or (impl != "chunk" and (x.shape[1] <= 1 or x.device.type == "cpu")):
         return naive_selective_scan(x, dt, A, B, C, D, state)
     return chunk_selective_scan(x, dt, A, B, C, D, state, chunk)
