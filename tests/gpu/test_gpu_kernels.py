@@ -282,3 +282,46 @@ def test_triton_retention_gate_matches_reference(T):
     assert fast is not None and fast.is_contiguous()
     assert torch.equal(silu_gate_head_norm(gate, o, eps), fast)
     check(f"triton retention gate T={T}", fast, _silu_gate_head_norm(gate, o, eps), ref)
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("Bn,T,Di,with_state", [(1, 8192, 5120, False), (1, 65536, 512, True), (2, 3001, 1000, True)],
+                         ids=["phi-T8192", "T65536-state", "B2-ragged"])  # fmt: skip
+def test_triton_selective_scan_matches_reference(Bn, T, Di, with_state):
+    """Mamba-1's scan (Phi-4-mini-flash: Di = 5120, N = 16) on bf16 inputs laid out as the model passes them: x a
+    slice of the fused [x, z] in-projection, B and C slices of x_proj's output; dt = softplus around Mamba's init
+    range (1e-3 .. 0.1), A = -exp(A_log) with A_log = log(1..N) (Mamba's init), row 1 (if any) right-padded with
+    dt = 0. Reference: the sequential scan in fp64 on the same (bf16-valued) inputs; the twin: the sequential
+    scan on the bf16 inputs (fp32 inside, y rounded to bf16).
+
+    Floors. y is bf16 in both: each rounding is at most half a bf16 ulp, 2**-8 of |y| (8 significant bits), so a
+    kernel whose fp32 y differs from the twin's by a few fp32 ulps can still round one element the other way:
+    floor ``2**-8 * max|y_ref|``. The final state is fp32 in both, summed in another order (chunk states carried
+    by exp(A sum dt) instead of token by token): floor ``2**-17 * max|s_ref|``, a hundred-odd fp32 ulps."""
+    from yoco_eval.ops.selective_scan import naive_selective_scan, selective_scan
+    from yoco_eval.ops.triton_scan import selective_scan_fwd
+
+    N, R = 16, 160  # state size, dt rank (Phi-4-mini-flash)
+    g = torch.Generator(device=DEV).manual_seed(T + Di)
+    xz = torch.randn(Bn, T, 2 * Di, device=DEV, generator=g).bfloat16()
+    x = xz[..., :Di]
+    proj = torch.randn(Bn, T, R + 2 * N, device=DEV, generator=g).bfloat16()
+    Bm, C = proj[..., R : R + N], proj[..., R + N :]
+    dt = torch.nn.functional.softplus(torch.randn(Bn, T, Di, device=DEV, generator=g) - 4).bfloat16()
+    if Bn > 1:
+        dt[1, T - T // 3 :] = 0.0
+    A = -torch.exp(torch.log(torch.arange(1, N + 1, device=DEV, dtype=torch.float32)).expand(Di, N).contiguous())
+    D = torch.ones(Di, device=DEV) + 0.1 * torch.randn(Di, device=DEV, generator=g)
+    s0 = torch.randn(Bn, Di, N, device=DEV, generator=g) if with_state else None
+    ref_y, ref_s = naive_selective_scan(*(t.double() for t in (x, dt, A, Bm, C, D)),
+                                        s0.double() if with_state else None)  # fmt: skip
+    base_y, base_s = naive_selective_scan(x, dt, A, Bm, C, D, s0)
+    fast_y, fast_s = selective_scan_fwd(x, dt, A, Bm, C, D, s0)
+    assert fast_y.dtype == torch.bfloat16 and fast_s.dtype == torch.float32
+    assert torch.isfinite(fast_y).all() and torch.isfinite(fast_s).all()
+    check(f"triton selective scan B={Bn} T={T} Di={Di} y", fast_y, base_y, ref_y,
+          floor=2**-8 * ref_y.abs().max().item())  # fmt: skip
+    check(f"triton selective scan B={Bn} T={T} Di={Di} state", fast_s, base_s, ref_s,
+          floor=2**-17 * ref_s.abs().max().item())  # fmt: skip
+    via_api = selective_scan(x, dt, A, Bm, C, D, s0)  # "auto" on CUDA takes the kernel
+    assert torch.equal(via_api[0], fast_y) and torch.equal(via_api[1], fast_s)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from yoco_eval import settings
 from yoco_eval.errors import CheckpointError, ConfigError
 from yoco_eval.model.phi4flash import Phi4Flash
 from yoco_eval.model.phi4flash_config import PHI4FLASH_CONFIGS, Phi4FlashConfig
@@ -23,7 +24,7 @@ from yoco_eval.model.phi4flash_load import (
     load_phi4flash,
     load_phi4flash_model,
 )
-from yoco_eval.ops.selective_scan import causal_conv1d, chunk_selective_scan, naive_selective_scan
+from yoco_eval.ops.selective_scan import causal_conv1d, chunk_selective_scan, naive_selective_scan, selective_scan
 
 from ..conftest import FIXTURES
 
@@ -254,6 +255,31 @@ def test_selective_scan_twins(T, chunk):
     ya, sa = naive_selective_scan(*[a[:, : T // 2] if a.dim() == 3 else a for a in args], state=s0.double())
     yb, sb = naive_selective_scan(*[a[:, T // 2 :] if a.dim() == 3 else a for a in args], state=sa)
     assert maxdiff(torch.cat([ya, yb], 1), y1) < 1e-10 and maxdiff(sb, s1) < 1e-10
+
+
+def test_selective_scan_dispatch_on_cpu():
+    """Unknown implementations are refused; on the CPU (no Triton interpreter) "auto" is the sequential scan,
+    bit for bit, and "triton" says it cannot run (the interpreter cases cover the kernel itself)."""
+    if settings.get().triton_interpret:
+        pytest.skip("TRITON_INTERPRET=1: 'auto' runs the kernel (tests/ops/interpret_cases.py checks that)")
+    g = torch.Generator().manual_seed(5)
+    B, T, Di, N = 2, 9, 6, 4
+    args = (torch.randn(B, T, Di, generator=g), F.softplus(torch.randn(B, T, Di, generator=g)),
+            -torch.rand(Di, N, generator=g) - 0.1, torch.randn(B, T, N, generator=g), torch.randn(B, T, N, generator=g),
+            torch.randn(Di, generator=g))  # fmt: skip
+    s0 = torch.randn(B, Di, N, generator=g)
+    with pytest.raises(ValueError, match="unknown selective-scan implementation 'fast'"):
+        selective_scan(*args, s0, impl="fast")
+    y, s = selective_scan(*args, s0)
+    y_ref, s_ref = naive_selective_scan(*args, s0)
+    assert torch.equal(y, y_ref) and torch.equal(s, s_ref)
+    y, s = selective_scan(*args, s0, impl="chunk", chunk=4)
+    y_ref, s_ref = chunk_selective_scan(*args, s0, chunk=4)
+    assert torch.equal(y, y_ref) and torch.equal(s, s_ref)
+    with pytest.raises(ValueError, match="impl='triton' cannot run here"):
+        selective_scan(*args, s0, impl="triton")
+    y64, _ = selective_scan(*(a.double() for a in args), s0.double(), impl="triton")  # fp64: the PyTorch path
+    assert torch.equal(y64, naive_selective_scan(*(a.double() for a in args), s0.double())[0])
 
 
 def test_causal_conv_matches_torch_conv_and_carries_its_tail():

@@ -187,3 +187,90 @@ def test_yoco_model_through_the_kernels(monkeypatch):
     assert set(calls) == {"rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_"}, calls
     assert_close_to_ref(got, full, ref)
     assert torch.equal(got.argmax(-1), full.argmax(-1))
+
+
+# --- Mamba-1 selective scan (yoco_eval.ops.triton_scan) ------------------------------------------------------------
+
+
+def _scan_inputs(Bn, T, Di, N, seed, strided=False, pad=0, state=True):
+    """Inputs like a Mamba layer's: dt through softplus, A = -exp(A_log) with Mamba's ``log(1..N)`` init (times a
+    per-channel jitter). ``strided``: x a slice of a fused [x, z] projection, B and C slices of one [dt, B, C]
+    projection (non-contiguous views, as the model passes them), dt with a non-unit channel stride. ``pad``: the
+    last ``pad`` tokens of row 1 are padding (dt = 0, garbage x, B, C)."""
+    g = torch.Generator().manual_seed(seed)
+    if strided:
+        xz = torch.randn(Bn, T, 2 * Di, generator=g)
+        x = xz[..., :Di]
+        proj = torch.randn(Bn, T, 3 + 2 * N, generator=g)
+        Bm, C = proj[..., 3 : 3 + N], proj[..., 3 + N :]
+        dt_buf = torch.randn(Bn, Di, T, generator=g)  # dt token-major in memory: a non-unit channel stride
+        assert not (x.is_contiguous() or Bm.is_contiguous() or C.is_contiguous())
+    else:
+        x, Bm, C = (torch.randn(Bn, T, n, generator=g) for n in (Di, N, N))
+    dt_buf = dt_buf.transpose(1, 2) if strided else torch.randn(Bn, T, Di, generator=g)
+    dt = torch.nn.functional.softplus(dt_buf - 1)
+    if pad:
+        dt[1, T - pad :] = 0.0
+        x[1, T - pad :] = 1e3
+    A = -torch.exp(torch.log(torch.arange(1, N + 1, dtype=torch.float32)) + 0.3 * torch.randn(Di, N, generator=g))
+    D = torch.randn(Di, generator=g)
+    s0 = torch.randn(Bn, Di, N, generator=g) if state else None
+    return x, dt, A, Bm, C, D, s0
+
+
+def _check_scan(args, s0, **kw):
+    from yoco_eval.ops.selective_scan import naive_selective_scan
+    from yoco_eval.ops.triton_scan import selective_scan_fwd
+
+    ref_y, ref_s = naive_selective_scan(*(a.double() if a is not None else None for a in args),
+                                        s0.double() if s0 is not None else None)  # fmt: skip
+    base_y, base_s = naive_selective_scan(*args, s0)
+    y, s = selective_scan_fwd(*args, s0, **kw)
+    assert y.shape == ref_y.shape and y.dtype == args[0].dtype and s.shape == ref_s.shape and s.dtype == torch.float32
+    assert torch.isfinite(y).all() and torch.isfinite(s).all()
+    check(y, base_y, ref_y)
+    check(s, base_s, ref_s)
+    return y, s
+
+
+@pytest.mark.parametrize(
+    "Bn,T,Di,N,chunk,warps,strided,state",
+    [(2, 37, 40, 16, 16, 1, False, True),  # T not a multiple of the chunk; Di = 40: a full and a masked 32-block
+     (1, 80, 40, 4, 32, 2, True, False),  # strided views, no state, one masked 64-channel block
+     (2, 1, 24, 8, 16, 1, True, True),  # one token
+     (1, 21, 24, 5, 8, 1, False, True),  # N not a power of two (masked to 8)
+     (2, 19, 17, 1, 64, 1, False, False)],  # N = 1, one chunk longer than T
+    ids=["T37-chunk16", "strided-no-state", "T1", "N5", "N1"],
+)  # fmt: skip
+def test_selective_scan(Bn, T, Di, N, chunk, warps, strided, state):
+    x, dt, A, Bm, C, D, s0 = _scan_inputs(Bn, T, Di, N, seed=T + Di + N, strided=strided, state=state)
+    _check_scan((x, dt, A, Bm, C, D), s0, chunk=chunk, num_warps=warps, carry_warps=1)
+
+
+def test_selective_scan_padding_and_no_D():
+    """Right padding (dt = 0) neither decays nor feeds the state: row 1's final state equals its state after the
+    real tokens, and its real outputs equal a scan of the real tokens alone."""
+    from yoco_eval.ops.triton_scan import selective_scan_fwd
+
+    Bn, T, Di, N, pad = 2, 45, 40, 16, 13
+    x, dt, A, Bm, C, D, s0 = _scan_inputs(Bn, T, Di, N, seed=11, strided=True, pad=pad)
+    y, s = _check_scan((x, dt, A, Bm, C, None), s0, chunk=16, num_warps=1)
+    real = [a[1:, : T - pad] for a in (x, dt)] + [A, Bm[1:, : T - pad], C[1:, : T - pad], None]
+    y1, s1 = selective_scan_fwd(*real, s0[1:], chunk=16, num_warps=1)
+    assert (s[1:] - s1).abs().max() < 1e-5 and (y[1:, : T - pad] - y1).abs().max() < 1e-5
+
+
+def test_selective_scan_dispatch_under_the_interpreter():
+    """'auto' picks the kernel when Triton can run (here: the interpreter) for more than one token; fp64 stays on
+    the PyTorch path; 'triton' runs the kernel even for one token."""
+    from yoco_eval.ops import triton_scan
+    from yoco_eval.ops.selective_scan import naive_selective_scan, selective_scan
+
+    x, dt, A, Bm, C, D, s0 = _scan_inputs(1, 20, 24, 4, seed=3)
+    args = (x, dt, A, Bm, C, D, s0)
+    assert torch.equal(selective_scan(*args)[0], triton_scan.selective_scan_fwd(*args)[0])
+    one = [a[:, :1] if a is not None and a.dim() == 3 and a is not s0 else a for a in args]
+    assert torch.equal(selective_scan(*one)[0], naive_selective_scan(*one)[0])
+    assert torch.equal(selective_scan(*one, impl="triton")[0], triton_scan.selective_scan_fwd(*one)[0])
+    a64 = [a.double() for a in args]
+    assert torch.equal(selective_scan(*a64)[0], naive_selective_scan(*a64)[0])

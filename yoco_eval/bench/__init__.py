@@ -5,5 +5,6 @@
 - ``python -m yoco_eval.bench.decode``: the Triton flash-decoding kernel against SDPA and the copy bandwidth.
 - ``python -m yoco_eval.bench.projections``: the self-decoder's q/k/v/g projections, separate vs batched vs fused.
 - ``python -m yoco_eval.bench.swiglu_gemm``: the up-projection GEMM with SwiGLU in its epilogue against cuBLAS.
+- ``python -m yoco_eval.bench.selective_scan``: Mamba-1's selective scan in Triton against the chunked PyTorch scan.
 - ``bash yoco_eval/bench/suite.sh STEP ...``: the GPU suite run on the device machine (results: reports/gpu/).
 """

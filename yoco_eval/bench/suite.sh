@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite, run on the device machine from the repo root (results: reports/gpu/README.md):
-#   bash yoco_eval/bench/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] ...
+#   bash yoco_eval/bench/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] [scan] ...
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
 # Every profile row now follows the steady-state protocol (cold call + warm-up at the length + 3 timed runs: >= 5 calls
 # a row); record, memratio and fp8 are budgeted for it, the older steps' timeouts were set for one call a row.
@@ -57,6 +57,9 @@ for s in $steps; do
               --out "$OUT/record_mem_c8192.json" 2>&1 | tee -a "$OUT/record.log" ;;
     swiglu) timeout 240 python3 -m yoco_eval.bench.swiglu_gemm "$OUT/bench_swiglu_gemm.json" 2>&1 \
               | tee "$OUT/bench_swiglu_gemm.log" ;;
+    scan) timeout 300 python3 -m yoco_eval.bench.selective_scan "$OUT/bench_selective_scan.json" \
+              --lengths ${SCAN_LENGTHS:-8192 65536} --configs ${SCAN_CONFIGS:-256:4:1 128:4:1 512:4:1 256:2:1 256:8:1 256:4:2} 2>&1 \
+              | tee "$OUT/bench_selective_scan.log" ;;
     projections) timeout 60 python3 -m yoco_eval.bench.projections "$OUT/bench_projections.json" ;;
     memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks. Two one-model files:
             # only their peaks are compared, and the Transformer's 165 s prefill is timed once (protocol "none")

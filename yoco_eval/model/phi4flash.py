@@ -294,7 +294,8 @@ class Phi4Flash(nn.Module):
     Args:
         cfg: a :class:`~yoco_eval.model.phi4flash_config.Phi4FlashConfig`.
         attn_backend: ``"auto"``, ``"sdpa"`` or ``"torch"`` (resolved once per device).
-        scan_impl: selective scan ``"auto"``, ``"sequential"`` or ``"chunk"`` (see :mod:`yoco_eval.ops.selective_scan`).
+        scan_impl: selective scan ``"auto"``, ``"sequential"``, ``"chunk"`` or ``"triton"`` (see
+            :mod:`yoco_eval.ops.selective_scan`).
     """
 
     kv_dtype = "auto"  # the shared K/V is stored in the model dtype (no fp8 storage yet)

@@ -13,6 +13,11 @@ Selective scan (Mamba-1, real diagonal ``A``)::
 chunk, the intra-chunk part as one masked product), which is what a GPU kernel would do. Both compute in fp32
 (fp64 inputs stay fp64) and return ``y`` in ``x``'s dtype and the final state in the compute dtype.
 
+On the GPU, :func:`selective_scan` ("auto") runs the Triton kernel
+:func:`yoco_eval.ops.triton_scan.selective_scan_fwd` (chunks of 256 tokens scanned in parallel, then their states
+carried across chunks, then re-scanned for ``y``): the chunk twin's Python loop over 16-token chunks is far too slow
+for 64K-1M-token prompts. The two functions here are its twins in the tests.
+
 A position with ``dt = 0`` neither decays nor feeds the state: callers zero ``dt`` on padding.
 """
 
@@ -141,15 +146,37 @@ def chunk_selective_scan(
     return y.to(x.dtype), s
 
 
-SCAN_IMPLS = ("auto", "sequential", "chunk")
+SCAN_IMPLS = ("auto", "sequential", "chunk", "triton")
+
+
+def _triton_scan(x: torch.Tensor):
+    """The Triton scan module when its kernels can run on ``x`` (CUDA or the interpreter, triton importable, not
+    switched off, no autograd), else None. Imported lazily: a CPU install without triton never loads it."""
+    from yoco_eval.ops import triton_kernels
+
+    if not triton_kernels.available(x):
+        return None
+    from yoco_eval.ops import triton_scan
+
+    return triton_scan
 
 
 def selective_scan(x, dt, A, B, C, D, state=None, impl: str = "auto", chunk: int = 16
                    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Dispatch on ``impl``: "sequential" (:func:`naive_selective_scan`), "chunk" (:func:`chunk_selective_scan`)
-    or "auto": the sequential steps on CPU and for one token (fewer flops, no launch cost there), chunks elsewhere."""
+    """Dispatch on ``impl``: "sequential" (:func:`naive_selective_scan`), "chunk" (:func:`chunk_selective_scan`),
+    "triton" (:func:`yoco_eval.ops.triton_scan.selective_scan_fwd`, its own chunk size; fp64 inputs take the
+    "auto" PyTorch rule; a ValueError where the kernel cannot run: no CUDA, no triton, ``YOCO_EVAL_TRITON=0``,
+    autograd) or "auto": the Triton kernel where it can run for more than one token and not in fp64, else the
+    sequential steps on CPU and for one token (fewer flops, no launch cost there), chunks elsewhere."""
     if impl not in SCAN_IMPLS:
         raise ValueError(f"unknown selective-scan implementation {impl!r}: choose one of {SCAN_IMPLS}")
-    if impl == "sequential" or (impl == "auto" and (x.shape[1] <= 1 or x.device.type == "cpu")):
+    if impl in ("auto", "triton") and x.dtype != torch.float64 and (impl == "triton" or x.shape[1] > 1):
+        kernels = _triton_scan(x)
+        if kernels is not None:
+            return kernels.selective_scan_fwd(x, dt, A, B, C, D, state)
+        if impl == "triton":
+            raise ValueError("selective scan impl='triton' cannot run here: it needs a CUDA tensor (or "
+                             "TRITON_INTERPRET=1), triton installed, YOCO_EVAL_TRITON on and no autograd")  # fmt: skip
+    if impl == "sequential" or (impl != "chunk" and (x.shape[1] <= 1 or x.device.type == "cpu")):
         return naive_selective_scan(x, dt, A, B, C, D, state)
     return chunk_selective_scan(x, dt, A, B, C, D, state, chunk)
