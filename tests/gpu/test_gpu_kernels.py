@@ -119,6 +119,40 @@ def test_triton_decode_kernel_matches_reference(Tk):
 
 
 @pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("B", [1, 2], ids=["one-row", "B2-unequal"])
+def test_triton_diff_decode_kernel_matches_reference(B):
+    """Phi-4-mini-flash's differential decode at the real shape (40 query heads, 20 key heads of 64, values paired
+    to 128) over a 64K cache in one fused launch, both halves against fp64 attention of each half; the plain path is
+    the model's own (``diff_attend``, backend torch, fp32 math on the bf16 inputs, rounded to bf16). With two rows,
+    the second stops at about a third of the keys (read from the device)."""
+    from yoco_eval.model.phi4flash import diff_attend, split_decode_attend, to_pair_layout
+
+    H, KV, D, Tk = 40, 20, 64, 65536
+    g = torch.Generator(device=DEV).manual_seed(B)
+    q = torch.randn(B, 1, H, D, device=DEV, generator=g)
+    k, v = to_pair_layout(*(torch.randn(B, Tk + 100, KV, D, device=DEV, generator=g) for _ in range(2)))
+    lengths = torch.tensor([Tk, Tk // 3 + 7][:B], device=DEV)
+    valid = torch.arange(Tk, device=DEV)[None] < lengths[:, None]
+    kpos = torch.arange(Tk, device=DEV).expand(B, Tk)
+    kd, vd = k[:, :Tk].double(), v[:, :Tk].double()
+    ref = [naive_attention(q[:, :, a::2].double(), kd[:, :, a * KV // 2 : (a + 1) * KV // 2], vd,
+                           lengths[:, None] - 1, kpos, valid) for a in (0, 1)]  # fmt: skip
+    del kd, vd
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    base = diff_attend(qb, kb[:, :Tk], vb[:, :Tk], lengths[:, None] - 1, kpos, valid, None, "general", "torch")
+    kb[:, Tk:] = float("nan")  # poison: a read past a row's length would show
+    vb[:, Tk:] = float("nan")
+    fast = triton_kernels.diff_decode_attention_splitk(qb, kb, vb, lengths)
+    for a in (0, 1):
+        assert fast[a].shape == (B, 1, H // 2, 2 * D) and torch.isfinite(fast[a]).all()
+        check(f"triton diff decode B={B} half {a + 1}", fast[a], base[a], ref[a])
+    # the model's route: a decode step over the cache (kv_len = position + 1) takes the same kernel
+    step = type("Step", (), {"decode_backend": "triton", "uniform": False, "cache": object(), "valid": None})()
+    routed = split_decode_attend(qb, kb, vb, lengths[:, None] - 1, True, step)
+    assert routed is not None and all(torch.equal(x, y) for x, y in zip(routed, fast, strict=True))
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
 @pytest.mark.parametrize("Tk,head_major", [(8192, False), (100_000, True)], ids=["8192", "100000-cache-layout"])
 def test_triton_fp8_decode_kernel_matches_reference(Tk, head_major):
     """Flash-decoding over an fp8 cache (e4m3 + per-(token, head) scales). The reference is exact attention over

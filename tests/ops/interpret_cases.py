@@ -274,3 +274,101 @@ def test_selective_scan_dispatch_under_the_interpreter():
     assert torch.equal(selective_scan(*one, impl="triton")[0], triton_scan.selective_scan_fwd(*one)[0])
     a64 = [a.double() for a in args]
     assert torch.equal(selective_scan(*a64)[0], naive_selective_scan(*a64)[0])
+
+
+def test_decode_attention_splitk_wide_values():
+    """Value width DV = 2D (the differential layout's paired values) through the plain split-key kernel."""
+    B, Hk, G, D, Tk = 2, 2, 2, 16, 300
+    g = torch.Generator().manual_seed(8)
+    q = torch.randn(B, 1, Hk * G, D, generator=g)
+    k = torch.randn(B, Tk + 40, Hk, D, generator=g)
+    v = torch.randn(B, Tk + 40, Hk, 2 * D, generator=g)
+    lengths = torch.tensor([Tk, 107])
+    valid = torch.arange(Tk)[None] < lengths[:, None]
+    kpos = torch.arange(Tk).expand(B, Tk)
+    ref = naive_attention(q.double(), k[:, :Tk].double(), v[:, :Tk].double(), lengths[:, None] - 1, kpos, valid)
+    base = naive_attention(q, k[:, :Tk], v[:, :Tk], lengths[:, None] - 1, kpos, valid)
+    k[:, Tk:] = float("nan")  # poison: a read past a row's length would show
+    v[:, Tk:] = float("nan")
+    fast = triton_kernels.decode_attention_splitk(q, k, v, lengths, splits=3, block_n=32)
+    assert fast.shape == (B, 1, Hk * G, 2 * D) and torch.isfinite(fast).all()
+    check(fast, base, ref)
+
+
+def _diff_cache(g, B, T, KV, D, spare):
+    """Keys/values of a differential layer's cache: strided views into ``[B, T + spare, ...]`` buffers, the
+    spare slots poisoned."""
+    from yoco_eval.model.phi4flash import to_pair_layout
+
+    k, v = to_pair_layout(*(torch.randn(B, T + spare, KV, D, generator=g) for _ in range(2)))
+    kbuf = torch.full((B, T + spare + 8, KV, D), float("nan"))
+    vbuf = torch.full((B, T + spare + 8, KV // 2, 2 * D), float("nan"))
+    kbuf[:, :T], vbuf[:, :T] = k[:, :T], v[:, :T]
+    return kbuf[:, : T + spare], vbuf[:, : T + spare]
+
+
+@pytest.mark.parametrize("splits", [None, 3])
+def test_diff_decode_attention_splitk(splits):
+    """Both differential halves in one launch against the model's own path (``diff_attend``, backend torch: the
+    fp32 twin) and fp64 attention of each half; rows of unequal length, groups of 2 query heads per key head."""
+    from yoco_eval.model.phi4flash import diff_attend
+
+    B, H, KV, D, Tk = 2, 8, 4, 16, 300
+    g = torch.Generator().manual_seed(9)
+    q = torch.randn(B, 1, H, D, generator=g)
+    k, v = _diff_cache(g, B, Tk, KV, D, spare=40)
+    lengths = torch.tensor([Tk, 107])
+    valid = torch.arange(Tk)[None] < lengths[:, None]
+    kpos = torch.arange(Tk).expand(B, Tk)
+    kd, vd = k[:, :Tk].double(), v[:, :Tk].double()
+    ref = [naive_attention(q[:, :, a::2].double(), kd[:, :, a * KV // 2 : (a + 1) * KV // 2], vd,
+                           lengths[:, None] - 1, kpos, valid) for a in (0, 1)]  # fmt: skip
+    base = diff_attend(q, k[:, :Tk], v[:, :Tk], lengths[:, None] - 1, kpos, valid, None, "general", "torch")
+    fast = triton_kernels.diff_decode_attention_splitk(q, k, v, lengths, splits=splits, block_n=32)
+    for a_fast, a_base, a_ref in zip(fast, base, ref, strict=True):
+        assert a_fast.shape == (B, 1, H // 2, 2 * D) and torch.isfinite(a_fast).all()
+        check(a_fast, a_base, a_ref)
+
+
+@torch.inference_mode()
+def test_phi4flash_decode_through_the_fused_kernel(monkeypatch):
+    """A tiny Phi4Flash (G = 2) with the split-key threshold lowered: the last prompt token of a uniform prefill and
+    decode steps over rows of unequal length take the fused kernel (counted), and the logits stay within the rule
+    of the same model with torch attention and decode (fp32 twin) against its fp64 copy (SDPA: fp64 math; the torch
+    backend computes attention in fp32 whatever the dtype)."""
+    import copy
+
+    import yoco_eval.ops.attention as attention_ops
+    from yoco_eval.model.phi4flash_load import build_phi4flash_preset
+
+    monkeypatch.setattr(attention_ops, "SPLIT_DECODE_MIN", 64)
+    calls = []
+    fn = triton_kernels.diff_decode_attention_splitk
+    monkeypatch.setattr(triton_kernels, "diff_decode_attention_splitk",
+                        lambda *a, **kw: calls.append(a[3].tolist()) or fn(*a, **kw))  # fmt: skip
+    model = build_phi4flash_preset("phi4flash-tiny", seed=1, attn_backend="torch").eval()
+    ref_model = copy.deepcopy(model).double()
+    ref_model.attn_backend = "sdpa"
+    ids = torch.randint(4, 260, (2, 100), generator=torch.Generator().manual_seed(10))
+    lens = torch.tensor([80, 71])
+    valid = torch.arange(80)[None] < lens[:, None]
+
+    def run(m, decode_backend):
+        m.decode_backend = decode_backend
+        cache = m.setup_cache(2, 100)
+        outs = [m(ids[:, :72], cache=m.setup_cache(2, 100), start_pos=0, logits_from=1)]  # uniform: last token
+        m(torch.where(valid, ids[:, :80], 0), cache=cache, start_pos=0, valid=valid, logits_from=0)
+        p = lens.clone()
+        for _ in range(3):  # per-row positions: rows hold 80 and 71 keys
+            outs.append(m(ids.gather(1, p[:, None]), cache=cache, start_pos=p.clone()))
+            p += 1
+        return torch.cat(outs, 1)
+
+    ref = run(ref_model, "torch")
+    base = run(model, "torch")
+    assert not calls
+    fast = run(model, "triton")
+    n_attn = sum(layer.kind in ("full", "cross") for layer in model.model.layers)
+    assert calls == [[72, 72]] * n_attn + [[81, 72]] * n_attn + [[82, 73]] * n_attn + [[83, 74]] * n_attn
+    check(fast, base, ref)
+    assert torch.equal(fast.argmax(-1), base.argmax(-1))

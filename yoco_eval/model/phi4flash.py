@@ -34,7 +34,8 @@ from yoco_eval.errors import ConfigError
 from yoco_eval.model.cache import KVCache
 from yoco_eval.model.phi4flash_cache import Phi4FlashCache, Step, commit_step, make_step, new_cache
 from yoco_eval.model.phi4flash_config import Phi4FlashConfig
-from yoco_eval.ops import resolve_backends
+from yoco_eval.ops import attention as attention_ops
+from yoco_eval.ops import check_backend_names, resolve_backends, triton_kernels
 from yoco_eval.ops.attention import attention
 from yoco_eval.ops.selective_scan import SCAN_IMPLS, causal_conv1d, selective_scan
 
@@ -229,6 +230,9 @@ def write_shared(c: KVCache, k: torch.Tensor, v: torch.Tensor, step: Step) -> tu
 def shared_attend(q, kv, q_pos, q_is_tail: bool, step: Step):
     """Causal differential attention of queries at ``q_pos`` over the shared keys at positions ``[0, Tk)``."""
     k, v = kv
+    fused = split_decode_attend(q, k, v, q_pos, q_is_tail, step)
+    if fused is not None:
+        return fused
     Tk = k.shape[1]
     if step.uniform and q_is_tail:
         return diff_attend(q, k, v, None, None, None, None, "lower_right", step.attn_backend)
@@ -242,6 +246,36 @@ def shared_attend(q, kv, q_pos, q_is_tail: bool, step: Step):
         own.scatter_(1, step.pos, valid)  # this call's real tokens
         k_valid = k_valid | own
     return diff_attend(q, k, v, q_pos, k_pos, k_valid, None, "general", step.attn_backend)
+
+
+def split_decode_attend(q, k, v, q_pos, q_is_tail: bool, step: Step):
+    """Both differential halves of ONE query per row over a long shared cache (at least
+    :data:`yoco_eval.ops.attention.SPLIT_DECODE_MIN` keys) in one split-key Triton launch
+    (:func:`~yoco_eval.ops.triton_kernels.diff_decode_attention_splitk`: each pair's values read once for both
+    halves), when every key up to the query is valid and the decode backend is ``"triton"``; None otherwise (the
+    caller's general path, whose ``"torch"`` backend is this kernel's twin).
+
+    Valid keys: the last prompt token of a uniform call sees all Tk keys; a decode step with a cache and no padding
+    sees keys ``[0, q_pos]`` (read on the device: a CUDA graph replays it at every step)."""
+    Tk = k.shape[1]
+    if q.shape[1] != 1 or Tk < attention_ops.SPLIT_DECODE_MIN or step.decode_backend != "triton":
+        return None
+    half = q.dtype in (torch.float16, torch.bfloat16)  # fp32 only under the interpreter: tl.dot would run TF32
+    if not (triton_kernels.available(q) and (half or (q.dtype == torch.float32 and triton_kernels.interpreting()))
+            and k.dtype == v.dtype == q.dtype and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+            and _pow2(q.shape[-1]) and _pow2(v.shape[-1]) and q.shape[2] % k.shape[2] == 0):  # fmt: skip
+        return None
+    if step.uniform and q_is_tail:
+        kv_len = torch.full((q.shape[0],), Tk, dtype=torch.int32, device=q.device)
+    elif step.cache is not None and step.valid is None:
+        kv_len = q_pos[:, -1] + 1
+    else:
+        return None
+    return triton_kernels.diff_decode_attention_splitk(q, k, v, kv_len, q.shape[-1] ** -0.5)
+
+
+def _pow2(n: int) -> bool:
+    return n >= 16 and n & (n - 1) == 0
 
 
 class DecoderLayer(nn.Module):
@@ -294,6 +328,8 @@ class Phi4Flash(nn.Module):
     Args:
         cfg: a :class:`~yoco_eval.model.phi4flash_config.Phi4FlashConfig`.
         attn_backend: ``"auto"``, ``"sdpa"`` or ``"torch"`` (resolved once per device).
+        decode_backend: ``"auto"`` (``"triton"`` on CUDA with triton), ``"triton"``, ``"sdpa"`` or ``"torch"``: only
+            ``"triton"`` changes anything, one query per row over a long shared cache (:func:`split_decode_attend`).
         scan_impl: selective scan ``"auto"``, ``"sequential"``, ``"chunk"`` or ``"triton"`` (see
             :mod:`yoco_eval.ops.selective_scan`).
     """
@@ -301,11 +337,14 @@ class Phi4Flash(nn.Module):
     kv_dtype = "auto"  # the shared K/V is stored in the model dtype (no fp8 storage yet)
     kv_dtypes: tuple[str, ...] = ("auto",)
 
-    def __init__(self, cfg: Phi4FlashConfig, attn_backend: str = "auto", scan_impl: str = "auto"):
+    def __init__(self, cfg: Phi4FlashConfig, attn_backend: str = "auto", scan_impl: str = "auto",
+                 decode_backend: str = "auto"):  # fmt: skip
         super().__init__()
         if scan_impl not in SCAN_IMPLS:
             raise ConfigError(f"unknown scan_impl {scan_impl!r}: choose one of {', '.join(SCAN_IMPLS)}")
+        check_backend_names(attn_backend, "auto", decode_backend)
         self.config, self.attn_backend, self.scan_impl = cfg, attn_backend, scan_impl
+        self.decode_backend = decode_backend
         self.model = nn.Module()  # checkpoint names: model.embed_tokens, model.layers.{i}, model.final_layernorm
         self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         slots = {"mamba": 0, "swa": 0}
@@ -324,7 +363,7 @@ class Phi4Flash(nn.Module):
 
     @property
     def backends(self):
-        return resolve_backends(self.attn_backend, "torch", self.embed_tokens.weight.device)
+        return resolve_backends(self.attn_backend, "torch", self.embed_tokens.weight.device, self.decode_backend)
 
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -362,8 +401,9 @@ class Phi4Flash(nn.Module):
             logits ``[B, N, vocab]`` in the model dtype, or None when ``logits_from == 0``.
         """
         cfg = self.config
-        step = make_step(tokens, start_pos, cache, valid, self.backends.attn)
-        step.scan_impl = self.scan_impl
+        backends = self.backends
+        step = make_step(tokens, start_pos, cache, valid, backends.attn)
+        step.scan_impl, step.decode_backend = self.scan_impl, backends.decode
         layers, kv_i = self.model.layers, cfg.kv_layer
         ctx: dict = {}
         x = self.embed_tokens(tokens)

@@ -184,6 +184,7 @@ class Step:
     cache: Phi4FlashCache | None
     attn_backend: str
     scan_impl: str = "auto"
+    decode_backend: str = "torch"  # "triton": one query per row over a long cache takes the split-key kernel
 
 
 def make_step(tokens, start_pos, cache: Phi4FlashCache | None, valid, attn_backend: str) -> Step:

@@ -99,9 +99,11 @@ if triton is not None:
     @triton.jit
     def _decode_split_kernel(Q, K, V, KS, VS, LEN, OP, LP, stride_qb, stride_qh, stride_kb, stride_kt, stride_kh,
                              stride_vb, stride_vt, stride_vh, stride_sb, stride_st, stride_sh, n_kv_heads, n_splits,
-                             scale,
-                             G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
-                             QUANT: tl.constexpr):  # fmt: skip
+                             scale, q2_off, k2_off,
+                             G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, DV: tl.constexpr,
+                             BLOCK_N: tl.constexpr, QUANT: tl.constexpr, DIFF: tl.constexpr):  # fmt: skip
+        # DIFF (differential attention): program (s, b, h) serves key/value PAIR h: rows 0..G-1 are half 1's query
+        # heads (at Q, keys at K), rows G..2G-1 half 2's (at Q + q2_off, keys at K + k2_off); one value block each
         s = tl.program_id(0)
         bh = tl.program_id(1)
         b = (bh // n_kv_heads).to(tl.int64)  # 64-bit offsets: B x 512K tokens x 1024 elements passes 2**31
@@ -112,12 +114,24 @@ if triton is not None:
         end = tl.minimum(start + per, L)
         g = tl.arange(0, G_PAD)
         d = tl.arange(0, D)
+        e = tl.arange(0, DV)
         n = tl.arange(0, BLOCK_N)
-        gmask = g[:, None] < G
-        q = tl.load(Q + b * stride_qb + (h * G + g)[:, None] * stride_qh + d[None, :], mask=gmask, other=0.0)
+        if DIFF:
+            second = g >= G
+            within = tl.where(second, g - G, g)
+            gmask = g < 2 * G
+            head = tl.where(second, n_kv_heads * G, 0) + h * G + within  # partial rows: half 1's heads, then half 2's
+            q_off = tl.where(second, q2_off, 0) + (h * G + within) * stride_qh
+            n_heads = 2 * n_kv_heads * G
+        else:
+            gmask = g < G
+            head = h * G + g
+            q_off = head * stride_qh
+            n_heads = n_kv_heads * G
+        q = tl.load(Q + b * stride_qb + q_off[:, None] + d[None, :], mask=gmask[:, None], other=0.0)
         m = tl.full([G_PAD], float("-inf"), tl.float32)
         lsum = tl.zeros([G_PAD], tl.float32)
-        acc = tl.zeros([G_PAD, D], tl.float32)
+        acc = tl.zeros([G_PAD, DV], tl.float32)
         kbase = K + b * stride_kb + h * stride_kh
         vbase = V + b * stride_vb + h * stride_vh
         sbase = b * stride_sb + h * stride_sh
@@ -125,8 +139,11 @@ if triton is not None:
             tok = (n0 + n).to(tl.int64)
             kmask = tok < end
             k = tl.load(kbase + tok[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
-            v = tl.load(vbase + tok[:, None] * stride_vt + d[None, :], mask=kmask[:, None], other=0.0)
-            if QUANT:  # fp8 values are exact in bf16; each key's scale multiplies its score, each value's its p
+            v = tl.load(vbase + tok[:, None] * stride_vt + e[None, :], mask=kmask[:, None], other=0.0)
+            if DIFF:  # both halves' keys, the pair's values once
+                k2 = tl.load(kbase + k2_off + tok[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
+                sc = tl.where(second[:, None], tl.dot(q, tl.trans(k2)), tl.dot(q, tl.trans(k))) * scale
+            elif QUANT:  # fp8 values are exact in bf16; each key's scale multiplies its score, each value's its p
                 k = k.to(q.dtype)
                 v = v.to(q.dtype)
                 ks = tl.load(KS + sbase + tok * stride_st, mask=kmask, other=0.0)
@@ -147,23 +164,24 @@ if triton is not None:
         seen = lsum > 0
         out = acc / tl.where(seen, lsum, 1.0)[:, None]
         lse = tl.where(seen, m + tl.log(tl.where(seen, lsum, 1.0)), float("-inf"))
-        row = (b * n_kv_heads * G + h * G + g) * n_splits + s  # partials [B, H, S, D] / [B, H, S]
-        tl.store(OP + row[:, None] * D + d[None, :], out, mask=gmask)
-        tl.store(LP + row, lse, mask=g < G)
+        row = (b * n_heads + head) * n_splits + s  # partials [B, H, S, DV] / [B, H, S]
+        tl.store(OP + row[:, None] * DV + e[None, :], out, mask=gmask[:, None])
+        tl.store(LP + row, lse, mask=gmask)
 
     @triton.jit
-    def _decode_merge_kernel(OP, LP, OUT, stride_ob, stride_oh, n_heads, n_splits, D: tl.constexpr,
+    def _decode_merge_kernel(OP, LP, OUT, stride_ob, stride_oh, n_heads, n_splits, DV: tl.constexpr,
                              S_PAD: tl.constexpr):  # fmt: skip
         bh = tl.program_id(0)
         b = bh // n_heads
         h = bh % n_heads
         s = tl.arange(0, S_PAD)
-        d = tl.arange(0, D)
+        d = tl.arange(0, DV)
         lse = tl.load(LP + bh * n_splits + s, mask=s < n_splits, other=float("-inf"))
         m = tl.max(lse, 0)
         m = tl.where(m == float("-inf"), 0.0, m)
         w = tl.exp(lse - m)  # 0 for empty splits
-        part = tl.load(OP + (bh * n_splits + s)[:, None] * D + d[None, :], mask=(s < n_splits)[:, None], other=0.0)
+        part = tl.load(OP + (bh * n_splits + s)[:, None] * DV + d[None, :], mask=(s < n_splits)[:, None],
+                       other=0.0)  # fmt: skip
         tot = tl.sum(w, 0)
         out = tl.sum(w[:, None] * part, 0) / tl.where(tot > 0, tot, 1.0)
         tl.store(OUT + b * stride_ob + h * stride_oh + d, out.to(OUT.dtype.element_ty))
@@ -430,37 +448,80 @@ def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     """One query per row over the first ``kv_len[b]`` keys of each row (flash-decoding).
 
     Args:
-        q: ``[B, 1, H, D]``; k, v: ``[B, Tk, Hk, D]`` (any row/token strides, heads contiguous: a cache buffer);
-        kv_len: ``[B]`` int tensor on the device, ``1 <= kv_len[b] <= Tk`` (read by the kernel, so a CUDA graph can
-        replay it at every step). splits: key-range splits (default: about 4 programs per multiprocessor).
+        q: ``[B, 1, H, D]``; k: ``[B, Tk, Hk, D]``, v: ``[B, Tk, Hk, DV]`` (any row/token strides, heads contiguous:
+        a cache buffer; D and DV powers of two, DV = D for YOCO); kv_len: ``[B]`` int tensor on the device,
+        ``1 <= kv_len[b] <= Tk`` (read by the kernel, so a CUDA graph can replay it at every step). splits: key-range
+        splits (default: about 4 programs per multiprocessor).
         k_scale, v_scale: ``[B, Tk, Hk]`` fp32 scales of an fp8 cache (:mod:`yoco_eval.ops.fp8`; k, v e4m3), read
         next to the keys: the key scale multiplies the scores, the value scale the probabilities. Any strides;
         token-contiguous (the cache's head-major layout) keeps those reads coalesced.
     Returns:
-        ``[B, 1, H, D]`` in q's dtype.
+        ``[B, 1, H, DV]`` in q's dtype.
     """
     B, Tq, H, D = q.shape
     assert Tq == 1, "decode_attention_splitk takes one query per row"
-    Tk, Hk = k.shape[1], k.shape[2]
-    G = H // Hk
-    scale = D**-0.5 if scale is None else scale
+    Hk = k.shape[2]
     quant = k_scale is not None
-    auto_block, auto_stages = _decode_config(B * Hk, Tk, quant)
-    block_n, num_stages = block_n or auto_block, num_stages or auto_stages
-    # fp8 with a batch: twice the default programs per multiprocessor (3.56 against 4.00 ms at 8 x 512K)
-    S = splits or _n_splits(B * Hk, Tk, block_n, 8 if quant and B * Hk >= 32 else 4)
-    part = torch.empty(B, H, S, D, device=q.device, dtype=torch.float32)
-    lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
     if quant and k_scale.stride() != v_scale.stride():
         raise ValueError("decode_attention_splitk: k_scale and v_scale need one layout")
-    ks, vs = (k_scale, v_scale) if quant else (kv_len, kv_len)  # unused pointers when not quantized
-    _decode_split_kernel[(S, B * Hk)](
-        q, k, v, ks, vs, kv_len, part, lse, q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), *(ks.stride() if quant else (0, 0, 0)), Hk, S, float(scale),
-        G=G, G_PAD=max(16, triton.next_power_of_2(G)), D=D, BLOCK_N=block_n, QUANT=quant,
-        num_warps=num_warps, num_stages=num_stages,
-    )  # fmt: skip
-    out = torch.empty(B, 1, H, D, device=q.device, dtype=q.dtype)
-    _decode_merge_kernel[(B * H,)](part, lse, out, out.stride(0), out.stride(2), H, S, D=D,
-                                   S_PAD=max(16, triton.next_power_of_2(S)))  # fmt: skip
+    out = torch.empty(B, 1, H, v.shape[-1], device=q.device, dtype=q.dtype)
+    _decode_launch(q, k, v, kv_len, out, H // Hk, Hk, q.stride(2), 0, 0, scale, splits, block_n, num_warps,
+                   num_stages, k_scale, v_scale)  # fmt: skip
     return out
+
+
+def diff_decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: torch.Tensor,
+                                 scale: float | None = None, splits: int | None = None, block_n: int | None = None,
+                                 num_warps: int = 4,
+                                 num_stages: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Both halves of differential attention (Phi-4-mini-flash) for one query per row over the first ``kv_len[b]``
+    keys, in ONE flash-decoding launch that reads each pair's value block once for both halves.
+
+    Half a's query heads ``q[:, :, a-1::2]`` read keys ``k[:, :, (a-1)*KV/2 : a*KV/2]`` (grouped: query head i of a
+    half reads key head ``i // G``, ``G = H / KV``) and the SAME paired values v: the layout of
+    :func:`yoco_eval.model.phi4flash.to_pair_layout`. One program per (split, row, pair j) computes the 2G query
+    rows of pair j (half 1's G heads, then half 2's) from k1_j, k2_j and v_j.
+
+    Args:
+        q: ``[B, 1, H, D]`` (checkpoint head order, heads contiguous); k: ``[B, Tk, KV, D]`` (even heads first);
+            v: ``[B, Tk, KV/2, DV]`` (pair j = ``[v_2j | v_2j+1]``, DV = 2D); k, v with any row/token strides and
+            contiguous heads (cache buffers); D and DV powers of two.
+        kv_len: ``[B]`` int tensor on the device, ``1 <= kv_len[b] <= Tk``. scale: default ``D**-0.5``.
+        splits, block_n, num_warps, num_stages: as :func:`decode_attention_splitk`.
+    Returns:
+        ``(attn_1, attn_2)``, each ``[B, 1, H/2, DV]`` in q's dtype (views of one buffer).
+    """
+    B, Tq, H, D = q.shape
+    assert Tq == 1, "diff_decode_attention_splitk takes one query per row"
+    KV = k.shape[2]
+    pairs = v.shape[2]
+    assert KV == 2 * pairs and H % KV == 0, "differential layout: k [B, Tk, KV, D], v [B, Tk, KV/2, DV], KV | H"
+    out = torch.empty(B, 1, 2, H // 2, v.shape[-1], device=q.device, dtype=q.dtype)
+    _decode_launch(q, k, v, kv_len, out.view(B, 1, H, v.shape[-1]), H // KV, pairs, 2 * q.stride(2), q.stride(2),
+                   pairs * k.stride(2), scale, splits, block_n, num_warps, num_stages, diff=True)  # fmt: skip
+    return out[:, :, 0], out[:, :, 1]
+
+
+def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off, k2_off, scale, splits, block_n,
+                   num_warps, num_stages, k_scale=None, v_scale=None, diff=False):  # fmt: skip
+    """Split kernel + merge kernel into ``out`` ``[B, 1, H, DV]`` (H = every query row the programs serve)."""
+    B, H, D, DV = q.shape[0], out.shape[2], q.shape[-1], v.shape[-1]
+    Tk = k.shape[1]
+    scale = D**-0.5 if scale is None else scale
+    quant = k_scale is not None
+    rows = 2 * G if diff else G
+    auto_block, auto_stages = _decode_config(B * programs_per_row, Tk, quant)
+    block_n, num_stages = block_n or auto_block, num_stages or auto_stages
+    # fp8 with a batch: twice the default programs per multiprocessor (3.56 against 4.00 ms at 8 x 512K)
+    S = splits or _n_splits(B * programs_per_row, Tk, block_n, 8 if quant and B * programs_per_row >= 32 else 4)
+    part = torch.empty(B, H, S, DV, device=q.device, dtype=torch.float32)
+    lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
+    ks, vs = (k_scale, v_scale) if quant else (kv_len, kv_len)  # unused pointers when not quantized
+    _decode_split_kernel[(S, B * programs_per_row)](
+        q, k, v, ks, vs, kv_len, part, lse, q.stride(0), stride_qh, k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), *(ks.stride() if quant else (0, 0, 0)), programs_per_row, S,
+        float(scale), q2_off, k2_off, G=G, G_PAD=max(16, triton.next_power_of_2(rows)), D=D, DV=DV, BLOCK_N=block_n,
+        QUANT=quant, DIFF=diff, num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
+    _decode_merge_kernel[(B * H,)](part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV,
+                                   S_PAD=max(16, triton.next_power_of_2(S)))  # fmt: skip
