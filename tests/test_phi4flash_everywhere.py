@@ -55,13 +55,22 @@ def test_folder_and_presets_load_through_the_one_spec(folder):
     [
         ({"kv_dtype": "fp8"}, "kv_dtype='fp8' is not supported for Phi4Flash"),
         ({"retention_backend": "fla"}, "does not apply to Phi4Flash"),
-        ({"decode_backend": "triton"}, "decode_backend='triton' does not apply"),
     ],
 )
 def test_options_phi4flash_does_not_have_are_one_clear_error(folder, kwargs, match):
     for spec in (folder, "phi4flash-tiny"):
         with pytest.raises(ConfigError, match=match) as e:
             load_model(spec, **kwargs)
+        assert "\n" not in str(e.value)
+
+
+def test_decode_backend_reaches_the_model_and_a_wrong_name_is_one_error(folder):
+    from yoco_eval.errors import BackendUnavailable
+
+    for spec in (folder, "phi4flash-tiny"):
+        assert load_model(spec, decode_backend="torch").model.decode_backend == "torch"
+        with pytest.raises(BackendUnavailable, match="unknown decode backend 'flash'") as e:
+            load_model(spec, decode_backend="flash")
         assert "\n" not in str(e.value)
 
 

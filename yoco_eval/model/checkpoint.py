@@ -29,6 +29,7 @@ from yoco_eval import settings
 from yoco_eval.config import CONFIGS, ModelConfig, TransformerConfig, YOCOConfig, get_config, load_config
 from yoco_eval.errors import CheckpointError, ConfigError
 from yoco_eval.model.phi4flash_config import PHI4FLASH_CONFIGS, PRESET_TOKENIZERS, Phi4FlashConfig
+from yoco_eval.ops import check_backend_names
 from yoco_eval.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -47,13 +48,12 @@ def preset_config(name: str) -> ModelConfig | Phi4FlashConfig:
 
 
 def _phi4flash_options(retention_backend: str, decode_backend: str, kv_dtype: str) -> None:
-    """Phi4Flash runs its selective scan and decode through its attention backend: other choices are errors."""
+    """Phi4Flash has no gated retention and no fp8 cache: those choices are errors; its decode backend is checked
+    like YOCO's."""
     if retention_backend not in ("auto", "torch"):
         raise ConfigError(f"retention_backend={retention_backend!r} does not apply to Phi4Flash (no gated retention):"
                           " drop it or use auto")  # fmt: skip
-    if decode_backend != "auto":
-        raise ConfigError(f"decode_backend={decode_backend!r} does not apply to Phi4Flash (it decodes through "
-                          "attn_backend): drop it")  # fmt: skip
+    check_backend_names(decode=decode_backend)
     if kv_dtype != "auto":
         raise ConfigError(f"kv_dtype={kv_dtype!r} is not supported for Phi4Flash: use kv_dtype=auto")
 
@@ -69,7 +69,7 @@ def build_model(cfg: ModelConfig | Phi4FlashConfig, attn_backend: str = "auto", 
         from yoco_eval.model.phi4flash import Phi4Flash
 
         _phi4flash_options(retention_backend, decode_backend, kv_dtype)
-        return Phi4Flash(cfg, attn_backend=attn_backend)
+        return Phi4Flash(cfg, attn_backend=attn_backend, decode_backend=decode_backend)
     cls = YOCO if isinstance(cfg, YOCOConfig) else Transformer
     return cls(cfg, attn_backend=attn_backend, retention_backend=retention_backend, decode_backend=decode_backend,
                kv_dtype=kv_dtype)  # fmt: skip
@@ -109,7 +109,9 @@ def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention
         from yoco_eval.model.phi4flash_load import build_phi4flash_preset
 
         _phi4flash_options(retention_backend, decode_backend, kv_dtype)
-        return build_phi4flash_preset(cfg, device, dtype, seed, attn_backend)
+        model = build_phi4flash_preset(cfg, device, dtype, seed, attn_backend)
+        model.decode_backend = decode_backend
+        return model
 
     with torch.device("meta"):
         model = build_model(cfg, attn_backend, retention_backend, decode_backend, kv_dtype).to(dtype)
@@ -341,8 +343,10 @@ def _load_phi4flash(path: Path, device, dtype, attn_backend, retention_backend, 
     _phi4flash_options(retention_backend, decode_backend, kv_dtype)
     if tokenizer is None:
         loaded = load_phi4flash(path, device, dtype, attn_backend)
+        loaded.model.decode_backend = decode_backend
         return Loaded(loaded.model, loaded.tokenizer, "phi4flash", str(path))
     model = load_phi4flash_model(path, device, dtype, attn_backend)
+    model.decode_backend = decode_backend
     tok = load_tokenizer(tokenizer)
     if tok.vocab_size > model.config.vocab_size:
         raise CheckpointError(
