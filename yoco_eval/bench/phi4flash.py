@@ -133,7 +133,8 @@ def cli(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m yoco_eval.bench.phi4flash", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="results file (JSON)")
     ap.add_argument("--lengths", default="64k,256k,1m", help="early-exit prefill + decode lengths")
-    ap.add_argument("--full-lengths", default="64k,256k", help="full-forward lengths (quadratic: keep them short; '' for none)")
+    ap.add_argument("--full-lengths", default="64k,256k",
+                    help="full-forward lengths (quadratic: keep them short; '' for none)")
     ap.add_argument("--chunk", type=int, default=16384, help="prefill chunk (16K keeps one chunk under 2 GiB)")
     ap.add_argument("--gen", type=int, default=33, help="tokens generated per early-exit call (decode timing)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per row (median reported)")
