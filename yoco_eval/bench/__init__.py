@@ -9,5 +9,7 @@
 - ``python -m yoco_eval.bench.selective_scan``: the Triton selective scan against its PyTorch twin.
 - ``python -m yoco_eval.bench.phi4flash``: Phi-4-mini-flash early-exit prefill against the full forward, memory
   against weights + K/V + 2 GB, decode against the bandwidth floor.
+- ``python -m yoco_eval.bench.lm_eval_throughput``: lm-eval requests/s, ``--model yoco`` against ``--model hf`` on the
+  same checkpoint, with how far their answers are apart.
 - ``bash yoco_eval/bench/suite.sh STEP ...``: the GPU suite run on the device machine (results: reports/gpu/).
 """
