@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU suite, run on the device machine from the repo root (results: reports/gpu/README.md):
-#   bash yoco_eval/bench/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] [scan] ...
+#   bash yoco_eval/bench/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] [scan]
+#     [phi4flash] [lmeval] ...
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
 # Every profile row now follows the steady-state protocol (cold call + warm-up at the length + 3 timed runs: >= 5 calls
 # a row); record, memratio and fp8 are budgeted for it, the older steps' timeouts were set for one call a row.
@@ -60,6 +61,15 @@ for s in $steps; do
     scan) timeout 300 python3 -m yoco_eval.bench.selective_scan "$OUT/bench_selective_scan.json" \
               --lengths ${SCAN_LENGTHS:-8192 65536} --configs ${SCAN_CONFIGS:-256:4:1 128:4:1 512:4:1 256:2:1 256:8:1 256:4:2} 2>&1 \
               | tee "$OUT/bench_selective_scan.log" ;;
+    phi4flash) # Phi-4-mini-flash, real shape: early exit vs the full forward (64K, 256K), 1M, decode vs floor; then the
+            # 1M memory row with 8K chunks (issue 22's budget: weights + K/V + 2 GB)
+            timeout 400 python3 -m yoco_eval.bench.phi4flash --out "$OUT/phi4flash_prefill_decode_64k_1m.json" 2>&1 \
+              | grep -v '^{' | tee "$OUT/phi4flash.log"
+            timeout 170 python3 -m yoco_eval.bench.phi4flash --out "$OUT/phi4flash_1m_chunk8k.json" --lengths 1m \
+              --full-lengths '' --chunk 8192 2>&1 | grep -v '^{' | tee -a "$OUT/phi4flash.log" ;;
+    lmeval) # lm-eval requests/s, --model yoco against --model hf on SmolLM2-135M, bf16, same requests and answers
+            timeout 400 python3 -m yoco_eval.bench.lm_eval_throughput --out "$OUT/lm_eval_throughput.json" \
+              --batch-size ${BATCH:-16} 2>&1 | tee "$OUT/lm_eval_throughput.log" ;;
     projections) timeout 60 python3 -m yoco_eval.bench.projections "$OUT/bench_projections.json" ;;
     memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks. Two one-model files:
             # only their peaks are compared, and the Transformer's 165 s prefill is timed once (protocol "none")
