@@ -29,6 +29,7 @@ from yoco_eval import settings
 from yoco_eval.config import CONFIGS, ModelConfig, TransformerConfig, YOCOConfig, get_config, load_config
 from yoco_eval.errors import CheckpointError, ConfigError
 from yoco_eval.model.phi4flash_config import PHI4FLASH_CONFIGS, PRESET_TOKENIZERS, Phi4FlashConfig
+from yoco_eval.model.shards import read_safetensors
 from yoco_eval.ops import check_backend_names
 from yoco_eval.tokenizer import Tokenizer, load_tokenizer
 
@@ -231,31 +232,6 @@ def load_state_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: str
     model.load_state_dict(sd, strict=True)
 
 
-def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (folder / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        files = sorted(p.name for p in folder.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(
-            f"{folder}: no model.safetensors (or shards) found; save one with yoco-eval or point at it"
-        )
-    sd = {}
-    for f in files:
-        if not (folder / f).is_file():
-            raise CheckpointError(f"{folder}: shard {f} listed in model.safetensors.index.json is missing")
-        try:
-            sd.update(load_file(str(folder / f)))
-        except Exception as e:  # truncated/corrupt file
-            raise CheckpointError(f"{folder / f}: cannot read safetensors ({e}); re-download or re-save it") from None
-    return sd
-
-
 def checkpoint_sha256(path: str | Path) -> str | None:
     """sha256 of the weight files of a checkpoint folder (None for presets)."""
     p = Path(path)
@@ -319,7 +295,7 @@ def load_model(
             raise CheckpointError(f"{ckpt}: cannot read it as a weights-only state dict ({e})") from None
         source = "official"
     else:
-        sd = _read_safetensors(path)
+        sd = read_safetensors(path)
         source = "yoco-eval"
         if isinstance(cfg, TransformerConfig) and cfg.tokenizer == "hf":
             sd = from_hf_llama(sd)

@@ -24,6 +24,7 @@ import torch
 from yoco_eval.errors import CheckpointError, ConfigError
 from yoco_eval.model.phi4flash import Phi4Flash
 from yoco_eval.model.phi4flash_config import MODEL_TYPE, PHI4FLASH_CONFIGS, Phi4FlashConfig
+from yoco_eval.model.shards import read_safetensors
 
 END_OF_TURN = "<|end|>"
 
@@ -53,27 +54,7 @@ def read_config(folder: str | Path) -> Phi4FlashConfig:
 
 def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of the folder's safetensors (one file, or the shards its index lists)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (folder / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        files = sorted(p.name for p in folder.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"{folder}: no model.safetensors (or shards); point at the downloaded checkpoint folder")
-    sd: dict[str, torch.Tensor] = {}
-    for f in files:
-        if not (folder / f).is_file():
-            raise CheckpointError(f"{folder}: shard {f} listed in model.safetensors.index.json is missing")
-        try:
-            sd.update(load_file(str(folder / f)))
-        except Exception as e:  # truncated or corrupt download
-            raise CheckpointError(f"{folder / f}: cannot read safetensors ({e}); re-download it") from None
-    return sd
+    return read_safetensors(Path(folder))
 
 
 def check_state(cfg: Phi4FlashConfig, expected: dict[str, torch.Size], sd: dict[str, torch.Tensor], source: str):
