@@ -30,7 +30,6 @@ from yoco_eval.config import CONFIGS, ModelConfig, TransformerConfig, YOCOConfig
 from yoco_eval.errors import CheckpointError, ConfigError
 from yoco_eval.model.phi4flash_config import PHI4FLASH_CONFIGS, PRESET_TOKENIZERS, Phi4FlashConfig
 from yoco_eval.model.shards import read_safetensors
-from yoco_eval.ops import check_backend_names
 from yoco_eval.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -49,12 +48,11 @@ def preset_config(name: str) -> ModelConfig | Phi4FlashConfig:
 
 
 def _phi4flash_options(retention_backend: str, decode_backend: str, kv_dtype: str) -> None:
-    """Phi4Flash has no gated retention and no fp8 cache: those choices are errors; its decode backend is checked
-    like YOCO's."""
+    """Phi4Flash has no gated retention and no fp8 cache: those choices are errors (its constructor checks the
+    attention and decode backend names, as YOCO's does)."""
     if retention_backend not in ("auto", "torch"):
         raise ConfigError(f"retention_backend={retention_backend!r} does not apply to Phi4Flash (no gated retention):"
                           " drop it or use auto")  # fmt: skip
-    check_backend_names(decode=decode_backend)
     if kv_dtype != "auto":
         raise ConfigError(f"kv_dtype={kv_dtype!r} is not supported for Phi4Flash: use kv_dtype=auto")
 
@@ -110,9 +108,7 @@ def build_preset(cfg: ModelConfig, device, dtype, attn_backend="auto", retention
         from yoco_eval.model.phi4flash_load import build_phi4flash_preset
 
         _phi4flash_options(retention_backend, decode_backend, kv_dtype)
-        model = build_phi4flash_preset(cfg, device, dtype, seed, attn_backend)
-        model.decode_backend = decode_backend
-        return model
+        return build_phi4flash_preset(cfg, device, dtype, seed, attn_backend, decode_backend)
 
     with torch.device("meta"):
         model = build_model(cfg, attn_backend, retention_backend, decode_backend, kv_dtype).to(dtype)
@@ -318,11 +314,9 @@ def _load_phi4flash(path: Path, device, dtype, attn_backend, retention_backend, 
 
     _phi4flash_options(retention_backend, decode_backend, kv_dtype)
     if tokenizer is None:
-        loaded = load_phi4flash(path, device, dtype, attn_backend)
-        loaded.model.decode_backend = decode_backend
+        loaded = load_phi4flash(path, device, dtype, attn_backend, decode_backend)
         return Loaded(loaded.model, loaded.tokenizer, "phi4flash", str(path))
-    model = load_phi4flash_model(path, device, dtype, attn_backend)
-    model.decode_backend = decode_backend
+    model = load_phi4flash_model(path, device, dtype, attn_backend, decode_backend)
     tok = load_tokenizer(tokenizer)
     if tok.vocab_size > model.config.vocab_size:
         raise CheckpointError(

@@ -92,13 +92,14 @@ def check_state(cfg: Phi4FlashConfig, expected: dict[str, torch.Size], sd: dict[
 
 
 def load_phi4flash_model(
-    folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, attn_backend="auto"
-) -> Phi4Flash:
+    folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, attn_backend="auto",
+    decode_backend="auto",
+) -> Phi4Flash:  # fmt: skip
     """Build the model of ``folder`` and load its weights strictly (see module docstring); returns it in eval mode."""
     folder = Path(folder)
     cfg = read_config(folder)
     with torch.device("meta"):  # no random init of 3.8B parameters: the checkpoint's tensors are assigned
-        model = Phi4Flash(cfg, attn_backend=attn_backend)
+        model = Phi4Flash(cfg, attn_backend=attn_backend, decode_backend=decode_backend)
     expected = {k: p.shape for k, p in model.state_dict().items()}
     sd = read_weights(folder)
     check_state(cfg, expected, sd, str(folder))
@@ -169,14 +170,15 @@ def init_phi4flash(model: Phi4Flash, seed: int = 0, std: float = 0.02, workers: 
 
 def build_phi4flash_preset(
     name: str | Phi4FlashConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-    seed: int = 0, attn_backend: str = "auto",
+    seed: int = 0, attn_backend: str = "auto", decode_backend: str = "auto",
 ) -> Phi4Flash:  # fmt: skip
     """A preset (``phi4flash-tiny``, ``phi4-mini-flash``, or a config) with random weights (:func:`init_phi4flash`),
     built without a CPU copy: the module is created on the meta device and materialized on ``device``. On the meta
     device itself nothing is materialized (sizes only: weights and cache bytes)."""
     cfg = name if isinstance(name, Phi4FlashConfig) else Phi4FlashConfig.from_name(name)
     with torch.device("meta"):
-        model = Phi4Flash(cfg, attn_backend=attn_backend).to(dtype)  # dtype first: no fp32 copy of a bf16 model
+        # dtype first: no fp32 copy of a bf16 model
+        model = Phi4Flash(cfg, attn_backend=attn_backend, decode_backend=decode_backend).to(dtype)
     if torch.device(device).type == "meta":
         return model.eval()
     return init_phi4flash(model.to_empty(device=device), seed).eval()
@@ -248,10 +250,11 @@ class LoadedPhi4Flash:
 
 
 def load_phi4flash(
-    folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, attn_backend="auto"
-) -> LoadedPhi4Flash:
+    folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, attn_backend="auto",
+    decode_backend="auto",
+) -> LoadedPhi4Flash:  # fmt: skip
     """Model and tokenizer of a Phi4Flash folder; the tokenizer's ids must fit the model's vocabulary."""
-    model = load_phi4flash_model(folder, device, dtype, attn_backend)
+    model = load_phi4flash_model(folder, device, dtype, attn_backend, decode_backend)
     tok = Phi4FlashTokenizer(folder, model.config)
     if tok.vocab_size > model.config.vocab_size:
         raise CheckpointError(
