@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 TASKS = ("yoco_mc_facts", "yoco_ppl_shakespeare", "yoco_gen_arith")
@@ -39,17 +38,11 @@ def build_requests(limit: int | None) -> dict[str, list]:
 
 def answer_all(lm, reqs: dict[str, list]) -> tuple[dict[str, list], dict[str, float]]:
     """Every request through ``lm`` (an lm-eval LM); the answers and the seconds each request type took."""
-    import torch
+    from yoco_eval.bench.protocol import wallclock
 
     answers, seconds = {}, {}
     for kind, rs in reqs.items():
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        answers[kind] = getattr(lm, kind)(rs, disable_tqdm=True)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds[kind] = time.perf_counter() - t0
+        answers[kind], seconds[kind] = wallclock(getattr(lm, kind), rs, disable_tqdm=True)
     return answers, seconds
 
 

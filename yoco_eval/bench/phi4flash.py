@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -28,28 +27,23 @@ MODEL = "phi4-mini-flash"
 SLACK = 2 << 30  # the 2 GiB the acceptance allows for state and one chunk
 
 
-def _sync():
+def _prefill_all_layers(model, tokens, cache, chunk: int) -> None:
     import torch
 
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    with torch.inference_mode():
+        for s in range(0, tokens.shape[1], chunk):
+            model(tokens[:, s : s + chunk], cache=cache, start_pos=s)
 
 
 def full_forward_once(model, tokens, chunk: int) -> dict[str, float]:
     """One chunked prefill through every layer at every position; ``{"prefill_s": seconds}``."""
-    import torch
+    from yoco_eval.bench.protocol import wallclock
 
-    T = tokens.shape[1]
-    cache = model.setup_cache(1, T)
+    cache = model.setup_cache(1, tokens.shape[1])
     hook = model.model.final_layernorm.register_forward_hook(lambda m, i, o: o[:, -1:])
     try:
-        _sync()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            for s in range(0, T, chunk):
-                model(tokens[:, s : s + chunk], cache=cache, start_pos=s)
-        _sync()
-        return {"prefill_s": time.perf_counter() - t0}
+        _, seconds = wallclock(_prefill_all_layers, model, tokens, cache, chunk)
+        return {"prefill_s": seconds}
     finally:
         hook.remove()
         del cache
