@@ -119,12 +119,13 @@ def test_rope_in_place(interleaved, adjacent):
     check(out_k, base_k, ref_k)
 
 
-@pytest.mark.parametrize("splits", [None, 3])
-def test_decode_attention_splitk(splits):
-    B, Hk, G, D, Tk = 2, 2, 3, 64, 300
-    g = torch.Generator().manual_seed(5)
+def _decode_case(G: int, D: int, DV: int, seed: int, splits):
+    """The split-key kernel on 2 rows of unequal lengths over poisoned spare slots: (kernel, twin, fp64 reference)."""
+    B, Hk, Tk = 2, 2, 300
+    g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, 1, Hk * G, D, generator=g)
-    k, v = (torch.randn(B, Tk + 40, Hk, D, generator=g) for _ in range(2))
+    k = torch.randn(B, Tk + 40, Hk, D, generator=g)
+    v = torch.randn(B, Tk + 40, Hk, DV, generator=g)
     lengths = torch.tensor([Tk, 107])
     valid = torch.arange(Tk)[None] < lengths[:, None]
     kpos = torch.arange(Tk).expand(B, Tk)
@@ -133,8 +134,13 @@ def test_decode_attention_splitk(splits):
     k[:, Tk:] = float("nan")  # poison: a read past a row's length would show
     v[:, Tk:] = float("nan")
     fast = triton_kernels.decode_attention_splitk(q, k, v, lengths, splits=splits, block_n=32)
-    assert torch.isfinite(fast).all()
-    check(fast, base, ref)
+    assert fast.shape == (B, 1, Hk * G, DV) and torch.isfinite(fast).all()
+    return fast, base, ref
+
+
+@pytest.mark.parametrize("splits", [None, 3])
+def test_decode_attention_splitk(splits):
+    check(*_decode_case(G=3, D=64, DV=64, seed=5, splits=splits))
 
 
 @pytest.mark.parametrize("rows,programs", [(40, 3), (128, 64)], ids=["persistent-loop", "one-tile-each"])
@@ -278,21 +284,7 @@ def test_selective_scan_dispatch_under_the_interpreter():
 
 def test_decode_attention_splitk_wide_values():
     """Value width DV = 2D (the differential layout's paired values) through the plain split-key kernel."""
-    B, Hk, G, D, Tk = 2, 2, 2, 16, 300
-    g = torch.Generator().manual_seed(8)
-    q = torch.randn(B, 1, Hk * G, D, generator=g)
-    k = torch.randn(B, Tk + 40, Hk, D, generator=g)
-    v = torch.randn(B, Tk + 40, Hk, 2 * D, generator=g)
-    lengths = torch.tensor([Tk, 107])
-    valid = torch.arange(Tk)[None] < lengths[:, None]
-    kpos = torch.arange(Tk).expand(B, Tk)
-    ref = naive_attention(q.double(), k[:, :Tk].double(), v[:, :Tk].double(), lengths[:, None] - 1, kpos, valid)
-    base = naive_attention(q, k[:, :Tk], v[:, :Tk], lengths[:, None] - 1, kpos, valid)
-    k[:, Tk:] = float("nan")  # poison: a read past a row's length would show
-    v[:, Tk:] = float("nan")
-    fast = triton_kernels.decode_attention_splitk(q, k, v, lengths, splits=3, block_n=32)
-    assert fast.shape == (B, 1, Hk * G, 2 * D) and torch.isfinite(fast).all()
-    check(fast, base, ref)
+    check(*_decode_case(G=2, D=16, DV=32, seed=8, splits=3))
 
 
 def _diff_cache(g, B, T, KV, D, spare):
