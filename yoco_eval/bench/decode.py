@@ -60,6 +60,8 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
     row = {"batch": B, "keys": Tk, "fp8": fp8, "bytes": nbytes, "floor_ms": nbytes / bandwidth * 1e3,
            "sdpa_split_ms": t_sdpa, "variants": []}  # fmt: skip
     print(f"B={B} Tk={Tk}: floor {row['floor_ms']:.3f} ms, SDPA split path {t_sdpa:.3f} ms")
+    auto = partial(tk.decode_attention_splitk, q, kk, vv, L, **quant)
+    row["auto_config_ms_before"] = do_bench(auto, warmup=20, rep=200, return_mode="median")  # again after the sweep
     for bn, nw, ns, smul in itertools.product((64, 128, 256) if fp8 else (32, 64, 128), (4,), (3, 4), (None, 2)):
         S = None if smul is None else smul * tk._n_splits(B * Hk, Tk, bn)
         fn = partial(tk.decode_attention_splitk, q, kk, vv, L, splits=S, block_n=bn, num_warps=nw, num_stages=ns,
@@ -80,9 +82,9 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
     print(f"   best triton {best['ms']:.3f} ms = {best['bytes_per_s'] / 1e12:.2f} TB/s (block {best['block_n']}, "
           f"warps {best['warps']}, stages {best['stages']}, splits {best['splits']}); "
           f"max |diff| vs SDPA {best['max_diff_vs_sdpa']:.2e}")  # fmt: skip
-    auto = partial(tk.decode_attention_splitk, q, kk, vv, L, **quant)
     row["auto_config_ms"] = do_bench(auto, warmup=20, rep=200, return_mode="median")
-    print(f"   the kernel's own choice {tk._decode_config(B * Hk, Tk, fp8)}: {row['auto_config_ms']:.3f} ms")
+    print(f"   the kernel's own choice {tk._decode_config(B * Hk, Tk, fp8)}: {row['auto_config_ms']:.3f} ms "
+          f"({row['auto_config_ms_before']:.3f} ms before the sweep)")
     return row
 
 

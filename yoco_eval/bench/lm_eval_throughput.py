@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 TASKS = ("yoco_mc_facts", "yoco_ppl_shakespeare", "yoco_gen_arith")
@@ -75,6 +76,25 @@ def make_lm(name: str, folder: str, device: str, dtype: str, batch_size: int, ma
     return YOCOLM(**kw)
 
 
+def random_copy(folder: str, out: Path, seed: int = 0) -> str:
+    """``folder`` (an HF causal-LM folder: its ``config.json`` and tokenizer; weights not needed) with seeded random
+    weights, written to ``out``. For a GPU machine that cannot hold the real checkpoint: the time of a request does
+    not depend on the weights' values, except that random weights never emit a stop sequence, so every generation
+    runs to its token budget (the same work for both models)."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    model.save_pretrained(out, safe_serialization=True)
+    for f in Path(folder).iterdir():
+        if f.is_file() and not (out / f.name).exists() and f.suffix != ".safetensors":
+            shutil.copy(f, out / f.name)
+    return str(out)
+
+
 def run(folder: str, device: str, dtype: str, batch_size: int, max_length: int, limit: int | None, protocol=None,
         log=print) -> dict:  # fmt: skip
     """Both models' rows and their ratio (see module docstring)."""
@@ -117,6 +137,8 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="time a seeded random-weight copy of the folder (needs only its config and tokenizer)")
     args = ap.parse_args(argv)
     import datetime as dt
 
@@ -124,8 +146,13 @@ def cli(argv: list[str] | None = None) -> int:
     from yoco_eval.runinfo import git_commit, hardware
 
     device = str(resolve_device(args.device))
-    res = run(str(resolve_model(args.model_folder)), device, resolve_dtype(args.dtype, device), args.batch_size,
-              args.max_length, args.limit)  # fmt: skip
+    folder = str(resolve_model(args.model_folder))
+    with tempfile.TemporaryDirectory(prefix="yoco-lmeval-") as tmp:
+        if args.random_weights:
+            folder = random_copy(folder, Path(tmp))
+        res = run(folder, device, resolve_dtype(args.dtype, device), args.batch_size, args.max_length, args.limit)
+    res["folder"] = args.model_folder
+    res["weights"] = "seeded random (transformers init)" if args.random_weights else "the folder's"
     res = {"card": hardware(argparse.Namespace(device=device)), "date": dt.date.today().isoformat(),
            "commit": git_commit(), "command": "python -m yoco_eval.bench.lm_eval_throughput "
            + " ".join(argv if argv is not None else sys.argv[1:]), **res}  # fmt: skip
