@@ -122,7 +122,8 @@ def test_cache_hook_receives_every_answer(lm):
 
 
 def test_rolling_windows(lm, monkeypatch):
-    """A document that fits max_length is scored in one pass; a longer one in lm-eval's disjoint windows."""
+    """A document that fits max_length is scored in one pass (one window: the prefix token, then the document); a
+    longer one in lm-eval's disjoint windows; all of them go to the engine as one batch of requests."""
     calls = {"score_tokens": [], "loglikelihood": []}
     real_score, real_ll = lm.engine.score_tokens, lm.engine.loglikelihood
 
@@ -140,16 +141,16 @@ def test_rolling_windows(lm, monkeypatch):
     toks = lm.tok.encode(long)
     out = lm.loglikelihood_rolling([rolling(short, 0), rolling(long, 1), rolling("", 2)], disable_tqdm=True)
     P = lm.prefix_token_id
-    assert calls["score_tokens"] == [(lm.tok.encode(short), [P])]
+    assert calls["score_tokens"] == []
     expect = [make_disjoint_window(w) for w in get_rolling_token_windows(toks, P, 64, 1)]
-    assert calls["loglikelihood"] == [(list(c), list(t)) for c, t in expect]
+    assert calls["loglikelihood"] == [([P], lm.tok.encode(short))] + [(list(c), list(t)) for c, t in expect]
     assert len(expect) == 3 and sum(len(t) for _, t in expect) == len(toks)  # every token scored exactly once
     assert expect[0][0] == [P] and all(len(c) + len(t) - 1 == 64 for c, t in expect)
     assert out[2] == 0.0
     # the same numbers as scoring each window separately, and the one-pass score equals the one-window score
     windows = real_ll(expect, batch_size=1)
     assert out[1] == pytest.approx(sum(x for x, _ in windows), abs=1e-3)
-    one = real_ll([([P], lm.tok.encode(short))], batch_size=1)[0][0]
+    one = real_score(lm.tok.encode(short), [P])
     assert out[0] == pytest.approx(one, abs=1e-3)
 
 

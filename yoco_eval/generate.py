@@ -35,6 +35,9 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 DEFAULT_CHUNK_SIZE = {"cuda": 65536, "cpu": 2048}
 
 
+GRAPH_KEEP_BYTES = 1 << 30  # decode graphs of other sizes kept while their caches hold at most this (Engine)
+
+
 def default_chunk_size(device) -> int:
     """The documented prefill chunk length for ``device`` (see :data:`DEFAULT_CHUNK_SIZE`)."""
     return DEFAULT_CHUNK_SIZE["cuda" if getattr(device, "type", str(device)).startswith("cuda") else "cpu"]
@@ -87,9 +90,10 @@ class _Scoring:
         """Log-probability of each continuation given its context, and whether it is the greedy one.
 
         ``requests``: ``(context_ids, continuation_ids)`` with a non-empty continuation and a context of at least
-        one token. The model sees ``(context + continuation)[:-1]``, left-truncated to ``max_length``. Requests
-        that share the same prefix (the input without its last ``len(continuation)`` tokens) prefill that prefix
-        once and fork the state for each continuation; batches are sorted by length.
+        one token. The model sees ``(context + continuation)[:-1]``, left-truncated to ``max_length``. Batches are
+        sorted by length. Each batch runs one of two ways (:meth:`_flat_wins`): requests that share the same prefix
+        (the input without its last ``len(continuation)`` tokens) prefill that prefix once and fork the state for
+        each continuation; or, where that saves little, every row's whole input goes through ONE stateless forward.
         """
         prepared = []
         for i, (ctx, cont) in enumerate(requests):
@@ -118,7 +122,36 @@ class _Scoring:
             self._score_batch(batch, results, progress)
         return results  # type: ignore[return-value]
 
+    def _flat_wins(self, batch) -> bool:
+        """Whether one stateless forward over every row's padded input beats prefill-and-fork for ``batch``: when
+        it is at most one prefill chunk and costs at most twice the tokens of sharing the prefixes, or (on a GPU)
+        at most 8K tokens in all, where kernel launches, not arithmetic, set the time of a forward (one forward
+        instead of two, and no cache to build and fork)."""
+        members = [m for _, ms in batch for m in ms]
+        flat = len(members) * max(len(m[0]) + len(m[1]) for m in members)
+        fork = sum(len(k) for k, _ in batch) + len(members) * max(len(m[1]) for m in members)
+        launch_bound = 8192 if self.device.type == "cuda" else 0
+        return flat <= self.chunk_size and (flat <= 2 * fork or flat <= launch_bound)
+
     def _score_batch(self, batch, results, progress) -> None:
+        members = [m for _, ms in batch for m in ms]
+        if self._flat_wins(batch):
+            inputs = [list(m[0]) + m[1] for m in members]
+            tokens, lens, _ = self._pad(inputs)
+            # position p predicts token p + 1: the continuation's n tokens are predicted from the input's last n
+            first = torch.tensor([len(x) - len(m[1]) for x, m in zip(inputs, members)])
+            logits = self._rows_at(tokens, first, lens, cache=None, start_pos=0, valid=None)
+        else:
+            logits = self._forked_logits(batch)
+        out = self._continuation_scores(logits, [m[2] for m in members])
+        for m, answer in zip(members, out):
+            results[m[3]] = answer
+        if progress is not None:
+            progress(len(members))
+
+    def _forked_logits(self, batch) -> torch.Tensor:
+        """Logits ``[rows, max continuation, vocab]`` of every member of ``batch``: each prefix prefilled once, its
+        state forked to its members, their suffixes run together."""
         prefixes = [list(k) for k, _ in batch]
         suffix_rows = [(g, m) for g, (_, members) in enumerate(batch) for m in members]
         max_suffix = max(len(m[1]) for _, m in suffix_rows)
@@ -132,23 +165,32 @@ class _Scoring:
             cache.put_rows(nonempty, sub)
         rows = torch.tensor([g for g, _ in suffix_rows], device=self.device)
         cache = cache.select_rows(rows)
-        tokens, _, lens_d = self._pad([m[1] for _, m in suffix_rows])
+        tokens, lens, lens_d = self._pad([m[1] for _, m in suffix_rows])
         start = torch.tensor([len(prefixes[g]) for g, _ in suffix_rows], device=self.device)
         valid = torch.arange(max_suffix, device=self.device)[None] < lens_d[:, None]
         if bool(valid.all()) and len(set(start.tolist())) == 1:
             valid = None
         start_arg = int(start[0]) if valid is None else start
-        logits = self.model(tokens, cache=cache, start_pos=start_arg, valid=valid, logits_from=None)
-        logp = F.log_softmax(logits.float(), dim=-1)
-        for r, (_, m) in enumerate(suffix_rows):
-            cont = torch.tensor(m[2], device=self.device)
-            n = len(cont)
-            lp = logp[r, :n]
-            total = lp.gather(-1, cont[:, None]).sum().item()
-            greedy = bool((lp.argmax(-1) == cont).all())
-            results[m[3]] = (total, greedy)
-        if progress is not None:
-            progress(len(suffix_rows))
+        return self.model(tokens, cache=cache, start_pos=start_arg, valid=valid, logits_from=None)
+
+    def _rows_at(self, tokens, first: torch.Tensor, lens: torch.Tensor, **forward) -> torch.Tensor:
+        """The model's logits ``[B, N, vocab]`` at positions ``first[b] .. lens[b] - 1`` of each row (N = the longest
+        such run; shorter rows repeat their last position), from one forward over ``tokens`` ``[B, L]``."""
+        n = int((lens - first).max())
+        idx = torch.minimum(first[:, None] + torch.arange(n)[None], lens[:, None] - 1)
+        return self.model(tokens, logits_from=idx.to(self.device), **forward)
+
+    def _continuation_scores(self, logits: torch.Tensor, conts: list[list[int]]) -> list[tuple[float, bool]]:
+        """``(sum of log p(continuation), greedy?)`` per row from logits ``[R, >= N, vocab]`` whose position j
+        predicts continuation token j; computed on the device, read back with ONE synchronization."""
+        n = max(len(c) for c in conts)
+        target, lens, _ = self._pad(conts)
+        mask = torch.arange(n, device=self.device)[None] < lens.to(self.device)[:, None]
+        logits = logits[:, :n].float()
+        lp = logits.gather(-1, target[..., None])[..., 0] - torch.logsumexp(logits, -1)
+        total = (lp.double() * mask).sum(1)
+        greedy = ((logits.argmax(-1) == target) | ~mask).all(1)
+        return [(t, bool(g)) for t, g in zip(*torch.stack((total, greedy.double())).tolist())]
 
     @torch.inference_mode()
     def score_tokens(self, tokens: Sequence[int], prefix: Sequence[int], chunk: int | None = None) -> float:
@@ -403,17 +445,22 @@ class Engine(_Scoring):
     def graph_decoder(self, batch: int, max_len: int) -> GraphDecoder:
         """A decode step captured as a CUDA graph over its own cache of ``batch`` rows and at least ``max_len``
         positions (CUDA only), with that cache reset: prefill into ``.cache``, then ``.step(tokens, pos)``. Reused
-        for every length in the same 4096-token bucket; making one for another size drops the previous one."""
+        for every length in the same 4096-token bucket. Graphs of other sizes stay while all of their caches
+        together hold at most :data:`GRAPH_KEEP_BYTES` (lm-eval's batches of short prompts alternate between a full
+        and a last, smaller batch; capturing again costs more than the step itself); the oldest go first."""
         key = (batch, -(-max_len // 4096) * 4096)
-        g = self._graphs.get(key)
+        g = self._graphs.pop(key, None)
         if g is None:
-            self.drop_graphs()  # keep one: caches at long context are large
-            g = self._graphs[key] = GraphDecoder(self.model, batch, key[1], self.device)
+            g = GraphDecoder(self.model, batch, key[1], self.device)
+        self._graphs[key] = g  # the most recent last
+        kept = [k for k in self._graphs if k != key]
+        while kept and sum(x.cache.nbytes() for x in self._graphs.values()) > GRAPH_KEEP_BYTES:
+            del self._graphs[kept.pop(0)]  # caches at long context are large: keep few
         g.cache.reset()
         return g
 
     def drop_graphs(self) -> None:
-        """Let go of the captured decode graph and its cache (e.g. before measuring memory at another length)."""
+        """Let go of the captured decode graphs and their caches (e.g. before measuring memory at another length)."""
         self._graphs.clear()
 
     def _hit_stop(self, toks: list[int], stop: Sequence[str]) -> bool:

@@ -15,9 +15,9 @@ Request semantics (same numbers as lm-eval's ``hf`` model on the same weights):
       logits are made only at continuation positions (never ``[T, vocab]``).
     * ``loglikelihood_rolling``: a document of at most ``max_length`` tokens is scored in ONE pass conditioned on
       ``prefix_token_id`` (BOS, else EOS); a longer one is cut into lm-eval's disjoint windows
-      (``get_rolling_token_windows`` + ``make_disjoint_window``, ``context_len=1``) scored in batches (a window too
-      long for ``LOGITS_BUDGET`` alone goes through ``score_tokens``). The document is encoded without special
-      tokens (the prefix token already starts it).
+      (``get_rolling_token_windows`` + ``make_disjoint_window``, ``context_len=1``). Documents and windows are
+      scored in batches (one too long for :func:`logits_budget` alone goes through ``score_tokens``). The document
+      is encoded without special tokens (the prefix token already starts it).
     * ``generate_until``: stop strings (``until``) and EOS end a row; ``max_gen_toks`` tokens at most; batches mix
       prompt lengths without padding leaking into the model.
     * A request that does not fit ``max_length`` is an error unless ``truncate=true``, which left-truncates as the
@@ -53,6 +53,14 @@ from yoco_eval.loading import LoadSpec
 log = logging.getLogger(__name__)
 AUTO_BATCH_SIZE = 8
 LOGITS_BUDGET = 2**27  # fp32 logits elements (rows x continuation x vocab) one scoring batch may hold: 512 MiB
+
+
+def logits_budget(device: torch.device) -> int:
+    """Logits elements one scoring batch may hold: :data:`LOGITS_BUDGET` on the CPU; on a GPU also up to a 16th of
+    the free memory in bytes (each element costs its logit, its fp32 copy and the log-softmax temporaries)."""
+    if device.type != "cuda":
+        return LOGITS_BUDGET
+    return max(LOGITS_BUDGET, torch.cuda.mem_get_info(device)[0] // 16)
 _CLI_DEFAULT_DEVICE = "cuda:0"  # what the lm_eval CLI passes when --device is not given (lm-eval 0.4.13)
 ADAPTER_KEYS = ("max_gen_toks", "add_bos", "prefix_token_id", "truncate", "batch_size", "max_batch_size")
 
@@ -204,7 +212,7 @@ class YOCOLM(TemplateLM):
             pairs.append((ctx, cont))
         # fewer rows per batch when continuations are long, so the continuation logits stay within LOGITS_BUDGET
         per_row = max((len(c) for _, c in pairs), default=1) * self.engine.model.config.vocab_size
-        rows = max(1, min(self.batch_size, LOGITS_BUDGET // per_row))
+        rows = max(1, min(self.batch_size, logits_budget(self.device) // per_row))
         with tqdm(total=len(pairs), disable=disable_tqdm or self.rank != 0, desc="yoco loglikelihood") as bar:
             out = self.engine.loglikelihood(pairs, batch_size=rows, progress=bar.update)
         for (key, _, _), answer in zip(requests, out):
@@ -216,16 +224,18 @@ class YOCOLM(TemplateLM):
         prefix = self.prefix_token_id
         totals = [0.0] * len(requests)
         windows: list[tuple[int, list[int], list[int]]] = []
+        budget = logits_budget(self.device)
         for i, (text,) in enumerate(tqdm([r.args for r in requests], disable=disable_tqdm or self.rank != 0,
                                          desc="yoco loglikelihood_rolling")):  # fmt: skip
             tokens = self.tok_encode(text, add_special_tokens=False)
             if not tokens:
                 continue
-            if len(tokens) <= self.max_length:  # the whole document in one pass
-                totals[i] = self.engine.score_tokens(tokens, [prefix])
-                continue
-            for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(tokens, prefix, self.max_length, 1)):
-                if len(cont) * self.engine.model.config.vocab_size > LOGITS_BUDGET:
+            # the whole document in one pass (one window: the prefix token, then the document), else lm-eval's
+            # disjoint windows; windows are scored in batches
+            parts = [([prefix], tokens)] if len(tokens) <= self.max_length else map(
+                make_disjoint_window, get_rolling_token_windows(tokens, prefix, self.max_length, 1))  # fmt: skip
+            for ctx, cont in parts:
+                if len(cont) * self.engine.model.config.vocab_size > budget:
                     totals[i] += self.engine.score_tokens(cont, ctx)  # a long window: logits made chunk by chunk
                 else:
                     windows.append((i, ctx, cont))

@@ -21,7 +21,9 @@ def test_both_models_answer_the_same_requests_alike(smollm2_folder):
     for row in res["rows"].values():
         assert row["requests_per_s"] > 0 and row["runs"] == 1 and row["protocol"] == "none"
     agree = res["agreement"]
-    assert agree["loglikelihood_max_abs_diff"] <= 1e-3 and agree["loglikelihood_rolling_max_abs_diff"] <= 1e-3
+    # fp32 log-softmax over SmolLM2's 49K vocabulary is off by ~1e-6 of a token's log-probability (measured: 5e-4
+    # nats on a 64-token window of -242 nats, against fp64), so two fp32 implementations agree to ~1e-5 relative
+    assert agree["loglikelihood_max_abs_diff"] <= 1e-3 and agree["loglikelihood_rolling_max_rel_diff"] <= 1e-5
     done, total = agree["generations_identical"].split("/")
     assert done == total
     assert res["speedup_requests_per_s"] > 0

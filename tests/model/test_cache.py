@@ -150,12 +150,17 @@ def test_batch_of_unequal_prompts_matches_each_alone(name):
         assert full.argmax(-1).tolist() == alone.tokens
 
 
+@pytest.mark.parametrize("path", ["fork", "flat", "auto"])
 @pytest.mark.parametrize("name", PRESETS)
 @torch.inference_mode()
-def test_loglikelihood_with_shared_prefixes_equals_full_forward(name):
+def test_loglikelihood_with_shared_prefixes_equals_full_forward(name, path, monkeypatch):
+    """Both ways of scoring a batch (prefill shared prefixes and fork; one stateless forward) and the engine's own
+    choice give the full forward's log-probabilities and greedy flags."""
     torch.manual_seed(4)
     model = make(name)
     engine = Engine(model, ByteTokenizer(), chunk_size=8, max_length=64)
+    if path != "auto":
+        monkeypatch.setattr(engine, "_flat_wins", lambda batch: path == "flat")
     ctx_a, ctx_b = torch.randint(4, 260, (30,)).tolist(), torch.randint(4, 260, (11,)).tolist()
     reqs = [(ctx_a, [65, 66]), (ctx_a, [67]), (ctx_a, [68, 69, 70]), (ctx_b, [71, 72]), ([5], [80, 81, 82])]
     for bs in (1, 3, 8):
@@ -385,3 +390,25 @@ def test_the_engine_prepares_the_model_it_is_given():
     trained = make("yoco-debug").train()
     Engine(trained, ByteTokenizer(), chunk_size=8, max_length=64)
     assert not any(isinstance(m, InferenceDecoderLayer) for m in trained.modules())
+
+
+def test_decode_graphs_of_other_sizes_stay_within_the_byte_budget(monkeypatch):
+    """The Engine keeps captured decode graphs of several sizes (lm-eval alternates a full and a last, smaller
+    batch) while their caches hold at most GRAPH_KEEP_BYTES together, dropping the oldest first."""
+    import yoco_eval.generate as gen
+
+    class FakeGraph:  # a GraphDecoder's interface, with a cache of batch x max_len bytes
+        made = 0
+
+        def __init__(self, model, batch, max_len, device):
+            FakeGraph.made += 1
+            self.cache = type("C", (), {"nbytes": lambda s, n=batch * max_len: n, "reset": lambda s: None})()
+
+    monkeypatch.setattr(gen, "GraphDecoder", FakeGraph)
+    monkeypatch.setattr(gen, "GRAPH_KEEP_BYTES", 3 * 4096)
+    engine = Engine(make("yoco-debug"), ByteTokenizer(), max_length=64)
+    a, b = engine.graph_decoder(2, 100), engine.graph_decoder(1, 200)  # 8192 + 4096 bytes: both kept
+    assert engine.graph_decoder(2, 300) is a and engine.graph_decoder(1, 50) is b and FakeGraph.made == 2
+    c = engine.graph_decoder(2, 5000)  # a 16384-byte cache alone is over the budget: every other graph goes
+    assert list(engine._graphs.values()) == [c]
+    assert engine.graph_decoder(1, 10) is not b and FakeGraph.made == 4

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from yoco_eval.errors import YocoEvalError
 
-DEFAULT_MODEL_ARGS = "pretrained=yoco-3b,device=cuda,dtype=bfloat16"
+DEFAULT_MODEL_ARGS = "pretrained=yoco-3b,device=cuda,dtype=bfloat16,max_length=1048600"
 
 
 class CompileLog:

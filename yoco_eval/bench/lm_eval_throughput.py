@@ -52,15 +52,17 @@ def _loglik(a) -> float:
 
 
 def agreement(ours: dict[str, list], ref: dict[str, list]) -> dict:
-    """How far two models' answers are apart: max |d loglikelihood| (nats) per type, identical generations."""
+    """How far two models' answers are apart: max |d loglikelihood| (nats) per type, and relative to the reference's
+    value (a rolling total sums thousands of tokens), identical generations."""
     out = {}
     for kind in ours:
         if kind == "generate_until":
             same = sum(a == b for a, b in zip(ours[kind], ref[kind], strict=True))
             out["generations_identical"] = f"{same}/{len(ref[kind])}"
         else:
-            out[f"{kind}_max_abs_diff"] = max(abs(_loglik(a) - _loglik(b)) for a, b in zip(ours[kind], ref[kind],
-                                                                                          strict=True))  # fmt: skip
+            pairs = [(_loglik(a), _loglik(b)) for a, b in zip(ours[kind], ref[kind], strict=True)]
+            out[f"{kind}_max_abs_diff"] = max(abs(a - b) for a, b in pairs)
+            out[f"{kind}_max_rel_diff"] = max(abs(a - b) / max(abs(b), 1.0) for a, b in pairs)
     return out
 
 
