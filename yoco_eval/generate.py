@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from yoco_eval import settings
 from yoco_eval.errors import YocoEvalError
 from yoco_eval.model.cache import Cache, CacheState
-from yoco_eval.model.inference import GraphDecoder, prepare_for_inference
+from yoco_eval.model.inference import GraphDecoder, ScoringGraph, prepare_for_inference
 from yoco_eval.ops.retention import prepare_fla
 from yoco_eval.tokenizer import Tokenizer
 
@@ -36,6 +36,7 @@ DEFAULT_CHUNK_SIZE = {"cuda": 65536, "cpu": 2048}
 
 
 GRAPH_KEEP_BYTES = 1 << 30  # decode graphs of other sizes kept while their caches hold at most this (Engine)
+SCORING_GRAPH_TOKENS = 8192  # the largest padded batch (rows x length) whose scoring forward is captured (Engine)
 
 
 def default_chunk_size(device) -> int:
@@ -140,7 +141,7 @@ class _Scoring:
             tokens, lens, _ = self._pad(inputs)
             # position p predicts token p + 1: the continuation's n tokens are predicted from the input's last n
             first = torch.tensor([len(x) - len(m[1]) for x, m in zip(inputs, members)])
-            logits = self._rows_at(tokens, first, lens, cache=None, start_pos=0, valid=None)
+            logits = self._rows_at(tokens, first, lens)
         else:
             logits = self._forked_logits(batch)
         out = self._continuation_scores(logits, [m[2] for m in members])
@@ -173,12 +174,39 @@ class _Scoring:
         start_arg = int(start[0]) if valid is None else start
         return self.model(tokens, cache=cache, start_pos=start_arg, valid=valid, logits_from=None)
 
-    def _rows_at(self, tokens, first: torch.Tensor, lens: torch.Tensor, **forward) -> torch.Tensor:
+    def _rows_at(self, tokens, first: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         """The model's logits ``[B, N, vocab]`` at positions ``first[b] .. lens[b] - 1`` of each row (N = the longest
-        such run; shorter rows repeat their last position), from one forward over ``tokens`` ``[B, L]``."""
+        such run; shorter rows repeat their last position), from one stateless forward over ``tokens`` ``[B, L]``
+        (replayed from a :class:`ScoringGraph` where :meth:`_scoring_graph` gives one)."""
         n = int((lens - first).max())
-        idx = torch.minimum(first[:, None] + torch.arange(n)[None], lens[:, None] - 1)
-        return self.model(tokens, logits_from=idx.to(self.device), **forward)
+        idx = torch.minimum(first[:, None] + torch.arange(n)[None], lens[:, None] - 1).to(self.device)
+        graph = self._scoring_graph(*tokens.shape, n)
+        return graph.run(tokens, idx) if graph is not None else self.model(tokens, logits_from=idx)
+
+    def _scoring_graph(self, batch: int, length: int, n: int):
+        """The captured stateless forward for a padded shape, or None: CUDA with graphs on, at most
+        :data:`SCORING_GRAPH_TOKENS` tokens (where launches, not arithmetic, bound a forward), and capture worked
+        (a model whose forward cannot be captured is scored eagerly from then on). Shapes are padded to buckets
+        (rows exact, length to 64, logit positions to 8); the 8 most recent graphs stay."""
+        key = (batch, -(-length // 64) * 64, -(-n // 8) * 8)
+        if not (self.cuda_graphs and self.device.type == "cuda" and self._scoring_graphs is not None):
+            return None
+        if key[0] * key[1] > SCORING_GRAPH_TOKENS or key[2] > key[1]:
+            return None
+        g = self._scoring_graphs.pop(key, None)
+        if g is None:
+            try:
+                g = ScoringGraph(self.model, *key, self.device, self._pad_id())
+            except Exception as e:  # noqa: BLE001 - a forward that cannot be captured still scores, eagerly
+                import logging
+
+                logging.getLogger("yoco_eval").warning("yoco-eval: scoring without CUDA graphs (%s)", e)
+                self._scoring_graphs = None
+                return None
+        self._scoring_graphs[key] = g
+        while len(self._scoring_graphs) > 8:
+            del self._scoring_graphs[next(iter(self._scoring_graphs))]
+        return g
 
     def _continuation_scores(self, logits: torch.Tensor, conts: list[list[int]]) -> list[tuple[float, bool]]:
         """``(sum of log p(continuation), greedy?)`` per row from logits ``[R, >= N, vocab]`` whose position j
@@ -234,7 +262,8 @@ class Engine(_Scoring):
         chunk_size: prefill chunk length (tokens per forward call); bounds activation memory. None: the documented
             default for the model's device (:data:`DEFAULT_CHUNK_SIZE`).
         max_length: the longest sequence (prompt + generation) the engine accepts.
-        cuda_graphs: replay decode steps as one CUDA graph (GPU only; see :meth:`graph_decoder`).
+        cuda_graphs: replay decode steps as one CUDA graph (GPU only; see :meth:`graph_decoder`), and short
+            scoring forwards too (:meth:`_scoring_graph`).
     """
 
     def __init__(
@@ -260,6 +289,7 @@ class Engine(_Scoring):
             settings.use_shared_triton_cache()
             prepare_fla()
         self._graphs: dict[tuple[int, int], GraphDecoder] = {}
+        self._scoring_graphs: dict[tuple[int, int, int], ScoringGraph] | None = {}
 
     @classmethod
     def load(cls, spec, device="cpu", dtype="float32", attn_backend="auto", retention_backend="auto",
@@ -460,8 +490,11 @@ class Engine(_Scoring):
         return g
 
     def drop_graphs(self) -> None:
-        """Let go of the captured decode graphs and their caches (e.g. before measuring memory at another length)."""
+        """Let go of the captured decode graphs and their caches, and of the scoring graphs (e.g. before measuring
+        memory at another length)."""
         self._graphs.clear()
+        if self._scoring_graphs is not None:
+            self._scoring_graphs.clear()
 
     def _hit_stop(self, toks: list[int], stop: Sequence[str]) -> bool:
         tail = self.tokenizer.decode(toks[-(max(len(s) for s in stop) + 8) :])

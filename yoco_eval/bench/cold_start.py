@@ -3,11 +3,13 @@
 
     python -m yoco_eval.bench.cold_start --out reports/gpu/cold_start_h100.json
 
-It starts ``yoco-eval needle`` in a new process with EMPTY Triton and Inductor caches (a fresh machine; pass
-``--keep-caches`` for a second start on the same machine), on the YOCO-3B shape with random weights, 128K tokens,
-two depths: the first cell pays every one-time cost, the second shows the warm time. The child process records
-every Triton compilation (kernel name, seconds, when) and every autotuning (kernel, configs tried, seconds with
-their compilations, the winner) through Triton's listeners (``triton.knobs``). The result:
+It starts ``yoco-eval needle`` twice, each in a new process, on the YOCO-3B shape with random weights, 128K tokens,
+two depths: first with EMPTY Triton and Inductor caches (a fresh machine), then ``again`` with the caches the
+first run left (a new sweep on a machine that ran one before: compiled kernels and autotuning results are on disk).
+``--keep-caches`` makes one run on the machine's own caches instead. In each run the first cell pays every
+one-time cost and the second shows the warm time. The child process records every Triton compilation (kernel
+name, seconds, when) and every autotuning (kernel, configs tried, seconds with their compilations, the winner)
+through Triton's listeners (``triton.knobs``). Each run reports:
 
 * ``first_cell_s`` / ``warm_cell_s``: ``duration_s`` of the first and the second cell (the needle runner's own
   clock: build the prompt, prefill, generate);
@@ -92,16 +94,19 @@ def _cells(run: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["timestamp_utc"])
 
 
-def measure(work: Path, length: str, model_args: str, keep_caches: bool, log=print) -> dict:
-    """One cold start in a child process (see the module docstring); ``work`` holds its run folder and caches."""
+def measure(work: Path, length: str, model_args: str, caches: Path | None, haystack: str | None = None) -> dict:
+    """One start in a child process (see the module docstring); ``work`` holds its run folder and compile log;
+    ``caches`` the Triton and Inductor caches to use (None: the machine's own)."""
     from datetime import datetime
 
     run = work / "run"
+    work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if not keep_caches:
-        env.update(TRITON_CACHE_DIR=str(work / "triton"), TORCHINDUCTOR_CACHE_DIR=str(work / "inductor"))
+    if caches is not None:
+        env.update(TRITON_CACHE_DIR=str(caches / "triton"), TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"))
     argv = ["--model", "yoco", "--model-args", model_args, "--lengths", length, "--depths", "100,50", "--trials", "1",
-            "--max-new-tokens", "16", "--no-progress", "--index", "none", "--out", str(run)]  # fmt: skip
+            "--max-new-tokens", "16", "--no-progress", "--index", "none", "--out", str(run),
+            *(["--haystack", haystack] if haystack else [])]  # fmt: skip
     t_start = time.time()
     proc = subprocess.run([sys.executable, "-m", "yoco_eval.bench.cold_start", "--child", str(work), "--", *argv],
                           env=env, capture_output=True, text=True)  # fmt: skip
@@ -114,7 +119,6 @@ def measure(work: Path, length: str, model_args: str, keep_caches: bool, log=pri
     first_end = datetime.fromisoformat(first["timestamp_utc"].replace("Z", "+00:00")).timestamp()
     comp = json.loads((work / "compile.json").read_text())
     return {
-        "length": length, "model_args": model_args, "fresh_caches": not keep_caches,
         "first_cell_s": first["duration_s"], "first_cell_prefill_s": first.get("prefill_s"),
         "warm_cell_s": warm["duration_s"] if warm else None,
         "warm_cell_prefill_s": warm.get("prefill_s") if warm else None,
@@ -130,33 +134,42 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="results file (JSON)")
     ap.add_argument("--length", default="128k", help="prompt length of the two cells (default 128k)")
     ap.add_argument("--model-args", default=DEFAULT_MODEL_ARGS, help=f"needle's --model-args ({DEFAULT_MODEL_ARGS})")
-    ap.add_argument("--keep-caches", action="store_true", help="use the machine's Triton/Inductor caches as they are")
+    ap.add_argument("--keep-caches", action="store_true", help="one run on the machine's Triton/Inductor caches")
+    ap.add_argument("--haystack", help="needle's --haystack (default: needle's own)")
     args = ap.parse_args(argv)
     import datetime as dt
 
     from yoco_eval.runinfo import git_commit, hardware
 
+    runs = {}
     try:
         with tempfile.TemporaryDirectory(prefix="yoco-cold-") as tmp:
-            res = measure(Path(tmp), args.length, args.model_args, args.keep_caches)
+            caches = None if args.keep_caches else Path(tmp) / "caches"
+            for name in ("machine_caches",) if args.keep_caches else ("fresh", "again"):
+                runs[name] = measure(Path(tmp) / name, args.length, args.model_args, caches, args.haystack)
+                _show(name, runs[name])
     except YocoEvalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = "cuda" if "device=cuda" in args.model_args else "cpu"
     command = "python -m yoco_eval.bench.cold_start " + " ".join(argv)
     res = {"card": hardware(argparse.Namespace(device=device)), "date": dt.date.today().isoformat(),
-           "commit": git_commit(), "command": command, **res}  # fmt: skip
+           "commit": git_commit(), "command": command, "length": args.length, "model_args": args.model_args,
+           "runs": runs}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
-    print(f"first cell {res['first_cell_s']:.2f} s (prefill {res['first_cell_prefill_s']:.2f} s), warm cell "
-          f"{res['warm_cell_s']:.2f} s; first result {res['to_first_result_s']:.2f} s after start; "
-          f"{res['compiles']} Triton compilations, {res['compile_s']:.1f} s")  # fmt: skip
-    for r in res["by_kernel"][:12]:
-        print(f"  compile {r['kernel']:<40} x{r['n']:<3} {r['s']:7.2f} s")
-    for a in res["autotune"]:
-        print(f"  autotune {a['kernel']:<40} {a['configs']:>3} configs {a['s'] or 0:7.2f} s -> {a['best']}")
     print(f"wrote {args.out}")
     return 0
+
+
+def _show(name: str, r: dict) -> None:
+    print(f"{name}: first cell {r['first_cell_s']:.2f} s (prefill {r['first_cell_prefill_s']:.2f} s), warm cell "
+          f"{r['warm_cell_s']:.2f} s; first result {r['to_first_result_s']:.2f} s after start; "
+          f"{r['compiles']} Triton compilations, {r['compile_s']:.1f} s")  # fmt: skip
+    for c in r["by_kernel"][:12]:
+        print(f"  compile {c['kernel']:<40} x{c['n']:<3} {c['s']:7.2f} s")
+    for a in r["autotune"]:
+        print(f"  autotune {a['kernel']:<40} {a['configs']:>3} configs {a['s'] or 0:7.2f} s -> {a['best']}")
 
 
 if __name__ == "__main__":

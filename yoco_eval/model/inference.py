@@ -191,3 +191,39 @@ class GraphDecoder:
         self.graph.replay()
         self.cache.advance(1)
         return self.logits
+
+
+class ScoringGraph:
+    """A stateless forward (``model(tokens, logits_from=idx)``, no cache) captured as a CUDA graph for one padded
+    shape: ``tokens`` ``[B, L]`` and logit positions ``idx`` ``[B, N]``. For scoring many short requests, where
+    launching a forward's kernels one by one costs more than running them.
+
+    Rows are right-padded into the static buffers: a causal model's positions before the padding never see it, and
+    the caller reads only the logits it asked for. :meth:`run` returns a view of the graph's output buffer, valid
+    until the next replay."""
+
+    def __init__(self, model: nn.Module, batch: int, length: int, n_logits: int, device, pad_id: int):
+        self.model, self.pad_id = model, pad_id
+        self.tokens = torch.full((batch, length), pad_id, dtype=torch.long, device=device)
+        self.idx = torch.zeros(batch, n_logits, dtype=torch.long, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(2):  # kernels compiled and autotuned outside the capture
+                model(self.tokens, logits_from=self.idx)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.inference_mode():
+            self.logits = model(self.tokens, logits_from=self.idx)
+
+    def run(self, tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Logits ``[b, n, vocab]`` at ``idx`` ``[b, n]`` of ``tokens`` ``[b, t]`` (``b, t, n`` within the graph's
+        shape; the same numbers as the eager forward on the unpadded rows)."""
+        b, t = tokens.shape
+        n = idx.shape[1]
+        self.tokens.fill_(self.pad_id)
+        self.tokens[:b, :t].copy_(tokens)
+        self.idx.zero_()
+        self.idx[:b, :n].copy_(idx)
+        self.graph.replay()
+        return self.logits[:b, :n]
