@@ -186,6 +186,9 @@ def add_parser(sub) -> None:
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"], help="YOCO's shared K/V storage")
     p.add_argument("--peers", default="", help="also re-measure peers in this run: fla, hf (comma-separated)")
     p.add_argument("--peer-lengths", default="128k,256k,512k,1m")
+    p.add_argument("--fla-autotune", default="full", choices=["full", "shortlist"],
+                   help="with --peers fla: fla-core's full autotuning for both sides (default), or yoco-eval's Hopper "
+                   "shortlist for both (it holds the full search's pick; minutes shorter)")  # fmt: skip
     p.add_argument("--runs", type=int, default=3, help="timed runs per row, median reported (>= 3 to compare)")
     p.add_argument("--warmup", type=int, default=2,
                    help="least warm-up calls at the timed length, the cold one included (>= 1 to compare)")  # fmt: skip
@@ -250,8 +253,8 @@ def main(args) -> int:
     if not torch.cuda.is_available():
         raise YocoEvalError("profile needs a CUDA GPU (it measures GPU memory and latency)")
     peers = [x.strip() for x in args.peers.split(",") if x.strip()]
-    if "fla" in peers:  # FLA's YOCO runs our fla-core kernels: both get their full autotuning in this process
-        from yoco_eval.ops.retention import full_fla_autotune
+    if "fla" in peers and args.fla_autotune == "full":  # FLA's YOCO runs our fla-core kernels: both get the
+        from yoco_eval.ops.retention import full_fla_autotune  # full search in this process (each row says which)
 
         full_fla_autotune()
     rows = []

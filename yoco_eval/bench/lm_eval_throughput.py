@@ -97,9 +97,21 @@ def random_copy(folder: str, out: Path, seed: int = 0) -> str:
     return str(out)
 
 
+def profile_table(lm, reqs: dict[str, list], rows: int = 40) -> str:
+    """One more pass of every request through ``lm`` under torch.profiler: its ops by total host time (where a
+    short request's time goes: launches and Python, or the GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if str(lm.device).startswith("cuda") else [])
+    with profile(activities=acts) as prof:
+        answer_all(lm, reqs)
+    return prof.key_averages().table(sort_by="cpu_time_total", row_limit=rows)
+
+
 def run(folder: str, device: str, dtype: str, batch_size: int, max_length: int, limit: int | None, protocol=None,
-        log=print) -> dict:  # fmt: skip
-    """Both models' rows and their ratio (see module docstring)."""
+        log=print, profile_to: str | None = None) -> dict:  # fmt: skip
+    """Both models' rows and their ratio (see module docstring); ``profile_to``: also write each model's
+    :func:`profile_table` there (``{path}.hf.txt``, ``{path}.yoco.txt``)."""
     from yoco_eval.bench.protocol import Protocol, measure_steady
 
     protocol = protocol or Protocol()
@@ -121,6 +133,8 @@ def run(folder: str, device: str, dtype: str, batch_size: int, max_length: int, 
         answers[name] = last["answers"]
         rows[name] = {"model": name, "requests": n, **timing.fields(),
                       "requests_per_s": n / timing.median["seconds"]}  # fmt: skip
+        if profile_to:
+            Path(f"{profile_to}.{name}.txt").write_text(profile_table(lm, reqs))
         del lm
     return {"folder": folder, "device": device, "dtype": dtype, "batch_size": batch_size, "max_length": max_length,
             "tasks": list(TASKS), "limit": limit, "rows": rows,
@@ -139,6 +153,7 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
+    ap.add_argument("--profile", metavar="PATH", help="also write each model's op profile to PATH.{hf,yoco}.txt")
     ap.add_argument("--random-weights", action="store_true",
                     help="time a seeded random-weight copy of the folder (needs only its config and tokenizer)")
     args = ap.parse_args(argv)
@@ -152,7 +167,8 @@ def cli(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="yoco-lmeval-") as tmp:
         if args.random_weights:
             folder = random_copy(folder, Path(tmp))
-        res = run(folder, device, resolve_dtype(args.dtype, device), args.batch_size, args.max_length, args.limit)
+        res = run(folder, device, resolve_dtype(args.dtype, device), args.batch_size, args.max_length, args.limit,
+                  profile_to=args.profile)  # fmt: skip
     res["folder"] = args.model_folder
     res["weights"] = "seeded random (transformers init)" if args.random_weights else "the folder's"
     res = {"card": hardware(argparse.Namespace(device=device)), "date": dt.date.today().isoformat(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU suite, run on the device machine from the repo root (results: reports/gpu/README.md):
 #   bash yoco_eval/bench/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] [scan]
-#     [phi4flash] [lmeval] ...
+#     [phi4flash] [lmeval] [cold] [longest] ...
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
 # Every profile row now follows the steady-state protocol (cold call + warm-up at the length + 3 timed runs: >= 5 calls
 # a row); record, memratio and fp8 are budgeted for it, the older steps' timeouts were set for one call a row.
@@ -50,7 +50,8 @@ for s in $steps; do
             # as a peer, profile gives fla-core its full autotuning for both sides), our Transformer at 256K in a second
             # (5 calls of ~37 s; at 512K it would not fit the 10-minute call), then the 1M memory row with 8K chunks.
             timeout 560 python3 -m yoco_eval profile --models yoco-3b --lengths ${LENGTHS:-256k,512k,1m} \
-              --gen 32 --chunk-size ${CHUNK:-65536} --peers fla --peer-lengths 512k,1m --out "$OUT/record.json" 2>&1 \
+              --gen 32 --chunk-size ${CHUNK:-65536} --peers fla --peer-lengths ${PEER_LENGTHS:-512k,1m} \
+              --fla-autotune ${FLA_AUTOTUNE:-full} --out "$OUT/record.json" 2>&1 \
               | tee "$OUT/record.log"
             timeout 300 python3 -m yoco_eval profile --models yoco-3b,transformer-3b --lengths 256k --gen 32 \
               --chunk-size ${CHUNK:-65536} --out "$OUT/record_transformer_256k.json" 2>&1 | tee -a "$OUT/record.log"
@@ -67,9 +68,16 @@ for s in $steps; do
               | grep -v '^{' | tee "$OUT/phi4flash.log"
             timeout 170 python3 -m yoco_eval.bench.phi4flash --out "$OUT/phi4flash_1m_chunk8k.json" --lengths 1m \
               --full-lengths '' --chunk 8192 2>&1 | grep -v '^{' | tee -a "$OUT/phi4flash.log" ;;
-    lmeval) # lm-eval requests/s, --model yoco against --model hf on SmolLM2-135M, bf16, same requests and answers
+    lmeval) # lm-eval requests/s, --model yoco against --model hf on SmolLM2-135M, bf16, same requests and answers;
+            # SMOL=DIR: a folder with SmolLM2's config + tokenizer only, timed with seeded random weights
             timeout 400 python3 -m yoco_eval.bench.lm_eval_throughput --out "$OUT/lm_eval_throughput.json" \
-              --batch-size ${BATCH:-16} 2>&1 | tee "$OUT/lm_eval_throughput.log" ;;
+              --batch-size ${BATCH:-16} ${SMOL:+--model-folder $SMOL --random-weights} --profile "$OUT/lm_eval_profile" \
+              2>&1 | grep -v "it/s\]" | tee "$OUT/lm_eval_throughput.log" ;;
+    cold) # the first needle cell on empty Triton/Inductor caches, then a second start on those caches
+            timeout 200 python3 -m yoco_eval.bench.cold_start --out "$OUT/cold_start.json" 2>&1 | tee "$OUT/cold_start.log" ;;
+    longest) # the longest prompts: 8M tokens with the fp8 cache, then in bf16 (one timing each: memory rows)
+            for kv in fp8 auto; do timeout 200 python3 -m yoco_eval profile --models yoco-3b-1m --lengths 8m --gen 8 \
+              --chunk-size 8192 --kv-dtype $kv --runs 1 --warmup 0 --out "$OUT/prompt_8m_$kv.json"; done ;;
     projections) timeout 60 python3 -m yoco_eval.bench.projections "$OUT/bench_projections.json" ;;
     memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks. Two one-model files:
             # only their peaks are compared, and the Transformer's 165 s prefill is timed once (protocol "none")
