@@ -475,10 +475,12 @@ class Engine(_Scoring):
     def graph_decoder(self, batch: int, max_len: int) -> GraphDecoder:
         """A decode step captured as a CUDA graph over its own cache of ``batch`` rows and at least ``max_len``
         positions (CUDA only), with that cache reset: prefill into ``.cache``, then ``.step(tokens, pos)``. Reused
-        for every length in the same 4096-token bucket. Graphs of other sizes stay while all of their caches
-        together hold at most :data:`GRAPH_KEEP_BYTES` (lm-eval's batches of short prompts alternate between a full
-        and a last, smaller batch; capturing again costs more than the step itself); the oldest go first."""
-        key = (batch, -(-max_len // 4096) * 4096)
+        for every length in the same bucket: powers of two from 256 to 4096 positions, then multiples of 4096 (a
+        replayed step attends over its whole buffer under a mask, so a short prompt gets a short buffer). Graphs of
+        other sizes stay while all of their caches together hold at most :data:`GRAPH_KEEP_BYTES` (lm-eval's batches
+        of short prompts alternate between a full and a last, smaller batch; capturing again costs more than the
+        step itself); the oldest go first."""
+        key = (batch, max(256, 1 << (max_len - 1).bit_length()) if max_len <= 4096 else -(-max_len // 4096) * 4096)
         g = self._graphs.pop(key, None)
         if g is None:
             g = GraphDecoder(self.model, batch, key[1], self.device)

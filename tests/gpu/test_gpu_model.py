@@ -3,6 +3,7 @@ through the fast kernels, with CUDA-graph decode."""
 
 from __future__ import annotations
 
+import copy
 import time
 
 import pytest
@@ -110,9 +111,11 @@ def test_cuda_graph_decode_equals_eager_decode():
     engine = Engine(model, tok, chunk_size=256, max_length=20_000, cuda_graphs=True)
     graph = engine.generate(prompts, max_new_tokens=24)
     assert [g.tokens for g in graph] == [e.tokens for e in eager]
-    # the public graph API: one decoder per 4096-token bucket, reset on every fetch, dropped on demand
+    # the public graph API: one decoder per length bucket (1000 and 1020 share 1024), reset on every fetch, dropped
+    # on demand
     g = engine.graph_decoder(2, 1000)
-    assert engine.graph_decoder(2, 4000) is g and int(g.cache.lengths.sum()) == 0 and g.cache.seen == 0
+    assert engine.graph_decoder(2, 1020) is g and int(g.cache.lengths.sum()) == 0 and g.cache.seen == 0
+    assert g.cache.max_seq_len == 1024 and engine.graph_decoder(2, 5000).cache.max_seq_len == 8192
     engine.drop_graphs()
     assert engine.graph_decoder(2, 1000) is not g
 
@@ -120,9 +123,13 @@ def test_cuda_graph_decode_equals_eager_decode():
 @pytest.mark.parametrize("name", ["yoco-debug", "transformer-debug"])
 @torch.inference_mode()
 def test_scoring_graphs_equal_eager_scoring(name):
-    """loglikelihood through captured stateless forwards (ScoringGraph: padded shapes, replayed) gives the eager
-    engine's numbers (fp32: within 1e-4 nats a request) and greedy flags, and the graphs were used."""
-    model = init_weights(build_model(get_config(name)), seed=3, std=0.1).to("cuda").eval()
+    """loglikelihood through captured stateless forwards (ScoringGraph: padded shapes, replayed) against the eager
+    engine, both measured against an fp64 CPU forward of the same weights: the graphs' largest error stays within
+    2x the eager one's (fp32 on the GPU runs fla-core's dots in TF32, and a padded shape rounds differently), and
+    the graphs were used."""
+    model = init_weights(build_model(get_config(name)), seed=3, std=0.1)
+    ref_model = copy.deepcopy(model).double().eval()
+    model = model.to("cuda").eval()
     g = torch.Generator().manual_seed(0)
 
     def ids(n) -> list[int]:
@@ -131,11 +138,17 @@ def test_scoring_graphs_equal_eager_scoring(name):
     reqs = [(ids(a), ids(b)) for a, b in torch.randint(1, 40, (13, 2), generator=g)]
     eager = Engine(model, ByteTokenizer(), max_length=128, cuda_graphs=False).loglikelihood(reqs, batch_size=4)
     engine = Engine(model, ByteTokenizer(), max_length=128, cuda_graphs=True)
+    ref = []
+    for ctx, cont in reqs:
+        logp = torch.log_softmax(ref_model(torch.tensor([ctx + cont[:-1]]))[0, len(ctx) - 1 :], -1)
+        ref.append(logp.gather(-1, torch.tensor(cont)[:, None]).sum().item())
+    err_eager = max(abs(lp - r) for (lp, _), r in zip(eager, ref))
     for _ in range(2):  # capture, then replay
         graphed = engine.loglikelihood(reqs, batch_size=4)
         assert engine._scoring_graphs
-        for (lp_e, gr_e), (lp_g, gr_g) in zip(eager, graphed):
-            assert abs(lp_e - lp_g) <= 1e-4 and gr_e == gr_g
+        err = max(abs(lp - r) for (lp, _), r in zip(graphed, ref))
+        print(f"{name}: scoring max |error| vs fp64: eager {err_eager:.3g}, graphs {err:.3g}")
+        assert err <= 2 * err_eager + 1e-9
 
 
 @torch.inference_mode()

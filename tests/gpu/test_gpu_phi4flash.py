@@ -31,7 +31,9 @@ def test_real_shape_chunked_prefill_and_decode_match_the_full_forward_4k():
     """Derived tolerance: both bf16 paths (one stateless full forward; chunked early-exit prefill in 1500-token
     chunks, which cross the 512-key window and do not divide the length, then one token at a time) are measured
     against the same weights in fp32 through the plain path; the cached path's error must stay within 2x the full
-    forward's (they differ only in rounding order)."""
+    forward's (they differ only in rounding order). Greedy tokens are compared where the fp32 reference's top-2
+    margin exceeds 4x the full forward's largest error at that position: twice the error the 2x rule allows the
+    cached path, the most that can flip an argmax (elsewhere random weights leave near-ties)."""
     torch.manual_seed(0)
     model = build_random("phi4-mini-flash", dtype=torch.float32)
     T, n_dec = 4096, 16
@@ -48,11 +50,14 @@ def test_real_shape_chunked_prefill_and_decode_match_the_full_forward_4k():
                        for t in range(T - 1, T + n_dec)], 1)  # fmt: skip
     rel = lambda a: ((a - ref).norm() / ref.norm()).item()  # noqa: E731
     agree = lambda a: (a.argmax(-1) == ref.argmax(-1)).float().mean().item()  # noqa: E731
+    top2 = ref.topk(2, -1).values
+    decisive = (top2[..., 0] - top2[..., 1]) > 4 * (full - ref).abs().amax(-1)
     print(f"phi4-mini-flash 4K vs fp32 plain: bf16 full forward rel.L2 {rel(full):.3g} (argmax {agree(full):.3f}); "
-          f"bf16 chunked prefill + decode rel.L2 {rel(got):.3g} (argmax {agree(got):.3f})")
+          f"bf16 chunked prefill + decode rel.L2 {rel(got):.3g} (argmax {agree(got):.3f}); "
+          f"{int(decisive.sum())} of {decisive.numel()} positions decisive")
     assert torch.isfinite(ref).all()
     assert rel(got) <= 2 * rel(full) + 1e-3
-    assert agree(got) >= agree(full) - 0.1
+    assert torch.equal(got.argmax(-1)[decisive], ref.argmax(-1)[decisive])
 
 
 @torch.inference_mode()

@@ -394,7 +394,8 @@ def test_the_engine_prepares_the_model_it_is_given():
 
 def test_decode_graphs_of_other_sizes_stay_within_the_byte_budget(monkeypatch):
     """The Engine keeps captured decode graphs of several sizes (lm-eval alternates a full and a last, smaller
-    batch) while their caches hold at most GRAPH_KEEP_BYTES together, dropping the oldest first."""
+    batch) while their caches hold at most GRAPH_KEEP_BYTES together, dropping the oldest first; lengths share
+    buckets (powers of two from 256 to 4096, then multiples of 4096)."""
     import yoco_eval.generate as gen
 
     class FakeGraph:  # a GraphDecoder's interface, with a cache of batch x max_len bytes
@@ -405,10 +406,11 @@ def test_decode_graphs_of_other_sizes_stay_within_the_byte_budget(monkeypatch):
             self.cache = type("C", (), {"nbytes": lambda s, n=batch * max_len: n, "reset": lambda s: None})()
 
     monkeypatch.setattr(gen, "GraphDecoder", FakeGraph)
-    monkeypatch.setattr(gen, "GRAPH_KEEP_BYTES", 3 * 4096)
+    monkeypatch.setattr(gen, "GRAPH_KEEP_BYTES", 3 * 1024)
     engine = Engine(make("yoco-debug"), ByteTokenizer(), max_length=64)
-    a, b = engine.graph_decoder(2, 100), engine.graph_decoder(1, 200)  # 8192 + 4096 bytes: both kept
-    assert engine.graph_decoder(2, 300) is a and engine.graph_decoder(1, 50) is b and FakeGraph.made == 2
-    c = engine.graph_decoder(2, 5000)  # a 16384-byte cache alone is over the budget: every other graph goes
-    assert list(engine._graphs.values()) == [c]
-    assert engine.graph_decoder(1, 10) is not b and FakeGraph.made == 4
+    a, b = engine.graph_decoder(2, 1000), engine.graph_decoder(1, 600)  # 2 x 1024 + 1 x 1024 bytes: both kept
+    assert engine.graph_decoder(2, 900) is a and engine.graph_decoder(1, 1000) is b and FakeGraph.made == 2
+    assert list(engine._graphs) == [(2, 1024), (1, 1024)]
+    c = engine.graph_decoder(2, 5000)  # 2 x 8192 bytes alone are over the budget: every other graph goes
+    assert list(engine._graphs.items()) == [((2, 8192), c)]
+    assert engine.graph_decoder(1, 10) is not b and FakeGraph.made == 4 and list(engine._graphs) == [(1, 256)]
