@@ -187,7 +187,8 @@ class _Scoring:
         """The captured stateless forward for a padded shape, or None: CUDA with graphs on, at most
         :data:`SCORING_GRAPH_TOKENS` tokens (where launches, not arithmetic, bound a forward), and capture worked
         (a model whose forward cannot be captured is scored eagerly from then on). Shapes are padded to buckets
-        (rows exact, length to 64, logit positions to 8); the 8 most recent graphs stay."""
+        (rows exact, length to 64, logit positions to 8); the 4 most recent graphs stay (each holds its own memory
+        pool for the forward's activations)."""
         key = (batch, -(-length // 64) * 64, -(-n // 8) * 8)
         if not (self.cuda_graphs and self.device.type == "cuda" and self._scoring_graphs is not None):
             return None
@@ -204,7 +205,7 @@ class _Scoring:
                 self._scoring_graphs = None
                 return None
         self._scoring_graphs[key] = g
-        while len(self._scoring_graphs) > 8:
+        while len(self._scoring_graphs) > 4:
             del self._scoring_graphs[next(iter(self._scoring_graphs))]
         return g
 
@@ -483,13 +484,19 @@ class Engine(_Scoring):
         key = (batch, max(256, 1 << (max_len - 1).bit_length()) if max_len <= 4096 else -(-max_len // 4096) * 4096)
         g = self._graphs.pop(key, None)
         if g is None:
+            # make room first: caches at long context are large, and two of them must never be alive together
+            need = self._cache_nbytes(*key)
+            while self._graphs and sum(x.cache.nbytes() for x in self._graphs.values()) + need > GRAPH_KEEP_BYTES:
+                del self._graphs[next(iter(self._graphs))]  # the oldest first
             g = GraphDecoder(self.model, batch, key[1], self.device)
         self._graphs[key] = g  # the most recent last
-        kept = [k for k in self._graphs if k != key]
-        while kept and sum(x.cache.nbytes() for x in self._graphs.values()) > GRAPH_KEEP_BYTES:
-            del self._graphs[kept.pop(0)]  # caches at long context are large: keep few
         g.cache.reset()
         return g
+
+    def _cache_nbytes(self, batch: int, max_len: int) -> int:
+        """Bytes of a cache of ``batch`` rows and ``max_len`` positions (sized on the meta device: no allocation)."""
+        dtype = next(self.model.parameters()).dtype
+        return self.model.setup_cache(batch, max_len, device="meta", dtype=dtype).nbytes()
 
     def drop_graphs(self) -> None:
         """Let go of the captured decode graphs and their caches, and of the scoring graphs (e.g. before measuring

@@ -398,19 +398,27 @@ def test_decode_graphs_of_other_sizes_stay_within_the_byte_budget(monkeypatch):
     buckets (powers of two from 256 to 4096, then multiples of 4096)."""
     import yoco_eval.generate as gen
 
+    alive = []  # the graphs still held while each new one is built
+
     class FakeGraph:  # a GraphDecoder's interface, with a cache of batch x max_len bytes
         made = 0
 
         def __init__(self, model, batch, max_len, device):
             FakeGraph.made += 1
+            alive.append(set(engine._graphs))
             self.cache = type("C", (), {"nbytes": lambda s, n=batch * max_len: n, "reset": lambda s: None})()
 
     monkeypatch.setattr(gen, "GraphDecoder", FakeGraph)
     monkeypatch.setattr(gen, "GRAPH_KEEP_BYTES", 3 * 1024)
     engine = Engine(make("yoco-debug"), ByteTokenizer(), max_length=64)
+    monkeypatch.setattr(engine, "_cache_nbytes", lambda b, n: b * n)
     a, b = engine.graph_decoder(2, 1000), engine.graph_decoder(1, 600)  # 2 x 1024 + 1 x 1024 bytes: both kept
     assert engine.graph_decoder(2, 900) is a and engine.graph_decoder(1, 1000) is b and FakeGraph.made == 2
     assert list(engine._graphs) == [(2, 1024), (1, 1024)]
-    c = engine.graph_decoder(2, 5000)  # 2 x 8192 bytes alone are over the budget: every other graph goes
-    assert list(engine._graphs.items()) == [((2, 8192), c)]
+    c = engine.graph_decoder(2, 5000)  # 2 x 8192 bytes alone are over the budget: every other graph goes first
+    assert list(engine._graphs.items()) == [((2, 8192), c)] and alive[-1] == set()  # room made before building
     assert engine.graph_decoder(1, 10) is not b and FakeGraph.made == 4 and list(engine._graphs) == [(1, 256)]
+    # the real size estimate: the model's own cache on the meta device, as large as the one GraphDecoder builds
+    monkeypatch.undo()
+    model = make("yoco-debug")
+    assert Engine(model, ByteTokenizer())._cache_nbytes(2, 300) == model.setup_cache(2, 300).nbytes()
