@@ -53,6 +53,8 @@ from yoco_eval.loading import LoadSpec
 log = logging.getLogger(__name__)
 AUTO_BATCH_SIZE = 8
 LOGITS_BUDGET = 2**27  # fp32 logits elements (rows x continuation x vocab) one scoring batch may hold: 512 MiB
+_CLI_DEFAULT_DEVICE = "cuda:0"  # what the lm_eval CLI passes when --device is not given (lm-eval 0.4.13)
+ADAPTER_KEYS = ("max_gen_toks", "add_bos", "prefix_token_id", "truncate", "batch_size", "max_batch_size")
 
 
 def logits_budget(device: torch.device) -> int:
@@ -61,8 +63,6 @@ def logits_budget(device: torch.device) -> int:
     if device.type != "cuda":
         return LOGITS_BUDGET
     return max(LOGITS_BUDGET, torch.cuda.mem_get_info(device)[0] // 16)
-_CLI_DEFAULT_DEVICE = "cuda:0"  # what the lm_eval CLI passes when --device is not given (lm-eval 0.4.13)
-ADAPTER_KEYS = ("max_gen_toks", "add_bos", "prefix_token_id", "truncate", "batch_size", "max_batch_size")
 
 
 def _one_line_uncaught_errors() -> None:
@@ -210,7 +210,7 @@ class YOCOLM(TemplateLM):
         for _key, ctx, cont in requests:
             self._check_fits(len(ctx) + len(cont) - 1, len(cont), "loglikelihood")
             pairs.append((ctx, cont))
-        # fewer rows per batch when continuations are long, so the continuation logits stay within LOGITS_BUDGET
+        # fewer rows per batch when continuations are long, so the continuation logits stay within the budget
         per_row = max((len(c) for _, c in pairs), default=1) * self.engine.model.config.vocab_size
         rows = max(1, min(self.batch_size, logits_budget(self.device) // per_row))
         with tqdm(total=len(pairs), disable=disable_tqdm or self.rank != 0, desc="yoco loglikelihood") as bar:
