@@ -111,12 +111,15 @@ def test_generation_stops_at_a_tokenizer_stop_id(model, ids):
     assert stopped.finish_reason == "eos" and stopped.tokens == free.tokens[:first]
 
 
-def test_loglikelihood_equals_full_forward(model, ids):
-    """Shared prefixes are prefilled once and forked (put_rows / select_rows); continuations of unequal lengths
-    are scored in one padded call at per-row positions."""
+@pytest.mark.parametrize("path", ["fork", "flat"])
+def test_loglikelihood_equals_full_forward(model, ids, path, monkeypatch):
+    """Shared prefixes are prefilled once and forked (put_rows / select_rows), continuations of unequal lengths
+    scored in one padded call at per-row positions; or each batch runs as one stateless padded forward."""
     a, b = ids[0].tolist(), ids[1].tolist()
     requests = [(a[:100], a[100:104]), (a[:100], a[100:109]), (b[:37], b[37:38]), (b[:1], b[1:30]), (a[:60], b[:3])]
-    got = engine(model, chunk=23).loglikelihood(requests, batch_size=3)
+    eng = engine(model, chunk=23)
+    monkeypatch.setattr(eng, "_flat_wins", lambda batch: path == "flat")
+    got = eng.loglikelihood(requests, batch_size=3)
     for (ctx, cont), (lp, greedy) in zip(requests, got, strict=True):
         seq = ctx + cont
         logp = F.log_softmax(full_logits(model, seq[:-1]).double(), -1)[len(ctx) - 1 :]
