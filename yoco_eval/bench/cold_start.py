@@ -9,7 +9,8 @@ first run left (a new sweep on a machine that ran one before: compiled kernels a
 ``--keep-caches`` makes one run on the machine's own caches instead. In each run the first cell pays every
 one-time cost and the second shows the warm time. The child process records every Triton compilation (kernel
 name, seconds, when) and every autotuning (kernel, configs tried, seconds with their compilations, the winner)
-through Triton's listeners (``triton.knobs``). Each run reports:
+through Triton's listeners (``triton.knobs``; the autotuning one only where the installed Triton has it: 3.6, on
+the GPU machine, does not). Each run reports:
 
 * ``first_cell_s`` / ``warm_cell_s``: ``duration_s`` of the first and the second cell (the needle runner's own
   clock: build the prompt, prefill, generate);
