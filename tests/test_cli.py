@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -85,7 +86,9 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path):
         f"sys.exit(main(['--model', 'fake', '--lengths', '1k', '--out', {str(out)!r}]))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    # SIGINT at its default in the child even when this pytest runs in the background (which ignores it)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     assert res.returncode == 130, res.stderr
     lines = [x for x in res.stderr.strip().splitlines() if not x.startswith("loading model")]
     assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in res.stderr

@@ -585,8 +585,11 @@ def test_ctrl_c_mid_sweep_is_one_line_130_then_resumes(tmp_path):
     grid = ["--lengths", "1k,2k", "--depths", "0:100:5", "--trials", "2"]
     cmd = [sys.executable, str(FAKE_CLI), "--fake-sleep", "0.15", "--model", "fake", "--haystack", "noise", *grid,
            "--out", str(out), "--no-progress"]  # fmt: skip
+    # Ctrl-C enabled in the child even when this pytest was started in the background (which ignores SIGINT, and a
+    # child inherits that)
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.time() + 60
         while _count_lines(out / "results.jsonl") < 3 and time.time() < deadline and proc.poll() is None:
