@@ -158,6 +158,22 @@ _VARIANTS: dict[type, type] = {
 }
 
 
+def capture_graph(device, fn):
+    """``fn()`` captured as a CUDA graph: two warm-up calls on a side stream first (kernels compiled and autotuned
+    outside the capture), then the captured call. Returns ``(graph, fn's output)``; each replay rewrites that
+    output in place."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        out = fn()
+    return graph, out
+
+
 class GraphDecoder:
     """One decode step (``tokens [B, 1]`` at per-row positions ``[B]``) captured as a CUDA graph over its own cache
     of ``batch`` rows and ``max_len`` positions.
@@ -173,15 +189,9 @@ class GraphDecoder:
         self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(batch, dtype=torch.long, device=device)
         with self.cache.static_shapes():
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side), torch.inference_mode():
-                for _ in range(2):
-                    model(self.tok, cache=self.cache, start_pos=self.pos)
-            torch.cuda.current_stream(device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph), torch.inference_mode():
-                self.logits = model(self.tok, cache=self.cache, start_pos=self.pos)[:, -1].float()
+            self.graph, self.logits = capture_graph(
+                device, lambda: model(self.tok, cache=self.cache, start_pos=self.pos)[:, -1].float()
+            )
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Feed ``tokens`` ``[B]`` at positions ``pos`` ``[B]``; returns the fp32 logits ``[B, vocab]`` (a buffer the
@@ -203,18 +213,10 @@ class ScoringGraph:
     until the next replay."""
 
     def __init__(self, model: nn.Module, batch: int, length: int, n_logits: int, device, pad_id: int):
-        self.model, self.pad_id = model, pad_id
+        self.pad_id = pad_id
         self.tokens = torch.full((batch, length), pad_id, dtype=torch.long, device=device)
         self.idx = torch.zeros(batch, n_logits, dtype=torch.long, device=device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(2):  # kernels compiled and autotuned outside the capture
-                model(self.tokens, logits_from=self.idx)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.inference_mode():
-            self.logits = model(self.tokens, logits_from=self.idx)
+        self.graph, self.logits = capture_graph(device, lambda: model(self.tokens, logits_from=self.idx))
 
     def run(self, tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Logits ``[b, n, vocab]`` at ``idx`` ``[b, n]`` of ``tokens`` ``[b, t]`` (``b, t, n`` within the graph's
