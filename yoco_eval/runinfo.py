@@ -7,6 +7,7 @@ Shared by the needle runner, its benchmark and ``profile``; the environment is r
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import subprocess
@@ -54,6 +55,15 @@ def hardware(model=None) -> dict:
     except OSError:
         pass
     return {"device": "cpu", "name": f"{name} ({os.cpu_count()} logical cores)"}
+
+
+def write_record(out: str | Path, card, command: str, fields: dict) -> dict:
+    """Write a benchmark's ``fields`` to ``out`` (JSON; folders made) after the provenance every recorded result
+    carries: ``card``, ``date``, ``commit`` and the ``command`` that reproduces it. Returns the record."""
+    record = {"card": card, "date": _dt.date.today().isoformat(), "commit": git_commit(), "command": command, **fields}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(record, indent=1))
+    return record
 
 
 def use_cpu_threads(n: int | None = None) -> int:

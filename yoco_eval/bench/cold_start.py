@@ -138,9 +138,7 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-caches", action="store_true", help="one run on the machine's Triton/Inductor caches")
     ap.add_argument("--haystack", help="needle's --haystack (default: needle's own)")
     args = ap.parse_args(argv)
-    import datetime as dt
-
-    from yoco_eval.runinfo import git_commit, hardware
+    from yoco_eval.runinfo import hardware, write_record
 
     runs = {}
     try:
@@ -153,12 +151,9 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = "cuda" if "device=cuda" in args.model_args else "cpu"
-    command = "python -m yoco_eval.bench.cold_start " + " ".join(argv)
-    res = {"card": hardware(argparse.Namespace(device=device)), "date": dt.date.today().isoformat(),
-           "commit": git_commit(), "command": command, "length": args.length, "model_args": args.model_args,
-           "runs": runs}  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
+    write_record(args.out, hardware(argparse.Namespace(device=device)),
+                 "python -m yoco_eval.bench.cold_start " + " ".join(argv),
+                 {"length": args.length, "model_args": args.model_args, "runs": runs})  # fmt: skip
     print(f"wrote {args.out}")
     return 0
 

@@ -13,7 +13,6 @@ identical greedy generations), so that a speedup is only read next to equal resu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -157,10 +156,8 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--random-weights", action="store_true",
                     help="time a seeded random-weight copy of the folder (needs only its config and tokenizer)")
     args = ap.parse_args(argv)
-    import datetime as dt
-
     from yoco_eval.loading import resolve_device, resolve_dtype, resolve_model
-    from yoco_eval.runinfo import git_commit, hardware
+    from yoco_eval.runinfo import hardware, write_record
 
     device = str(resolve_device(args.device))
     folder = str(resolve_model(args.model_folder))
@@ -171,11 +168,8 @@ def cli(argv: list[str] | None = None) -> int:
                   profile_to=args.profile)  # fmt: skip
     res["folder"] = args.model_folder
     res["weights"] = "seeded random (transformers init)" if args.random_weights else "the folder's"
-    res = {"card": hardware(argparse.Namespace(device=device)), "date": dt.date.today().isoformat(),
-           "commit": git_commit(), "command": "python -m yoco_eval.bench.lm_eval_throughput "
-           + " ".join(argv if argv is not None else sys.argv[1:]), **res}  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
+    command = "python -m yoco_eval.bench.lm_eval_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_record(args.out, hardware(argparse.Namespace(device=device)), command, res)
     print(f"yoco / hf: {res['speedup_requests_per_s']:.2f}x requests/s; answers: {res['agreement']}")
     print(f"wrote {args.out}")
     return 0

@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 from functools import partial
-from pathlib import Path
 
 MODEL = "phi4-mini-flash"
 SLACK = 2 << 30  # the 2 GiB the acceptance allows for state and one chunk
@@ -136,11 +135,9 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-warmup", type=int, default=2,
                     help="most warm-up calls at the timed length, the cold one included (a 256K full forward is ~20 s)")
     args = ap.parse_args(argv)
-    import datetime as dt
-
     import torch
 
-    from yoco_eval.runinfo import git_commit
+    from yoco_eval.runinfo import write_record
 
     if not torch.cuda.is_available():
         print("error: this benchmark needs a CUDA GPU", file=sys.stderr)
@@ -148,10 +145,8 @@ def cli(argv: list[str] | None = None) -> int:
     full = parse_lengths(args.full_lengths) if args.full_lengths.strip() else []
     res = run(parse_lengths(args.lengths), full, args.chunk, args.gen, args.runs,
               max_warmup=args.max_warmup)
-    res = {"card": torch.cuda.get_device_name(), "date": dt.date.today().isoformat(), "commit": git_commit(),
-           "command": "python -m yoco_eval.bench.phi4flash " + " ".join(argv or sys.argv[1:]), **res}  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
+    command = "python -m yoco_eval.bench.phi4flash " + " ".join(argv or sys.argv[1:])
+    write_record(args.out, torch.cuda.get_device_name(), command, res)
     print(f"wrote {args.out}")
     return 0
 
