@@ -6,10 +6,11 @@
 - ``python -m yoco_eval.bench.projections``: the self-decoder's q/k/v/g projections, separate vs batched vs fused.
 - ``python -m yoco_eval.bench.swiglu_gemm``: the up-projection GEMM with SwiGLU in its epilogue against cuBLAS.
 - ``python -m yoco_eval.bench.selective_scan``: Mamba-1's selective scan in Triton against the chunked PyTorch scan.
-- ``python -m yoco_eval.bench.selective_scan``: the Triton selective scan against its PyTorch twin.
 - ``python -m yoco_eval.bench.phi4flash``: Phi-4-mini-flash early-exit prefill against the full forward, memory
   against weights + K/V + 2 GB, decode against the bandwidth floor.
 - ``python -m yoco_eval.bench.lm_eval_throughput``: lm-eval requests/s, ``--model yoco`` against ``--model hf`` on the
   same checkpoint, with how far their answers are apart.
+- ``python -m yoco_eval.bench.cold_start``: the first needle cell on empty kernel caches, then on warm ones, with
+  every Triton compilation.
 - ``bash yoco_eval/bench/suite.sh STEP ...``: the GPU suite run on the device machine (results: reports/gpu/).
 """
