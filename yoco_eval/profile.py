@@ -419,7 +419,9 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
         for _ in range(n_prof):
             g.step(tok, pos)
         _sync()
-    log(prof_dec.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
+    log(prof_dec.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=60))
+    dec_kernels = sum(e.count for e in prof_dec.key_averages() if e.self_device_time_total > 0) / n_prof
+    log(f"decode step: {dec_kernels:.0f} kernels")
     dec_busy, dec_attn = _kernel_ms(prof_dec) / n_prof, _kernel_ms(prof_dec, ("_decode_",)) / n_prof
     dec_gemm = _kernel_ms(prof_dec, _GEMM_KERNELS) / n_prof
     kv_read = kv_reads_per_token(model) * kv_bytes_per_token(model) * ctx
@@ -429,6 +431,7 @@ def trace(name: str = "yoco-3b", ctx: int = 524288, chunk: int = 16384, steps: i
     res = {"model": name, "context": ctx, "chunk": chunk, "chunk_wall_ms": 1000 * t_chunk, "chunk_kernel_ms": busy,
            "prefill_s": t_pre, "prefill_kernel_s": busy_all / 1e3, "chunk_gemm_ms": gemm_one,
            "prefill_gemm_ms_per_chunk": gemm_all / n_chunks, "graph_decode_ms": 1000 * t_graph / steps,
-           "decode_kernel_ms": dec_busy, "decode_attention_ms": dec_attn, "decode_gemm_ms": dec_gemm}  # fmt: skip
+           "decode_kernel_ms": dec_busy, "decode_kernels": dec_kernels, "decode_attention_ms": dec_attn,
+           "decode_gemm_ms": dec_gemm}  # fmt: skip
     log(json.dumps(res))
     return res

@@ -319,6 +319,35 @@ def test_triton_retention_gate_matches_reference(T):
 
 
 @pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("B", [1, 8])
+def test_triton_retention_decode_step_matches_reference(B):
+    """The fused decode step (YOCO-3B: 24 heads of 128) on bf16 views of one fused projection row and a live fp32
+    state, against the separate steps in bf16 and fp64; the state it updates in place too."""
+    from yoco_eval.ops.fused import _gate_log, _silu_gate_head_norm
+    from yoco_eval.ops.retention import recurrent_retention_step
+
+    H, D, eps = 24, 128, 1e-5
+    g = torch.Generator(device=DEV).manual_seed(B)
+    buf = torch.randn(B, 1, 4 * H * D + H, device=DEV, generator=g).bfloat16()
+    q, k, v = (buf[..., i * H * D : (i + 1) * H * D].view(B, 1, H, D) for i in range(3))
+    k = (k.float() * D**-0.5).bfloat16()
+    gate, gt = buf[..., 3 * H * D : 4 * H * D] * 3, buf[..., 4 * H * D :] * 8
+    state = torch.randn(B, H, D, D, device=DEV, generator=g) * 0.5
+    qd, kd, vd, gd, sd = (t.double() for t in (q, k, v, gate, state))
+    log_g = torch.nn.functional.logsigmoid(gt.double()) / 16.0
+    s_ref = log_g[:, 0, :, None, None].exp() * sd + kd[:, 0, :, :, None] * vd[:, 0, :, None, :]
+    o_ref = torch.einsum("bhd,bhde->bhe", qd[:, 0], s_ref)[:, None]
+    ref = torch.nn.functional.silu(gd) * (o_ref * torch.rsqrt(o_ref.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2)
+    o_base, s_base = recurrent_retention_step(q, k, v, _gate_log(gt, 16.0), state)
+    base = _silu_gate_head_norm(gate, o_base, eps)
+    live = state.clone()
+    fast = triton_kernels.retention_step(q, k, v, gt, gate, live, 16.0, eps)
+    assert fast is not None and fast.shape == (B, 1, H * D) and fast.dtype == torch.bfloat16
+    check(f"triton retention decode step B={B}", fast, base, ref)
+    check(f"triton retention decode step state B={B}", live, s_base, s_ref, floor=1e-5)
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
 @pytest.mark.parametrize("Bn,T,Di,with_state", [(1, 8192, 5120, False), (1, 65536, 512, True), (2, 3001, 1000, True)],
                          ids=["phi-T8192", "T65536-state", "B2-ragged"])  # fmt: skip
 def test_triton_selective_scan_matches_reference(Bn, T, Di, with_state):

@@ -82,13 +82,62 @@ def test_silu_gate_head_norm():
     check(fast, fused._silu_gate_head_norm(gate, o, 1e-5), ref)
 
 
+def _retention_step_inputs(B, H, D, DV, seed):
+    """A decode step's inputs laid out as the model passes them: q, k, v, the gate logits and the output gate all
+    views into one fused projection row (strided), and a live fp32 state."""
+    g = torch.Generator().manual_seed(seed)
+    width = 2 * H * D + H * DV + H * DV + H + 3  # q | k | v | g | gt | spare
+    buf = torch.randn(B, 1, width, generator=g)
+    q = buf[..., : H * D].view(B, 1, H, D)
+    k = buf[..., H * D : 2 * H * D].view(B, 1, H, D) * D**-0.5
+    v = buf[..., 2 * H * D : 2 * H * D + H * DV].view(B, 1, H, DV)
+    gate = buf[..., 2 * H * D + H * DV : 2 * H * D + 2 * H * DV] * 3
+    gt = buf[..., 2 * H * D + 2 * H * DV : 2 * H * D + 2 * H * DV + H] * 8
+    state = torch.randn(B, H, D, DV, generator=g)
+    return q, k.contiguous(), v, gt, gate, state
+
+
+@pytest.mark.parametrize("B,H,D,DV", [(2, 3, 16, 16), (1, 2, 32, 16)], ids=["square", "wide-key"])
+def test_retention_decode_step(B, H, D, DV):
+    """The fused step (log-decay, state update in place, q S, per-head norm, SiLU gate) against the twin (the
+    separate steps the model runs elsewhere) and an fp64 reference; the state must come out equal too."""
+    from yoco_eval.ops.retention import recurrent_retention_step
+
+    q, k, v, gt, gate, state = _retention_step_inputs(B, H, D, DV, seed=11)
+    qd, kd, vd, gd, sd = (t.double() for t in (q, k, v, gate, state))
+    log_g = torch.nn.functional.logsigmoid(gt.double()) / 16.0
+    s_ref = log_g[:, 0, :, None, None].exp() * sd + kd[:, 0, :, :, None] * vd[:, 0, :, None, :]
+    o_ref = torch.einsum("bhd,bhde->bhe", qd[:, 0], s_ref)[:, None]
+    normed = o_ref * torch.rsqrt(o_ref.pow(2).mean(-1, keepdim=True) + 1e-5)
+    ref = torch.nn.functional.silu(gd) * normed.flatten(-2)
+    o_base, s_base = recurrent_retention_step(q, k, v, fused._gate_log(gt, 16.0), state)
+    base = fused._silu_gate_head_norm(gate, o_base, 1e-5)
+    live = state.clone()
+    fast = triton_kernels.retention_step(q, k, v, gt, gate, live, 16.0, 1e-5)
+    assert fast is not None and fast.shape == (B, 1, H * DV)
+    check(fast, base, ref)
+    check(live, s_base, s_ref)  # updated in place
+
+
+def test_retention_decode_step_declines_what_it_cannot_take():
+    q, k, v, gt, gate, state = _retention_step_inputs(1, 2, 16, 16, seed=12)
+    assert triton_kernels.retention_step(q, k, v, gt, gate, state.transpose(-1, -2), 16.0, 1e-5) is None
+    assert triton_kernels.retention_step(q, k, v, gt, gate, state.double(), 16.0, 1e-5) is None
+    two = torch.cat([q, q], 1)  # two tokens: not a decode step
+    assert triton_kernels.retention_step(two, two, torch.cat([v, v], 1), gt, gate, state, 16.0, 1e-5) is None
+
+
 @pytest.mark.parametrize("interleaved", [True, False], ids=["yoco", "llama"])
 @pytest.mark.parametrize("adjacent", [True, False, "neighbours"], ids=["fused-qk", "separate", "neighbours"])
-def test_rope_in_place(interleaved, adjacent):
+@pytest.mark.parametrize("min_programs", [256, 1], ids=["heads-split", "heads-together"])
+def test_rope_in_place(interleaved, adjacent, min_programs, monkeypatch):
     """``neighbours``: q and k are two tensors of their own that merely sit back to back in memory (the caching
     allocator does this to small tensors, e.g. a 1-token step's separate q/k projections): they must be rotated
-    one by one, never through one view that runs past q's storage."""
+    one by one, never through one view that runs past q's storage. ``min_programs``: a few tokens spread their
+    heads over programs (decode), many keep them in one program (prefill)."""
     from yoco_eval.ops.rope import apply_rope_qk, inv_freq, rope_tables
+
+    monkeypatch.setattr(triton_kernels, "ROPE_MIN_PROGRAMS", min_programs)
 
     B, T, H, Hk, D = 2, 19, 3, 2, 16  # T not a multiple of the 16-token block
     g = torch.Generator().manual_seed(4)
@@ -165,7 +214,7 @@ def test_yoco_model_through_the_kernels(monkeypatch):
     from yoco_eval.model.inference import prepare_for_inference
 
     calls: dict[str, int] = {}
-    for name in ("rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_"):
+    for name in ("rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_", "retention_step"):
         fn = getattr(triton_kernels, name)
 
         def counted(*a, _fn=fn, _name=name, **kw):
@@ -190,7 +239,7 @@ def test_yoco_model_through_the_kernels(monkeypatch):
         got.append(model(ids[:, t : t + 1], cache=cache, start_pos=pos))
         pos = pos + 1
     got = torch.cat(got, 1)
-    assert set(calls) == {"rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_"}, calls
+    assert set(calls) == {"rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_", "retention_step"}, calls
     assert_close_to_ref(got, full, ref)
     assert torch.equal(got.argmax(-1), full.argmax(-1))
 

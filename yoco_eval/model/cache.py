@@ -283,6 +283,14 @@ class Step:
     cache: Cache | None
     backends: Backends
     rope: dict = field(default_factory=dict)  # cos/sin tables of ``pos``, computed once per call
+    kv_lens: dict = field(default_factory=dict)  # decode key counts, once per call (not once per layer)
+
+    def kv_len(self, q_pos: torch.Tensor) -> torch.Tensor:
+        """``[B]``: the keys a decode query at ``q_pos`` ``[B, 1]`` sees (its own included), made once per call."""
+        key = id(q_pos)  # the cross-decoder passes one q_pos tensor to all its layers
+        if key not in self.kv_lens:
+            self.kv_lens[key] = (q_pos, q_pos[:, -1] + 1)  # q_pos kept alive so its id stays unique
+        return self.kv_lens[key][1]
 
     def rope_tables(self, freqs: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         key = (freqs.numel(), dtype)  # one model uses one theta and one style, so the head dim decides

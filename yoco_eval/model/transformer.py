@@ -16,7 +16,7 @@ from yoco_eval.config import TransformerConfig
 from yoco_eval.model.cache import Cache, Step, commit_step, make_step, new_kv
 from yoco_eval.model.layers import DecoderLayer, LanguageModel, Mixer, RMSNorm, select_positions
 from yoco_eval.ops.attention import causal_attention
-from yoco_eval.ops.rope import apply_rope_qk, inv_freq
+from yoco_eval.ops.rope import apply_rope_qk, cached_inv_freq
 
 
 class SelfAttention(Mixer):
@@ -85,7 +85,7 @@ class Transformer(LanguageModel):
         """Same contract as :meth:`yoco_eval.model.yoco.YOCO.forward` (every layer runs on every position;
         ``logits_from`` only limits the final norm and output projection)."""
         step = make_step(tokens, start_pos, cache, valid, self.backends)
-        freqs = inv_freq(self.config.head_dim, self.config.rope_theta, "llama", tokens.device)
+        freqs = cached_inv_freq(self.config.head_dim, self.config.rope_theta, "llama", tokens.device)
         x = self.embed_tokens(tokens)
         for layer in self.layers:
             x = layer(x, step, freqs)

@@ -31,7 +31,7 @@ from yoco_eval.model.layers import DecoderLayer, LanguageModel, Mixer, RMSNorm, 
 from yoco_eval.ops import fp8, fused
 from yoco_eval.ops.attention import attention, causal_attention
 from yoco_eval.ops.retention import chunk_retention, recurrent_retention_step
-from yoco_eval.ops.rope import apply_rope, apply_rope_qk, inv_freq
+from yoco_eval.ops.rope import apply_rope, apply_rope_qk, cached_inv_freq
 
 # ---------------------------------------------------------------------------------------------------------------
 # Self-decoder mixers
@@ -60,11 +60,15 @@ class GatedRetention(Mixer):
         q, k, v, g, gt = self.project_in(x, step)
         q, k = apply_rope_qk(q.view(B, T, H, D), k.view(B, T, H, D), step.rope_tables(freqs, x.dtype), True, D**-0.5)
         v = v.reshape(B, T, H, D)
+        state = step.cache.retention[self.index] if step.cache is not None else None
+        if state is not None and T == 1 and step.valid is None:  # decode: the whole step in one kernel if it can
+            out = fused.retention_decode_step(q, k, v, gt, g, state, self.normalizer, self.subln.eps)
+            if out is not None:
+                return out
         log_g = fused.gate_log(gt, self.normalizer)  # [B, T, H] fp32
         if step.valid is not None:  # padding: no decay and no contribution, so the state skips it
             log_g = log_g.masked_fill(~step.valid[..., None], 0.0)
             k = k.masked_fill(~step.valid[..., None, None], 0.0)
-        state = step.cache.retention[self.index] if step.cache is not None else None
         if state is not None and T == 1:
             o, new_state = recurrent_retention_step(q, k, v, log_g, state)
         else:  # chunkwise: quadratic inside a chunk, recurrent across chunks
@@ -249,8 +253,8 @@ class YOCO(LanguageModel):
             logits ``[B, N, vocab]`` in the model dtype, or None when ``logits_from == 0``.
         """
         step = make_step(tokens, start_pos, cache, valid, self.backends)
-        freqs_self = inv_freq(self.config.self_head_dim, self.config.rope_theta, "yoco", tokens.device)
-        freqs_cross = inv_freq(self.config.head_dim, self.config.rope_theta, "yoco", tokens.device)
+        freqs_self = cached_inv_freq(self.config.self_head_dim, self.config.rope_theta, "yoco", tokens.device)
+        freqs_cross = cached_inv_freq(self.config.head_dim, self.config.rope_theta, "yoco", tokens.device)
         x = math.sqrt(self.config.dim) * self.embed_tokens(tokens)
         x = self.self_decoder(x, step, freqs_self)
         x = self.cross_decoder(x, step, freqs_cross, logits_from, self.kv_dtype == "fp8")

@@ -264,7 +264,7 @@ def causal_attention(q: torch.Tensor, k, v, q_pos: torch.Tensor, step, q_is_tail
         return attention(q, dense(k, q.dtype), dense(v, q.dtype), kind="lower_right", backend=b.attn)
     if step.cache is not None and q.shape[1] == 1 and step.valid is None and Tk >= SPLIT_DECODE_MIN:
         # decode: every query sees every key written so far (its own included): split the keys across the GPU
-        return decode_attention(q, k, v, None, backend=b.decode, kv_len=q_pos[:, -1] + 1)
+        return decode_attention(q, k, v, None, backend=b.decode, kv_len=step.kv_len(q_pos))
     k, v = dense(k, q.dtype), dense(v, q.dtype)
     k_pos = torch.arange(Tk, device=k.device).expand(k.shape[0], Tk)
     return attention(q, k, v, q_pos, k_pos, step.key_valid(Tk), kind="general", backend=b.attn)

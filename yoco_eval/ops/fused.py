@@ -113,6 +113,16 @@ def swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return _kernel_or_twin(triton_kernels.swiglu_up, _swiglu_up, x, w)
 
 
+def retention_decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gt: torch.Tensor, g: torch.Tensor,
+                          state: torch.Tensor, normalizer: float, eps: float) -> torch.Tensor | None:  # fmt: skip
+    """Gated retention's whole decode step in one Triton kernel (:func:`triton_kernels.retention_step`: log-decay,
+    state update IN PLACE, ``q S``, per-head RMSNorm, SiLU gate) -> ``[B, 1, H * DV]``; None where the kernels
+    cannot run or the layout does not fit, and the caller runs the separate steps (the twin)."""
+    if not triton_kernels.available(q):
+        return None
+    return triton_kernels.retention_step(q, k, v, gt, g, state, normalizer, eps)
+
+
 def silu_gate_head_norm(g: torch.Tensor, o: torch.Tensor, eps: float) -> torch.Tensor:
     """``silu(g) * rms_norm(o)`` per head: g ``[B, T, H*D]``, o ``[B, T, H, D]`` -> ``[B, T, H*D]``."""
     return _kernel_or_twin(triton_kernels.silu_gate_head_norm, _silu_gate_head_norm_compiled, g, o, eps)

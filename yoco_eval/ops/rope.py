@@ -8,6 +8,8 @@ code does before its rotary kernel) and the rotation itself is done in fp32.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -18,6 +20,13 @@ def inv_freq(head_dim: int, theta: float, style: str, device=None) -> torch.Tens
     if style == "llama":
         return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim))
     raise ValueError(f"unknown rope style {style!r}; use 'yoco' or 'llama'")
+
+
+@functools.lru_cache(maxsize=64)
+def cached_inv_freq(head_dim: int, theta: float, style: str, device: torch.device) -> torch.Tensor:
+    """:func:`inv_freq`, made once per device and shared (read-only): a decode step would otherwise spend ~6 small
+    kernel launches a step rebuilding the same ``[D/2]`` vector."""
+    return inv_freq(head_dim, theta, style, device)
 
 
 def rope_tables(pos: torch.Tensor, freqs: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,12 +62,19 @@ def available(x: torch.Tensor) -> bool:
 
 
 if triton is not None:
+    # do_not_specialize on row and head counts (used only in masks and loop bounds): Triton would otherwise compile
+    # each kernel once for 1 row (decode), once for a multiple of 16 and once for any other count, each on the cold
+    # start's critical path
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["T", "n_heads", "n_plain", "heads_per_prog"])
     def _rope_kernel(X, COS, SIN, stride_xb, stride_xt, stride_cb, stride_ct, T, n_heads, n_plain, scale,
-                     D: tl.constexpr, BLOCK_T: tl.constexpr, INTERLEAVED: tl.constexpr):  # fmt: skip
+                     heads_per_prog, D: tl.constexpr, BLOCK_T: tl.constexpr, INTERLEAVED: tl.constexpr):  # fmt: skip
+        # program (t block, row, head group): a long call keeps all heads in one program (cos/sin loaded once per
+        # token block); a decode step spreads its heads over programs (one program looping over 48 heads of ONE
+        # token took 10.9 us on an H100)
         pid_t = tl.program_id(0)
         b = tl.program_id(1)
+        h0 = tl.program_id(2) * heads_per_prog
         t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
         tmask = t[:, None] < T
         half = tl.arange(0, D // 2)
@@ -75,7 +82,7 @@ if triton is not None:
         cos = tl.load(COS + c_off, mask=tmask, other=0.0)
         sin = tl.load(SIN + c_off, mask=tmask, other=0.0)
         row = X + b * stride_xb + t[:, None] * stride_xt
-        for h in range(n_heads):
+        for h in range(h0, tl.minimum(h0 + heads_per_prog, n_heads)):
             base = row + h * D
             if INTERLEAVED:
                 full = tl.arange(0, D)
@@ -186,7 +193,7 @@ if triton is not None:
         out = tl.sum(w[:, None] * part, 0) / tl.where(tot > 0, tot, 1.0)
         tl.store(OUT + b * stride_ob + h * stride_oh + d, out.to(OUT.dtype.element_ty))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["R"])
     def _silu_mul_kernel(A, B, OUT, stride_a, stride_b, stride_o, R, N,
                          BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
         r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
@@ -199,7 +206,7 @@ if triton is not None:
         tl.store(OUT + r[:, None] * stride_o + n[None, :], (s.to(tl.float32) * b.to(tl.float32)).to(a.dtype),
                  mask=mask)  # fmt: skip
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["R"])
     def _gate_head_norm_kernel(G, X, OUT, stride_g, stride_o, stride_oh, stride_out, R, eps,
                                D: tl.constexpr, BLOCK_R: tl.constexpr):  # fmt: skip
         r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
@@ -216,6 +223,34 @@ if triton is not None:
         tl.store(OUT + r[:, None] * stride_out + h * D + d[None, :], out.to(g.dtype), mask=mask)
 
     @triton.jit
+    def _retention_step_kernel(Q, K, V, GT, G, S, OUT, stride_qb, stride_kb, stride_vb, stride_gtb, stride_gb,
+                               n_heads, inv_normalizer, eps, D: tl.constexpr, DV: tl.constexpr):  # fmt: skip
+        # program (row b, head h): the whole D x DV fp32 state of one head in registers, read and written once
+        b = tl.program_id(0).to(tl.int64)
+        h = tl.program_id(1)
+        d = tl.arange(0, D)
+        e = tl.arange(0, DV)
+        q = tl.load(Q + b * stride_qb + h * D + d).to(tl.float32)
+        k = tl.load(K + b * stride_kb + h * D + d).to(tl.float32)
+        v = tl.load(V + b * stride_vb + h * DV + e).to(tl.float32)
+        x = tl.load(GT + b * stride_gtb + h).to(tl.float32)
+        t = tl.exp(-tl.abs(x))  # log-decay logsigmoid(x) / normalizer, as _gate_log_kernel computes it
+        u = 1.0 + t
+        log_g = (tl.minimum(x, 0.0) - tl.where(u == 1.0, t, tl.log(u) * (t / (u - 1.0)))) * inv_normalizer
+        s_ptr = S + (b * n_heads + h) * (D * DV) + d[:, None] * DV + e[None, :]
+        s = tl.exp(log_g) * tl.load(s_ptr) + k[:, None] * v[None, :]
+        tl.store(s_ptr, s)
+        o = tl.sum(q[:, None] * s, 0).to(OUT.dtype.element_ty)  # q S, rounded as the twin's output is
+        # then _gate_head_norm_kernel's arithmetic on that head: per-head RMSNorm, SiLU gate, each step rounded
+        of = o.to(tl.float32)
+        normed = (of * tl.rsqrt(tl.sum(of * of, 0) / DV + eps)).to(o.dtype)
+        g = tl.load(G + b * stride_gb + h * DV + e)
+        gf = g.to(tl.float32)
+        sg = (gf * tl.sigmoid(gf)).to(g.dtype)
+        out = sg.to(tl.float32) * normed.to(tl.float32)
+        tl.store(OUT + b * (n_heads * DV) + h * DV + e, out.to(OUT.dtype.element_ty))
+
+    @triton.jit(do_not_specialize=["R"])
     def _rms_norm_kernel(X, W, OUT, stride_x, R, D, eps, AFFINE: tl.constexpr, BLOCK_R: tl.constexpr,
                          BLOCK_D: tl.constexpr):  # fmt: skip
         r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
@@ -229,7 +264,7 @@ if triton is not None:
             normed = (normed.to(tl.float32) * w.to(tl.float32)).to(x.dtype)
         tl.store(OUT + r[:, None] * D + d[None, :], normed, mask=mask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["R"])
     def _gate_log_kernel(X, OUT, stride_x, R, N, inv_normalizer, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
         r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
         n = tl.arange(0, BLOCK_N)
@@ -349,6 +384,33 @@ def silu_gate_head_norm(g: torch.Tensor, o: torch.Tensor, eps: float) -> torch.T
     return out
 
 
+def retention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gt: torch.Tensor, g: torch.Tensor,
+                   state: torch.Tensor, normalizer: float, eps: float) -> torch.Tensor | None:  # fmt: skip
+    """One gated-retention decode step and its output gate, in one launch: the log-decay
+    ``logsigmoid(gt) / normalizer``, ``S = exp(log_g) S + k^T v`` (``state`` updated IN PLACE), ``o = q S``, then
+    ``silu(g) * rms_norm_per_head(o)``.
+
+    q, k ``[B, 1, H, D]`` (after RoPE; k already scaled), v ``[B, 1, H, DV]``, gt ``[B, 1, H]`` gate logits, g
+    ``[B, 1, H * DV]`` (views into a projection's output are fine: heads contiguous inside each row), state
+    ``[B, H, D, DV]`` fp32 contiguous. Returns a new ``[B, 1, H * DV]`` in q's dtype, or None when the layout does
+    not fit (the caller runs the twin: ``gate_log``, ``recurrent_retention_step``, ``silu_gate_head_norm``, which
+    round at the same points)."""
+    B, T, H, D = q.shape
+    DV = v.shape[-1]
+    if (T != 1 or D & (D - 1) or DV & (DV - 1) or D * DV > 128 * 128 or state.dtype != torch.float32
+            or not state.is_contiguous() or state.shape != (B, H, D, DV) or gt.shape != (B, 1, H)
+            or g.shape != (B, 1, H * DV)):  # fmt: skip
+        return None
+    heads_ok = all(t.stride(-1) == 1 and t.stride(-2) == t.shape[-1] for t in (q, k, v))
+    if not heads_ok or gt.stride(-1) != 1 or g.stride(-1) != 1:
+        return None
+    out = torch.empty(B, 1, H * DV, device=q.device, dtype=q.dtype)
+    _retention_step_kernel[(B, H)](q, k, v, gt, g, state, out, q.stride(0), k.stride(0), v.stride(0), gt.stride(0),
+                                   g.stride(0), H, 1.0 / normalizer, float(eps), D=D, DV=DV,
+                                   num_warps=8 if D * DV >= 8192 else 4)  # fmt: skip
+    return out
+
+
 def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, scale: float = 1.0,
           n_plain: int | None = None, block_t: int = 16) -> torch.Tensor:  # fmt: skip
     """Rotate ``x`` ``[B, T, NH, D]`` IN PLACE by ``cos``/``sin`` ``[B or 1, T, 1, D/2]`` (fp32), multiplying heads
@@ -361,11 +423,17 @@ def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bo
     if cos.stride(-1) != 1:
         cos, sin = cos.contiguous(), sin.contiguous()
     stride_cb = cos.stride(0) if cos.shape[0] > 1 else 0
-    grid = (triton.cdiv(T, block_t), B)
+    token_blocks = triton.cdiv(T, block_t) * B
+    # at least ~2 programs per multiprocessor: a few tokens split their heads over programs
+    per = NH if token_blocks >= ROPE_MIN_PROGRAMS else max(1, NH * token_blocks // ROPE_MIN_PROGRAMS)
+    grid = (triton.cdiv(T, block_t), B, triton.cdiv(NH, per))
     _rope_kernel[grid](x, cos, sin, x.stride(0), x.stride(1), stride_cb, cos.stride(1), T, NH,
-                       0 if n_plain is None else n_plain, float(scale), D=D, BLOCK_T=block_t,
+                       0 if n_plain is None else n_plain, float(scale), per, D=D, BLOCK_T=block_t,
                        INTERLEAVED=bool(interleaved), num_warps=4)  # fmt: skip
     return x
+
+
+ROPE_MIN_PROGRAMS = 256
 
 
 @functools.cache
