@@ -253,8 +253,8 @@ class Engine(_Scoring):
     The Engine REWRITES the model it is given, in place: an eval-mode model goes through
     :func:`~yoco_eval.model.inference.prepare_for_inference` (fused projections, residual-in-place GEMMs; the same
     function, the same parameters). On CUDA it also points Triton at the shared cache
-    (:func:`yoco_eval.settings.use_shared_triton_cache`) and gives fla-core's autotuner its shortlist
-    (:func:`yoco_eval.ops.retention.prepare_fla`).
+    (:func:`yoco_eval.settings.use_shared_triton_cache`) and, on Hopper, pins fla-core's autotuned kernels to their
+    H100 picks (:func:`yoco_eval.ops.retention.prepare_fla`).
 
     Args:
         model: a :class:`~yoco_eval.model.yoco.YOCO`, :class:`~yoco_eval.model.transformer.Transformer` or
@@ -288,7 +288,7 @@ class Engine(_Scoring):
             prepare_for_inference(model)
         if self.device.type == "cuda":
             settings.use_shared_triton_cache()
-            prepare_fla()
+            prepare_fla(self.device)
         self._graphs: dict[tuple[int, int], GraphDecoder] = {}
         self._scoring_graphs: dict[tuple[int, int, int], ScoringGraph] | None = {}
 

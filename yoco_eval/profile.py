@@ -186,9 +186,9 @@ def add_parser(sub) -> None:
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "fp8"], help="YOCO's shared K/V storage")
     p.add_argument("--peers", default="", help="also re-measure peers in this run: fla, hf (comma-separated)")
     p.add_argument("--peer-lengths", default="128k,256k,512k,1m")
-    p.add_argument("--fla-autotune", default="full", choices=["full", "shortlist"],
+    p.add_argument("--fla-autotune", default="full", choices=["full", "pinned"],
                    help="with --peers fla: fla-core's full autotuning for both sides (default), or yoco-eval's Hopper "
-                   "shortlist for both (it holds the full search's pick; minutes shorter)")  # fmt: skip
+                   "pins for both (fla-core's own H100 picks, no search: minutes shorter)")  # fmt: skip
     p.add_argument("--runs", type=int, default=3, help="timed runs per row, median reported (>= 3 to compare)")
     p.add_argument("--warmup", type=int, default=2,
                    help="least warm-up calls at the timed length, the cold one included (>= 1 to compare)")  # fmt: skip
@@ -253,10 +253,10 @@ def main(args) -> int:
     if not torch.cuda.is_available():
         raise YocoEvalError("profile needs a CUDA GPU (it measures GPU memory and latency)")
     peers = [x.strip() for x in args.peers.split(",") if x.strip()]
-    if "fla" in peers and args.fla_autotune == "full":  # FLA's YOCO runs our fla-core kernels: both get the
-        from yoco_eval.ops.retention import full_fla_autotune  # full search in this process (each row says which)
+    if "fla" in peers:  # FLA's YOCO runs our fla-core kernels: both sides get one policy (each row says which)
+        from yoco_eval.ops.retention import full_fla_autotune, prepare_fla
 
-        full_fla_autotune()
+        full_fla_autotune() if args.fla_autotune == "full" else prepare_fla()
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         rows += profile_model(name, lengths, args.gen, args.chunk_size, args.batch, kv_dtype=args.kv_dtype,

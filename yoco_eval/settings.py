@@ -11,7 +11,7 @@ Importing the package changes nothing: the one place that writes the environment
 | ``YOCO_EVAL_TRITON`` | ``triton`` | on | our hand-written Triton kernels (``0``: their PyTorch twins) |
 | ``YOCO_EVAL_COMPILE`` | ``compile`` | on | ``torch.compile`` of the elementwise twins on CUDA |
 | ``YOCO_EVAL_SWIGLU_GEMM`` | ``swiglu_gemm`` | on | Hopper: up-projection GEMM with SwiGLU in its epilogue |
-| ``YOCO_EVAL_FLA_FULL_AUTOTUNE`` | ``fla_full_autotune`` | off | fla-core's full autotuning instead of our shortlist |
+| ``YOCO_EVAL_FLA_FULL_AUTOTUNE`` | ``fla_full_autotune`` | off | fla-core's full autotuning instead of our Hopper pins |
 | ``YOCO_EVAL_COMMIT`` | ``commit`` | git HEAD | the code's commit, for a copied tree whose .git lags |
 | ``YOCO_EVAL_CACHE`` | ``cache_dir`` | ``~/.cache/yoco-eval`` | converted assets (e.g. SmolLM2's HF folder) |
 | ``TRITON_INTERPRET`` | ``triton_interpret`` | off | Triton's CPU interpreter (tests) |

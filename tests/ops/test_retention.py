@@ -66,99 +66,105 @@ def test_padding_positions_leave_the_state_untouched():
     assert torch.allclose(s_real, s_pad, atol=1e-5)
 
 
-def test_hopper_shortlist_keeps_the_measured_tile_only_on_hopper(monkeypatch):
-    """fla-core's 48-config state-kernel search shrinks to 4 configs on compute capability 9.x, nowhere else."""
+def _search(name: str) -> list:
+    """A stand-in for fla-core's own config list of kernel ``name`` (the pin among many)."""
     from types import SimpleNamespace as NS
 
-    from yoco_eval.ops.retention import hopper_shortlist
-
-    configs = [NS(kwargs={"BK": bk, "BV": bv}, num_warps=w, num_stages=s)
-               for bk in (32, 64) for bv in (32, 64) for w in (1, 2, 4, 8) for s in (2, 3, 4)]  # fmt: skip
-    on_gpu = {"k": NS(device=torch.device("cuda", 0)), "T": 4096}
-    capability = {"cc": (9, 0)}
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: capability["cc"])
-    kept = hopper_shortlist(configs, on_gpu)
-    assert len(kept) == 4
-    assert {(c.num_warps, c.num_stages) for c in kept} == {(4, 3), (4, 4), (8, 3), (8, 4)}
-    assert all(c.kwargs == {"BK": 64, "BV": 64} for c in kept)
-    capability["cc"] = (8, 0)  # an A100: the full search
-    assert hopper_shortlist(configs, on_gpu) == configs
-    assert hopper_shortlist(configs, {"k": torch.zeros(1)}) == configs  # CPU tensors: untouched
-    no_tile = [c for c in configs if c.kwargs["BK"] == 32]
-    capability["cc"] = (9, 0)
-    assert hopper_shortlist(no_tile, on_gpu) == no_tile  # nothing matches: never an empty search
-    # fla-core launches with keyword arguments: Triton then passes the tensors in kwargs, and nargs is empty
-    assert len(hopper_shortlist(configs, {}, **on_gpu)) == 4
+    if name == "chunk_local_cumsum_scalar_kernel":
+        return [NS(kwargs={}, num_warps=w, num_stages=3) for w in (1, 2, 4, 8)]
+    return [NS(kwargs={"BK": bk, "BV": bv}, num_warps=w, num_stages=st)
+            for bk in (32, 64) for bv in (32, 64) for w in (1, 2, 4, 8) for st in (2, 3, 4)]  # fmt: skip
 
 
-def test_install_shortlist_reaches_the_autotuner_under_heuristics():
-    """fla-core stacks ``@triton.heuristics`` over ``@triton.autotune``: the hook must land on the inner autotuner,
-    and must not replace a pruning hook the library set itself."""
-    from types import SimpleNamespace as NS
-
-    from yoco_eval.ops.retention import hopper_shortlist, install_shortlist
-
-    tuner = NS(configs=[1, 2], early_config_prune=None, fn=NS())
-    kernel = NS(fn=tuner)  # heuristics wrapper -> autotuner -> jit function
-    assert install_shortlist(kernel) and tuner.early_config_prune is hopper_shortlist
-    own = NS(configs=[1], early_config_prune=len, fn=NS())
-    assert not install_shortlist(NS(fn=own)) and own.early_config_prune is len
-    assert not install_shortlist(NS(fn=NS(fn=None)))  # a plain jit function: nothing to prune
-    assert not install_shortlist(None)
-
-
-def test_full_fla_autotune_removes_the_shortlist_and_its_choices(monkeypatch):
-    """Before FLA's own YOCO is measured, the search goes back to fla-core's and the cached choices are forgotten."""
-    from types import SimpleNamespace as NS
-
-    from yoco_eval.ops import retention
-
-    tuner = _fake_fla(monkeypatch)
-    assert retention.install_shortlist(NS(fn=tuner))
-    tuner.cache[("key",)] = "a config the shortlist chose"
-    assert retention.fla_shortlist_active()
-    monkeypatch.setattr(retention, "_full_search", False)
-    retention.full_fla_autotune()
-    assert tuner.early_config_prune is None and tuner.cache == {} and not retention.fla_shortlist_active()
-    # an Engine built afterwards (its prepare_fla() call) must not bring the shortlist back: the peer keeps the full
-    # search (a profile with --peers fla once recorded 'shortlist' rows this way)
-    assert retention.prepare_fla() is False and tuner.early_config_prune is None
-
-
-def _fake_fla(monkeypatch):
-    """A stand-in fla-core whose state kernel is an autotuner without pruning (what the real one is)."""
+def _fake_fla(monkeypatch) -> dict:
+    """A stand-in fla-core: its three autotuned kernels, each under a heuristics wrapper (as fla-core stacks them),
+    with fla-core's searches; returns the autotuners by kernel name."""
     import sys
     from types import ModuleType
     from types import SimpleNamespace as NS
 
     from yoco_eval.ops import retention
 
-    tuner = NS(configs=[1, 2], early_config_prune=None, fn=NS(), cache={})
-    for name in ("fla", "fla.ops"):
+    tuners = {}
+    for name, module in retention._FLA_MODULES.items():
+        tuners[name] = NS(configs=_search(name), cache={("a key",): "fla-core's earlier choice"}, fn=NS())
+        mod = ModuleType(module)
+        setattr(mod, name, NS(fn=tuners[name]))
+        monkeypatch.setitem(sys.modules, module, mod)
+    for name in ("fla", "fla.ops", "fla.ops.common", "fla.ops.utils"):
         monkeypatch.setitem(sys.modules, name, ModuleType(name))
-    common = ModuleType("fla.ops.common")
-    common.chunk_h = NS(chunk_fwd_kernel_h=NS(fn=tuner))
-    monkeypatch.setitem(sys.modules, "fla.ops.common", common)
     monkeypatch.setattr(retention, "_fla_chunk_simple_gla", object())
-    return tuner
+    monkeypatch.setattr(retention, "_searches", {})
+    monkeypatch.setattr(retention, "_full_search", False)
+    return tuners
+
+
+def _on_gpu(monkeypatch, capability: tuple[int, int]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: capability)
+
+
+def test_pins_leave_each_fla_kernel_its_measured_config_only_on_hopper(monkeypatch):
+    """On compute capability 9.x each of fla-core's autotuned kernels keeps ONE config, the H100 pick (so it compiles
+    one variant and benchmarks none); on an A100 fla-core keeps its own search."""
+    from yoco_eval.ops import retention
+
+    tuners = _fake_fla(monkeypatch)
+    _on_gpu(monkeypatch, (8, 0))
+    assert retention.prepare_fla("cuda:0") is False
+    assert all(t.configs == _search(n) for n, t in tuners.items())
+    _on_gpu(monkeypatch, (9, 0))
+    assert retention.prepare_fla("cuda:0") is True and retention.fla_pins_active()
+    for name, tuner in tuners.items():
+        kwargs, warps, stages = retention.HOPPER_PINS[name]
+        [c] = tuner.configs
+        assert (c.kwargs, c.num_warps, c.num_stages) == (kwargs, warps, stages)
+        assert tuner.cache == {}  # a choice made under the full search is forgotten
+    assert retention.prepare_fla("cuda:0") is True and all(len(t.configs) == 1 for t in tuners.values())  # idempotent
+
+
+def test_a_pin_fla_core_no_longer_offers_changes_nothing(monkeypatch):
+    from types import SimpleNamespace as NS
+
+    from yoco_eval.ops import retention
+
+    _fake_fla(monkeypatch)
+    moved = NS(configs=[c for c in _search("chunk_fwd_kernel_h") if c.num_stages != 4], cache={})
+    before = list(moved.configs)
+    assert retention.pin(moved, "chunk_fwd_kernel_h") is False and moved.configs == before
+
+
+def test_full_fla_autotune_gives_fla_core_its_search_back(monkeypatch):
+    """Before FLA's own YOCO is measured with --fla-autotune full, both sides go back to fla-core's search, its
+    cached choices forgotten; an Engine built afterwards (its prepare_fla() call) must not pin again."""
+    from yoco_eval.ops import retention
+
+    tuners = _fake_fla(monkeypatch)
+    _on_gpu(monkeypatch, (9, 0))
+    assert retention.prepare_fla() is True
+    tuners["chunk_fwd_kernel_o"].cache[("key",)] = "a config the pin chose"
+    retention.full_fla_autotune()
+    assert all(t.configs == _search(n) and t.cache == {} for n, t in tuners.items())
+    assert not retention.fla_pins_active()
+    assert retention.prepare_fla() is False and all(len(t.configs) > 1 for t in tuners.values())
 
 
 @pytest.mark.parametrize("full", [False, True])
-def test_prepare_fla_is_the_explicit_switch_for_the_shortlist(monkeypatch, full):
-    """Importing yoco-eval patches nothing in fla-core; prepare_fla() installs the shortlist unless the settings ask
-    for fla-core's full autotuning (YOCO_EVAL_FLA_FULL_AUTOTUNE=1)."""
+def test_prepare_fla_is_the_explicit_switch_for_the_pins(monkeypatch, full):
+    """Importing yoco-eval patches nothing in fla-core; prepare_fla() pins unless the settings ask for fla-core's
+    full autotuning (YOCO_EVAL_FLA_FULL_AUTOTUNE=1)."""
     from yoco_eval import settings
     from yoco_eval.ops import retention
 
-    tuner = _fake_fla(monkeypatch)
-    monkeypatch.setattr(retention, "_full_search", False)
+    tuners = _fake_fla(monkeypatch)
+    _on_gpu(monkeypatch, (9, 0))
     monkeypatch.setenv("YOCO_EVAL_FLA_FULL_AUTOTUNE", "1" if full else "0")
     settings.reload()
     try:
-        assert tuner.early_config_prune is None and not retention.fla_shortlist_active()
+        assert not retention.fla_pins_active()
         assert retention.prepare_fla() is (not full)
-        assert (tuner.early_config_prune is retention.hopper_shortlist) is (not full)
-        assert retention.prepare_fla() is (not full)  # idempotent
+        assert all((len(t.configs) == 1) is (not full) for t in tuners.values())
     finally:
         monkeypatch.undo()
         settings.reload()

@@ -13,7 +13,7 @@ through Triton's listeners (``triton.knobs``; the autotuning one only where the 
 the GPU machine, does not). Each run reports:
 
 * ``first_cell_s`` / ``warm_cell_s``: ``duration_s`` of the first and the second cell (the needle runner's own
-  clock: build the prompt, prefill, generate);
+  clock: build the prompt, prefill, generate); the first cell also split into prefill, decode and the rest;
 * ``to_first_result_s``: from starting the process to the first cell written (imports and model set-up included);
 * ``compile``: Triton compilations, total and per kernel; ``autotune``: each autotuning, with its winner.
 """
@@ -121,10 +121,17 @@ def measure(work: Path, length: str, model_args: str, caches: Path | None, hayst
     comp = json.loads((work / "compile.json").read_text())
     return {
         "first_cell_s": first["duration_s"], "first_cell_prefill_s": first.get("prefill_s"),
+        "first_cell_decode_s": first.get("decode_s"),
+        "first_cell_other_s": _other(first),  # building the prompt, and whatever generate() does outside both
         "warm_cell_s": warm["duration_s"] if warm else None,
         "warm_cell_prefill_s": warm.get("prefill_s") if warm else None,
         "to_first_result_s": round(first_end - t_start, 3), "process_wall_s": round(wall, 3), **comp,
     }  # fmt: skip
+
+
+def _other(row: dict) -> float | None:
+    parts = [row.get(k) for k in ("prefill_s", "decode_s")]
+    return round(row["duration_s"] - sum(parts), 3) if None not in parts else None
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -159,7 +166,8 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def _show(name: str, r: dict) -> None:
-    print(f"{name}: first cell {r['first_cell_s']:.2f} s (prefill {r['first_cell_prefill_s']:.2f} s), warm cell "
+    print(f"{name}: first cell {r['first_cell_s']:.2f} s (prefill {r['first_cell_prefill_s']:.2f} s, decode "
+          f"{r['first_cell_decode_s'] or 0:.2f} s, other {r['first_cell_other_s'] or 0:.2f} s), warm cell "
           f"{r['warm_cell_s']:.2f} s; first result {r['to_first_result_s']:.2f} s after start; "
           f"{r['compiles']} Triton compilations, {r['compile_s']:.1f} s")  # fmt: skip
     for c in r["by_kernel"][:12]:

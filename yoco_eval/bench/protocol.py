@@ -187,7 +187,7 @@ def wallclock(fn, *a, **kw):
 def autotune_policy() -> str:
     """Which Triton autotuning this process gives fla-core's kernels (ours and FLA's YOCO run the same ones)."""
     try:
-        from yoco_eval.ops.retention import fla_shortlist_active
+        from yoco_eval.ops.retention import fla_pins_active
     except ImportError:  # no fla-core: nothing of it is tuned
         return "no fla-core"
-    return "fla-core: yoco-eval's Hopper shortlist" if fla_shortlist_active() else "fla-core: full autotuning"
+    return "fla-core: yoco-eval's Hopper pins (its own H100 picks)" if fla_pins_active() else "fla-core: full autotuning"

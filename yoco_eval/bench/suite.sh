@@ -47,8 +47,8 @@ for s in $steps; do
                --chunk-size ${CHUNK:-16384} --peers fla,hf --peer-lengths 128k,256k,512k,1m --out "$OUT/peers.json" ;;
     record) # the results table under the steady-state protocol (yoco_eval/bench/protocol.py; every row: cold call apart,
             # warm-up at its length, median of 3): our rows next to FLA's YOCO in one comparison (64K chunks; with FLA
-            # as a peer, profile gives fla-core its full autotuning for both sides; FLA_AUTOTUNE=shortlist gives both the
-            # Hopper shortlist, minutes shorter), our Transformer at 256K in a second
+            # as a peer, profile gives fla-core its full autotuning for both sides; FLA_AUTOTUNE=pinned gives both the
+            # Hopper pins, minutes shorter), our Transformer at 256K in a second
             # (5 calls of ~37 s; at 512K it would not fit the 10-minute call), then the 1M memory row with 8K chunks.
             timeout 560 python3 -m yoco_eval profile --models yoco-3b --lengths ${LENGTHS:-256k,512k,1m} \
               --gen 32 --chunk-size ${CHUNK:-65536} --peers fla --peer-lengths ${PEER_LENGTHS:-512k,1m} \

@@ -266,7 +266,7 @@ def split_decode_attend(q, k, v, q_pos, q_is_tail: bool, step: Step):
             and _pow2(q.shape[-1]) and _pow2(v.shape[-1]) and q.shape[2] % k.shape[2] == 0):  # fmt: skip
         return None
     if step.uniform and q_is_tail:
-        kv_len = torch.full((q.shape[0],), Tk, dtype=torch.int32, device=q.device)
+        kv_len = torch.full((q.shape[0],), Tk, dtype=torch.long, device=q.device)  # the decode steps' dtype
     elif step.cache is not None and step.valid is None:
         kv_len = q_pos[:, -1] + 1
     else:

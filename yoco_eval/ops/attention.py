@@ -208,7 +208,8 @@ def decode_attention(
     kd, vd = (k.data, v.data) if quant else (k, v)
     if backend == "triton" and Tq == 1 and k_valid is None and _triton_decode_ok(q, kd, vd):
         if kv_len is None:
-            kv_len = torch.full((B,), Tk, dtype=torch.int32, device=q.device)
+            # int64 like the decode steps' positions: a second dtype would compile the kernel a second time
+            kv_len = torch.full((B,), Tk, dtype=torch.long, device=q.device)
         scales = {"k_scale": k.scale, "v_scale": v.scale} if quant else {}
         return triton_kernels.decode_attention_splitk(q, kd, vd, kv_len, scale, **scales)
     k, v = dense(k, q.dtype), dense(v, q.dtype)

@@ -11,8 +11,8 @@ right-padding of batched prompts out of the state.
 Backends: ``torch`` (chunkwise, plain PyTorch, runs anywhere) and ``fla`` (fla-core's ``chunk_simple_gla`` Triton
 kernels, CUDA only). The oracle for both is :mod:`yoco_eval.ops.naive`.
 
-Importing this module changes nothing in fla-core: :func:`prepare_fla` (called by the Engine on CUDA) installs the
-autotune shortlist below.
+Importing this module changes nothing in fla-core: :func:`prepare_fla` (called by the Engine on CUDA) pins its
+autotuned kernels on Hopper (:data:`HOPPER_PINS`).
 """
 
 from __future__ import annotations
@@ -26,82 +26,97 @@ try:  # optional GPU kernels
 except Exception:  # ImportError, or triton missing / no driver
     _fla_chunk_simple_gla = None
 
-# fla-core autotunes its state kernel (``chunk_fwd_kernel_h``) over 48 configs the first time it runs in a process:
-# 39 s on a fresh H100, most of a needle sweep's first cell, and paid again by every rank of a sharded sweep. On
-# Hopper it picked BK = BV = 64 with 4 warps and 4 stages (YOCO-3B's 128-dim heads); the shortlist below keeps
-# that tile and lets the autotuner choose among 4 warp/stage settings (about 3 s). Other GPUs keep the full search;
-# YOCO_EVAL_FLA_FULL_AUTOTUNE=1 (:mod:`yoco_eval.settings`) makes prepare_fla() leave it everywhere.
-_HOPPER_STATE_TILES = {"BK": 64, "BV": 64}
-
-
-def hopper_shortlist(configs: list, nargs: dict, **kwargs) -> list:
-    """Triton ``early_config_prune`` hook: on a Hopper GPU (compute capability 9.x), the configs with the 64 x 64
-    state tile and 4 or 8 warps, 3 or 4 stages; elsewhere (or if none matches) all of them. The kernel's tensors
-    arrive in ``nargs`` (positional launch arguments) or ``kwargs`` (keyword ones, as fla-core passes them)."""
-    args = [*nargs.values(), *kwargs.values()]
-    dev = next((v.device for v in args if isinstance(getattr(v, "device", None), torch.device)), None)
-    if dev is None or dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] != 9:
-        return configs
-    keep = [c for c in configs if all(c.kwargs.get(n) == v for n, v in _HOPPER_STATE_TILES.items())
-            and c.num_warps in (4, 8) and c.num_stages in (3, 4)]  # fmt: skip
-    return keep or configs
+# fla-core autotunes three of chunk_simple_gla's kernels the first time each runs in a process (and again for each
+# new autotuning key): the state kernel over 48 configs (39 s on a fresh H100), the output kernel over 3 and the
+# chunk cumsum over 4 (its key holds the batch size). Each config is compiled, then benchmarked; Triton 3.6
+# benchmarks even a search pruned to one config. On Hopper (compute capability 9.x) prepare_fla() pins each kernel
+# to the config fla-core's OWN full search picked on an H100 for YOCO-3B's 128-dim heads (2026-12-06, fla-core 0.6.0,
+# Triton 3.6: ``python -m yoco_eval.bench.fla_autotune``, reports/gpu/fla_autotune_h100.json): one compilation per
+# kernel and no benchmarking. Other GPUs keep fla-core's search; YOCO_EVAL_FLA_FULL_AUTOTUNE=1 keeps it everywhere.
+HOPPER_PINS = {  # kernel: (kwargs, num_warps, num_stages); its time at 64K tokens against the runner-up's
+    "chunk_fwd_kernel_h": ({"BK": 64, "BV": 64}, 4, 4),  # 0.685 against 0.703 ms (BK = BV = 64, 8 warps)
+    "chunk_fwd_kernel_o": ({"BK": 64, "BV": 64}, 4, 3),  # 0.0559 against 0.0583 ms (BK = BV = 128, 8 warps)
+    "chunk_local_cumsum_scalar_kernel": ({}, 1, 3),  # 5.95 us; the four within 8% of each other
+}
+_FLA_MODULES = {"chunk_fwd_kernel_h": "fla.ops.common.chunk_h", "chunk_fwd_kernel_o": "fla.ops.common.chunk_o",
+                "chunk_local_cumsum_scalar_kernel": "fla.ops.utils.cumsum"}  # fmt: skip
+_searches: dict[str, list] = {}  # kernel -> fla-core's own configs, while pinned
 
 
 def _autotuner(kernel):
+    """The Triton autotuner under ``kernel`` (through ``@triton.heuristics`` wrappers, whose ``.fn`` is the next
+    layer down), or None."""
     while kernel is not None and not hasattr(kernel, "configs"):
         kernel = getattr(kernel, "fn", None)
     return kernel
 
 
-def install_shortlist(kernel) -> bool:
-    """Give the Triton autotuner under ``kernel`` (reached through ``@triton.heuristics`` wrappers, whose ``.fn``
-    is the next layer down) :func:`hopper_shortlist` as its ``early_config_prune``. Returns False, changing nothing,
-    if there is no autotuner or it already prunes its own configs."""
-    tuner = _autotuner(kernel)
-    if tuner is None or getattr(tuner, "early_config_prune", 1) is not None:
+def _fla_tuners() -> dict:
+    """fla-core's autotuners of :data:`HOPPER_PINS`'s kernels that this install has (none without fla-core)."""
+    if _fla_chunk_simple_gla is None:
+        return {}
+    import importlib
+
+    found = {}
+    for name, module in _FLA_MODULES.items():
+        try:
+            tuner = _autotuner(getattr(importlib.import_module(module), name, None))
+        except Exception:  # a layout change in fla-core: that kernel keeps its own search
+            tuner = None
+        if tuner is not None:
+            found[name] = tuner
+    return found
+
+
+def pin(tuner, name: str) -> bool:
+    """Leave ``tuner`` (the autotuner of fla-core kernel ``name``) only its :data:`HOPPER_PINS` config, so it
+    compiles that one and benchmarks nothing. False, changing nothing, when no config of its own matches the pin
+    (fla-core changed its search) or it is pinned already."""
+    if name in _searches:
         return False
-    tuner.early_config_prune = hopper_shortlist
+    kwargs, warps, stages = HOPPER_PINS[name]
+    match = [c for c in tuner.configs if c.kwargs == kwargs and c.num_warps == warps and c.num_stages == stages]
+    if not match:
+        return False
+    _searches[name] = tuner.configs
+    tuner.configs = match[:1]
+    tuner.cache.clear()
     return True
 
 
-def _fla_state_tuner():
-    """fla-core's state-kernel autotuner, or None (no fla-core, or its layout changed)."""
-    if _fla_chunk_simple_gla is None:
-        return None
-    try:
-        from fla.ops.common import chunk_h
-    except Exception:
-        return None
-    return _autotuner(getattr(chunk_h, "chunk_fwd_kernel_h", None))
-
-
-def fla_shortlist_active() -> bool:
-    """Whether fla-core's state kernel currently searches :func:`hopper_shortlist`."""
-    tuner = _fla_state_tuner()
-    return tuner is not None and tuner.early_config_prune is hopper_shortlist
+def fla_pins_active() -> bool:
+    """Whether every fla-core kernel of :data:`HOPPER_PINS` found in this install runs its pinned config."""
+    tuners = _fla_tuners()
+    return bool(tuners) and all(name in _searches and len(t.configs) == 1 for name, t in tuners.items())
 
 
 _full_search = False  # set by full_fla_autotune(): later prepare_fla() calls keep the full search
 
 
 def full_fla_autotune() -> None:
-    """Undo the shortlist for the rest of the process (and forget what it chose): for measuring FLA's own YOCO,
-    which runs the same fla-core kernels and is owed their full search. Engines built afterwards keep it."""
+    """Give fla-core back its own search for the rest of the process (and forget what it chose): for measuring
+    FLA's own YOCO, which runs the same fla-core kernels and is owed their full search. Engines built afterwards
+    keep it."""
     global _full_search
     _full_search = True
-    if fla_shortlist_active():
-        tuner = _fla_state_tuner()
-        tuner.early_config_prune = None
-        tuner.cache.clear()
+    for name, tuner in _fla_tuners().items():
+        if name in _searches:
+            tuner.configs = _searches.pop(name)
+            tuner.cache.clear()
 
 
-def prepare_fla() -> bool:
-    """Give fla-core's state kernel the Hopper shortlist (:func:`hopper_shortlist`), unless the settings ask for
-    its full autotuning or :func:`full_fla_autotune` was called in this process. Explicit (importing yoco-eval
-    patches nothing); idempotent. Returns whether the shortlist is active."""
-    if not (settings.get().fla_full_autotune or _full_search):
-        install_shortlist(_fla_state_tuner())
-    return fla_shortlist_active()
+def prepare_fla(device: torch.device | str | None = None) -> bool:
+    """Pin fla-core's autotuned kernels (:data:`HOPPER_PINS`) when ``device`` (default: the current CUDA device) is
+    a Hopper GPU, unless the settings ask for fla-core's full autotuning or :func:`full_fla_autotune` was called in
+    this process. Explicit (importing yoco-eval patches nothing); idempotent. Returns whether the pins are active."""
+    if settings.get().fla_full_autotune or _full_search or not torch.cuda.is_available():
+        return fla_pins_active()
+    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    if dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] != 9:
+        return fla_pins_active()
+    for name, tuner in _fla_tuners().items():
+        pin(tuner, name)
+    return fla_pins_active()
 
 
 def fla_available() -> bool:
