@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from yoco_eval import settings
 from yoco_eval.errors import YocoEvalError
+from yoco_eval.model import precompile
 from yoco_eval.model.cache import Cache, CacheState
 from yoco_eval.model.inference import GraphDecoder, ScoringGraph, prepare_for_inference
 from yoco_eval.ops.retention import prepare_fla
@@ -96,6 +97,7 @@ class _Scoring:
         (the input without its last ``len(continuation)`` tokens) prefill that prefix once and fork the state for
         each continuation; or, where that saves little, every row's whole input goes through ONE stateless forward.
         """
+        self.ready()
         prepared = []
         for i, (ctx, cont) in enumerate(requests):
             if len(cont) == 0:
@@ -226,6 +228,7 @@ class _Scoring:
         """Total log-probability of ``tokens`` given ``prefix`` in ONE pass (rolling perplexity without windows).
 
         The sequence ``prefix + tokens`` must fit ``max_length + 1``. Logits are made one chunk at a time."""
+        self.ready()
         seq = list(prefix) + list(tokens)
         inp, n0 = seq[:-1], len(prefix) - 1  # position n0 predicts tokens[0]
         if len(inp) > self.max_length:
@@ -289,6 +292,8 @@ class Engine(_Scoring):
         if self.device.type == "cuda":
             settings.use_shared_triton_cache()
             prepare_fla(self.device)
+        # the kernels compile in the background meanwhile (yoco_eval.model.precompile); every forward waits first
+        self._precompiling = precompile.start(model, self.device) if self.device.type == "cuda" else None
         self._graphs: dict[tuple[int, int], GraphDecoder] = {}
         self._scoring_graphs: dict[tuple[int, int, int], ScoringGraph] | None = {}
 
@@ -310,6 +315,13 @@ class Engine(_Scoring):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def ready(self) -> None:
+        """Wait until the background compilation started with the Engine (:mod:`yoco_eval.model.precompile`) is
+        done. Every forward of the Engine calls it first; call it yourself before measuring memory or time."""
+        if getattr(self, "_precompiling", None) is not None:
+            self._precompiling.result()
+            self._precompiling = None
 
     # -- prefill ----------------------------------------------------------------------------------------------
 
@@ -333,6 +345,7 @@ class Engine(_Scoring):
         return tokens.to(self.device), lens, lens.to(self.device)
 
     def _prefill(self, prompts, cache: Cache, start: int, want_logits: bool) -> torch.Tensor | None:
+        self.ready()
         B = len(prompts)
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token (e.g. BOS)")
@@ -408,6 +421,7 @@ class Engine(_Scoring):
         ``prefix``: one prompt only; continue from the longest prefix it shares with the prompts ``prefix`` saw
         before (see :class:`PrefixCache`); the result is the same as without it.
         """
+        self.ready()
         p = params or SamplingParams(**kw)
         B = len(prompts)
         if prefix is not None and B != 1:
@@ -481,6 +495,7 @@ class Engine(_Scoring):
         other sizes stay while all of their caches together hold at most :data:`GRAPH_KEEP_BYTES` (lm-eval's batches
         of short prompts alternate between a full and a last, smaller batch; capturing again costs more than the
         step itself); the oldest go first."""
+        self.ready()
         key = (batch, max(256, 1 << (max_len - 1).bit_length()) if max_len <= 4096 else -(-max_len // 4096) * 4096)
         g = self._graphs.pop(key, None)
         if g is None:

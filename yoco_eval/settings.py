@@ -11,7 +11,8 @@ Importing the package changes nothing: the one place that writes the environment
 | ``YOCO_EVAL_TRITON`` | ``triton`` | on | our hand-written Triton kernels (``0``: their PyTorch twins) |
 | ``YOCO_EVAL_COMPILE`` | ``compile`` | on | ``torch.compile`` of the elementwise twins on CUDA |
 | ``YOCO_EVAL_SWIGLU_GEMM`` | ``swiglu_gemm`` | on | Hopper: up-projection GEMM with SwiGLU in its epilogue |
-| ``YOCO_EVAL_FLA_FULL_AUTOTUNE`` | ``fla_full_autotune`` | off | fla-core's full autotuning instead of our Hopper pins |
+| ``YOCO_EVAL_PRECOMPILE`` | ``precompile`` | on | compile a model's Triton kernels in the background when loaded |
+| ``YOCO_EVAL_FLA_FULL_AUTOTUNE`` | ``fla_full_autotune`` | off | fla-core's full search, not our Hopper pins |
 | ``YOCO_EVAL_COMMIT`` | ``commit`` | git HEAD | the code's commit, for a copied tree whose .git lags |
 | ``YOCO_EVAL_CACHE`` | ``cache_dir`` | ``~/.cache/yoco-eval`` | converted assets (e.g. SmolLM2's HF folder) |
 | ``TRITON_INTERPRET`` | ``triton_interpret`` | off | Triton's CPU interpreter (tests) |
@@ -62,6 +63,7 @@ class Settings:
     compile: bool = True
     swiglu_gemm: bool = True
     fla_full_autotune: bool = False
+    precompile: bool = True
     triton_interpret: bool = False
     commit: str | None = None
     cache_dir: Path = Path.home() / ".cache" / "yoco-eval"
@@ -80,6 +82,7 @@ class Settings:
             compile=_flag(env, "YOCO_EVAL_COMPILE", True),
             swiglu_gemm=_flag(env, "YOCO_EVAL_SWIGLU_GEMM", True),
             fla_full_autotune=_flag(env, "YOCO_EVAL_FLA_FULL_AUTOTUNE", False),
+            precompile=_flag(env, "YOCO_EVAL_PRECOMPILE", True),
             triton_interpret=_flag(env, "TRITON_INTERPRET", False),
             commit=env.get("YOCO_EVAL_COMMIT") or None,
             cache_dir=Path(env["YOCO_EVAL_CACHE"]) if env.get("YOCO_EVAL_CACHE") else cls.cache_dir,

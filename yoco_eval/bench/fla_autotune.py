@@ -22,8 +22,9 @@ def _tuners() -> dict:
 
     from yoco_eval.ops.retention import _autotuner
 
-    return {name: _autotuner(getattr(mod, name)) for mod, name in (
-        (chunk_h, "chunk_fwd_kernel_h"), (chunk_o, "chunk_fwd_kernel_o"), (cumsum, "chunk_local_cumsum_scalar_kernel"))}  # fmt: skip
+    kernels = ((chunk_h, "chunk_fwd_kernel_h"), (chunk_o, "chunk_fwd_kernel_o"),
+               (cumsum, "chunk_local_cumsum_scalar_kernel"))  # fmt: skip
+    return {name: _autotuner(getattr(mod, name)) for mod, name in kernels}
 
 
 def _config(c) -> dict:

@@ -190,4 +190,4 @@ def autotune_policy() -> str:
         from yoco_eval.ops.retention import fla_pins_active
     except ImportError:  # no fla-core: nothing of it is tuned
         return "no fla-core"
-    return "fla-core: yoco-eval's Hopper pins (its own H100 picks)" if fla_pins_active() else "fla-core: full autotuning"
+    return "fla-core: yoco-eval's Hopper pins (its H100 picks)" if fla_pins_active() else "fla-core: full autotuning"

@@ -478,6 +478,7 @@ class YOCONeedleModel:
         ids = list(prompt_ids)
         if self.prompt_prefix_tokens:
             ids = [self.tokenizer.bos_id, *ids]
+        self.engine.ready()  # the background compilation's memory stays out of this call's peak
         _cuda_peak_reset()
         t0 = time.perf_counter()
         reused = self.prefix.tokens_reused if self.prefix is not None else 0

@@ -29,7 +29,9 @@ on the CPU path; ``YOCO_EVAL_TRITON=0`` (:mod:`yoco_eval.settings`) turns them a
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 
 import torch
 
@@ -44,6 +46,29 @@ try:
     from triton.tools.tensor_descriptor import TensorDescriptor  # host-side TMA descriptors (triton >= 3.4)
 except Exception:
     TensorDescriptor = None
+
+
+_local = threading.local()  # compile_only() is per thread: the caller's own launches keep running
+
+
+@contextlib.contextmanager
+def compile_only():
+    """Inside (this thread only), our kernels' launches compile their variant (Triton's ``warmup``) and launch
+    nothing: outputs stay unwritten. For :mod:`yoco_eval.model.precompile`, which runs a model's code once this way
+    so that every variant its real calls need is compiled ahead, in parallel."""
+    before = getattr(_local, "compile_only", False)
+    _local.compile_only = True
+    try:
+        yield
+    finally:
+        _local.compile_only = before
+
+
+def _launch(kernel, grid, *args, **kwargs) -> None:
+    if getattr(_local, "compile_only", False):
+        kernel.warmup(*args, grid=grid, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs)
 
 
 def interpreting() -> bool:
@@ -62,9 +87,9 @@ def available(x: torch.Tensor) -> bool:
 
 
 if triton is not None:
-    # do_not_specialize on row and head counts (used only in masks and loop bounds): Triton would otherwise compile
-    # each kernel once for 1 row (decode), once for a multiple of 16 and once for any other count, each on the cold
-    # start's critical path
+    # do_not_specialize on row, head and split counts (used only in masks and loop bounds): Triton would otherwise
+    # compile each kernel once for 1 row (decode), once for a multiple of 16 and once for any other count, each on
+    # the cold start's critical path, and a variant yoco_eval.model.precompile did not foresee
 
     @triton.jit(do_not_specialize=["T", "n_heads", "n_plain", "heads_per_prog"])
     def _rope_kernel(X, COS, SIN, stride_xb, stride_xt, stride_cb, stride_ct, T, n_heads, n_plain, scale,
@@ -103,7 +128,7 @@ if triton is not None:
                 tl.store(base + half[None, :], o1.to(X.dtype.element_ty), mask=tmask)
                 tl.store(base + D // 2 + half[None, :], o2.to(X.dtype.element_ty), mask=tmask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_splits"])
     def _decode_split_kernel(Q, K, V, KS, VS, LEN, OP, LP, stride_qb, stride_qh, stride_kb, stride_kt, stride_kh,
                              stride_vb, stride_vt, stride_vh, stride_sb, stride_st, stride_sh, n_kv_heads, n_splits,
                              scale, q2_off, k2_off,
@@ -175,7 +200,7 @@ if triton is not None:
         tl.store(OP + row[:, None] * DV + e[None, :], out, mask=gmask[:, None])
         tl.store(LP + row, lse, mask=gmask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_splits"])
     def _decode_merge_kernel(OP, LP, OUT, stride_ob, stride_oh, n_heads, n_splits, DV: tl.constexpr,
                              S_PAD: tl.constexpr):  # fmt: skip
         bh = tl.program_id(0)
@@ -277,7 +302,7 @@ if triton is not None:
         out = tl.minimum(x, 0.0) - tl.where(u == 1.0, t, tl.log(u) * (t / (u - 1.0)))
         tl.store(OUT + r[:, None] * N + n[None, :], out * inv_normalizer, mask=mask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["M"])
     def _swiglu_up_kernel(x_desc, w_desc, o_desc, M, N, K, NUM_PROGRAMS, BM: tl.constexpr, BN: tl.constexpr,
                           BK: tl.constexpr, GROUP_M: tl.constexpr):  # fmt: skip
         # persistent: program p takes output tiles p, p + NUM_PROGRAMS, ...; GROUP_M row blocks share each
@@ -324,7 +349,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
     if out.numel():
         block_d = triton.next_power_of_2(D)
         block_r = max(1, 8192 // block_d)
-        _rms_norm_kernel[(triton.cdiv(R, block_r),)](
+        _launch(
+            _rms_norm_kernel, (triton.cdiv(R, block_r),),
             x, weight if weight is not None else x, out, sx, R, D, float(eps), AFFINE=weight is not None,
             BLOCK_R=block_r, BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
         )  # fmt: skip
@@ -343,8 +369,8 @@ def gate_log(x: torch.Tensor, normalizer: float) -> torch.Tensor | None:
     if out.numel():
         block_n = triton.next_power_of_2(N)
         block_r = max(1, 2048 // block_n)
-        _gate_log_kernel[(triton.cdiv(R, block_r),)](x, out, sx, R, N, 1.0 / normalizer, BLOCK_R=block_r,
-                                                     BLOCK_N=block_n, num_warps=4)  # fmt: skip
+        _launch(_gate_log_kernel, (triton.cdiv(R, block_r),), x, out, sx, R, N, 1.0 / normalizer, BLOCK_R=block_r,
+                BLOCK_N=block_n, num_warps=4)  # fmt: skip
     return out
 
 
@@ -359,7 +385,8 @@ def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
     out = torch.empty(a.shape, device=a.device, dtype=a.dtype)
     if out.numel():
         block_r, block_n = 4, 1024
-        _silu_mul_kernel[(triton.cdiv(R, block_r), triton.cdiv(N, block_n))](
+        _launch(
+            _silu_mul_kernel, (triton.cdiv(R, block_r), triton.cdiv(N, block_n)),
             a, b, out, sa, sb, N, R, N, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=4
         )  # fmt: skip
     return out
@@ -378,7 +405,8 @@ def silu_gate_head_norm(g: torch.Tensor, o: torch.Tensor, eps: float) -> torch.T
     out = torch.empty(g.shape, device=g.device, dtype=g.dtype)
     if out.numel():
         block_r = max(1, 4096 // D)
-        _gate_head_norm_kernel[(triton.cdiv(R, block_r), H)](
+        _launch(
+            _gate_head_norm_kernel, (triton.cdiv(R, block_r), H),
             g, o, out, sg, so, o.stride(-2), H * D, R, float(eps), D=D, BLOCK_R=block_r, num_warps=4
         )  # fmt: skip
     return out
@@ -405,9 +433,9 @@ def retention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gt: torch.
     if not heads_ok or gt.stride(-1) != 1 or g.stride(-1) != 1:
         return None
     out = torch.empty(B, 1, H * DV, device=q.device, dtype=q.dtype)
-    _retention_step_kernel[(B, H)](q, k, v, gt, g, state, out, q.stride(0), k.stride(0), v.stride(0), gt.stride(0),
-                                   g.stride(0), H, 1.0 / normalizer, float(eps), D=D, DV=DV,
-                                   num_warps=8 if D * DV >= 8192 else 4)  # fmt: skip
+    _launch(_retention_step_kernel, (B, H), q, k, v, gt, g, state, out, q.stride(0), k.stride(0), v.stride(0),
+            gt.stride(0), g.stride(0), H, 1.0 / normalizer, float(eps), D=D, DV=DV,
+            num_warps=8 if D * DV >= 8192 else 4)  # fmt: skip
     return out
 
 
@@ -427,9 +455,9 @@ def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bo
     # at least ~2 programs per multiprocessor: a few tokens split their heads over programs
     per = NH if token_blocks >= ROPE_MIN_PROGRAMS else max(1, NH * token_blocks // ROPE_MIN_PROGRAMS)
     grid = (triton.cdiv(T, block_t), B, triton.cdiv(NH, per))
-    _rope_kernel[grid](x, cos, sin, x.stride(0), x.stride(1), stride_cb, cos.stride(1), T, NH,
-                       0 if n_plain is None else n_plain, float(scale), per, D=D, BLOCK_T=block_t,
-                       INTERLEAVED=bool(interleaved), num_warps=4)  # fmt: skip
+    _launch(_rope_kernel, grid, x, cos, sin, x.stride(0), x.stride(1), stride_cb, cos.stride(1), T, NH,
+            0 if n_plain is None else n_plain, float(scale), per, D=D, BLOCK_T=block_t,
+            INTERLEAVED=bool(interleaved), num_warps=4)  # fmt: skip
     return x
 
 
@@ -475,7 +503,8 @@ def _swiglu_up_launch(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, 
     N = w.shape[0] // 2
     out = torch.empty(M, N, device=x.device, dtype=x.dtype)
     programs = min(triton.cdiv(M, BM) * (N // BN), max_programs)
-    _swiglu_up_kernel[(programs,)](
+    _launch(
+        _swiglu_up_kernel, (programs,),
         TensorDescriptor.from_tensor(x, [BM, BK]), TensorDescriptor.from_tensor(w, [BN, BK]),
         TensorDescriptor.from_tensor(out, [BM, BN]), M, N, K, programs, BM=BM, BN=BN, BK=BK, GROUP_M=8,
         num_stages=stages, num_warps=warps,
@@ -585,11 +614,12 @@ def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off,
     part = torch.empty(B, H, S, DV, device=q.device, dtype=torch.float32)
     lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
     ks, vs = (k_scale, v_scale) if quant else (kv_len, kv_len)  # unused pointers when not quantized
-    _decode_split_kernel[(S, B * programs_per_row)](
+    _launch(
+        _decode_split_kernel, (S, B * programs_per_row),
         q, k, v, ks, vs, kv_len, part, lse, q.stride(0), stride_qh, k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *(ks.stride() if quant else (0, 0, 0)), programs_per_row, S,
         float(scale), q2_off, k2_off, G=G, G_PAD=max(16, triton.next_power_of_2(rows)), D=D, DV=DV, BLOCK_N=block_n,
         QUANT=quant, DIFF=diff, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
-    _decode_merge_kernel[(B * H,)](part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV,
-                                   S_PAD=max(16, triton.next_power_of_2(S)))  # fmt: skip
+    _launch(_decode_merge_kernel, (B * H,), part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV,
+            S_PAD=max(16, triton.next_power_of_2(S)))  # fmt: skip
