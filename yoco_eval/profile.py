@@ -256,7 +256,10 @@ def main(args) -> int:
     if "fla" in peers:  # FLA's YOCO runs our fla-core kernels: both sides get one policy (each row says which)
         from yoco_eval.ops.retention import full_fla_autotune, prepare_fla
 
-        full_fla_autotune() if args.fla_autotune == "full" else prepare_fla()
+        if args.fla_autotune == "full":
+            full_fla_autotune()
+        else:
+            prepare_fla()
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         rows += profile_model(name, lengths, args.gen, args.chunk_size, args.batch, kv_dtype=args.kv_dtype,
