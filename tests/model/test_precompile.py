@@ -67,3 +67,18 @@ def test_the_switch(monkeypatch, value, expected):
     finally:
         monkeypatch.undo()
         settings.reload()
+
+
+@pytest.mark.parametrize("name", ["yoco-debug", "yoco-debug-swa", "transformer-debug"])
+def test_the_warm_up_calls_fit_every_model_it_accepts(name):
+    """The warm-up's prefill + decode step (run for real here, on the CPU) against each model family it accepts:
+    the same calls must go through on the GPU, where they only compile."""
+    import torch
+
+    from yoco_eval.model.layers import LanguageModel
+    from yoco_eval.profile import build_random
+
+    model = build_random(name, device="cpu")
+    assert isinstance(model, LanguageModel)  # what supported() asks for
+    with torch.inference_mode():
+        precompile.exercise(model, "cpu", 40)

@@ -82,13 +82,18 @@ def warm(model, device: torch.device, workers: int | None = None) -> None:
     from yoco_eval.ops.attention import SPLIT_DECODE_MIN
 
     AsyncCompileMode = _async_compile_mode()
-    T = SPLIT_DECODE_MIN
     workers = workers or min(8, os.cpu_count() or 1)
     with torch.cuda.device(device), torch.inference_mode(), ThreadPoolExecutor(workers) as pool:
         with AsyncCompileMode(pool), triton_kernels.compile_only():
-            cache = model.setup_cache(1, T + 16)
-            tokens = torch.zeros(1, T, dtype=torch.long, device=device)
-            model(tokens, cache=cache, start_pos=0, logits_from=1)
-            model(tokens[:, :1], cache=cache, start_pos=torch.full((1,), T, device=device))
+            exercise(model, device, SPLIT_DECODE_MIN)
         torch.cuda.current_stream(device).synchronize()
-        del cache
+
+
+def exercise(model, device, tokens: int) -> None:
+    """The calls the warm-up makes: a ``tokens``-long prefill into a throwaway cache with the last token's logits,
+    then one decode step (the Engine's contract: ``setup_cache``, ``forward(tokens, cache, start_pos,
+    logits_from)``)."""
+    cache = model.setup_cache(1, tokens + 16)
+    ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
+    model(ids, cache=cache, start_pos=0, logits_from=1)
+    model(ids[:, :1], cache=cache, start_pos=torch.full((1,), tokens, device=device))
