@@ -16,23 +16,12 @@ import sys
 import torch
 
 
-def _tuners() -> dict:
-    from fla.ops.common import chunk_h, chunk_o
-    from fla.ops.utils import cumsum
-
-    from yoco_eval.ops.retention import _autotuner
-
-    kernels = ((chunk_h, "chunk_fwd_kernel_h"), (chunk_o, "chunk_fwd_kernel_o"),
-               (cumsum, "chunk_local_cumsum_scalar_kernel"))  # fmt: skip
-    return {name: _autotuner(getattr(mod, name)) for mod, name in kernels}
-
-
 def _config(c) -> dict:
     return {"kwargs": dict(c.kwargs), "num_warps": c.num_warps, "num_stages": c.num_stages}
 
 
 def measure(tokens: int, heads: int = 24, head_dim: int = 128) -> dict:
-    from yoco_eval.ops.retention import fla_chunk_retention, full_fla_autotune
+    from yoco_eval.ops.retention import _fla_tuners, fla_chunk_retention, full_fla_autotune
 
     full_fla_autotune()
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -41,7 +30,7 @@ def measure(tokens: int, heads: int = 24, head_dim: int = 128) -> dict:
     fla_chunk_retention(q, k * head_dim**-0.5, v, log_g, torch.zeros(1, heads, head_dim, head_dim, device="cuda"))
     torch.cuda.synchronize()
     out = {}
-    for name, tuner in _tuners().items():
+    for name, tuner in _fla_tuners().items():  # the kernels the Hopper pins cover
         timings = getattr(tuner, "configs_timings", None) or {}
         best = getattr(tuner, "best_config", None)
         out[name] = {
