@@ -153,11 +153,14 @@ def test_triton_diff_decode_kernel_matches_reference(B):
 
 
 @pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("f16", [False, True], ids=["bf16-products", "fp16-products"])
 @pytest.mark.parametrize("Tk,head_major", [(8192, False), (100_000, True)], ids=["8192", "100000-cache-layout"])
-def test_triton_fp8_decode_kernel_matches_reference(Tk, head_major):
+def test_triton_fp8_decode_kernel_matches_reference(Tk, head_major, f16):
     """Flash-decoding over an fp8 cache (e4m3 + per-(token, head) scales). The reference is exact attention over
     the DEQUANTIZED cache in fp64 (the fp8 rounding is the model's, not the kernel's error); the plain path is
-    attention over the cache dequantized to bf16, as every non-decode read does."""
+    attention over the cache dequantized to bf16, as every non-decode read does. Both operand types of the kernel's
+    products (bf16, or fp16 with the query rows and ``p * v_scale`` scaled into [-1, 1]); with fp16 products, also
+    queries 2**17 times larger, past fp16's range (65504), so a query that overflowed fp16 would show."""
     from yoco_eval.ops import fp8
 
     B, Hk, D = 2, 8, 128
@@ -176,12 +179,20 @@ def test_triton_fp8_decode_kernel_matches_reference(Tk, head_major):
     kb, vb = fp8.dequantize(kq, ks, torch.bfloat16)[:, :Tk], fp8.dequantize(vq, vs, torch.bfloat16)[:, :Tk]
     base = naive_attention(q, kb, vb, lengths[:, None] - 1, kpos, valid).bfloat16()
     ks[:, Tk:] = float("nan")  # poison: a read past a row's length would show
-    fast = triton_kernels.decode_attention_splitk(q, kq, vq, lengths, k_scale=ks, v_scale=vs)
+    fast = triton_kernels.decode_attention_splitk(q, kq, vq, lengths, k_scale=ks, v_scale=vs, fp16_operands=f16)
     assert torch.isfinite(fast).all()
-    check(f"triton fp8 decode Tk={Tk}", fast, base, ref)
-    via_api = decode_attention(q, fp8.QuantKV(kq, ks), fp8.QuantKV(vq, vs), None, backend="triton",
-                               kv_len=lengths)  # fmt: skip
-    assert torch.equal(via_api, fast)
+    check(f"triton fp8 decode Tk={Tk} {'fp16' if f16 else 'bf16'} products", fast, base, ref)
+    if f16 == triton_kernels.FP8_FP16_OPERANDS:  # the model's route takes the default
+        via_api = decode_attention(q, fp8.QuantKV(kq, ks), fp8.QuantKV(vq, vs), None, backend="triton",
+                                   kv_len=lengths)  # fmt: skip
+        assert torch.equal(via_api, fast)
+    if f16:
+        big = q * 2.0**17
+        ref = naive_attention(big.double(), kd, vd, lengths[:, None] - 1, kpos, valid)
+        base = naive_attention(big, kb, vb, lengths[:, None] - 1, kpos, valid).bfloat16()
+        fast = triton_kernels.decode_attention_splitk(big, kq, vq, lengths, k_scale=ks, v_scale=vs, fp16_operands=True)
+        assert torch.isfinite(fast).all()
+        check(f"triton fp8 decode Tk={Tk} fp16 products, queries x 2**17", fast, base, ref)
 
 
 @pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")

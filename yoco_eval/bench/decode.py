@@ -62,11 +62,13 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
     print(f"B={B} Tk={Tk}: floor {row['floor_ms']:.3f} ms, SDPA split path {t_sdpa:.3f} ms")
     auto = partial(tk.decode_attention_splitk, q, kk, vv, L, **quant)
     row["auto_config_ms_before"] = do_bench(auto, warmup=20, rep=200, return_mode="median")  # again after the sweep
-    for bn, nw, ns, smul in itertools.product((64, 128, 256) if fp8 else (32, 64, 128), (4,), (3, 4), (None, 2)):
+    grid = (((64, 128, 256), (4, 8), (3, 4), (None, 2), (False, True)) if fp8 else
+            ((32, 64, 128), (4,), (3, 4), (None, 2), (False,)))  # fmt: skip
+    for bn, nw, ns, smul, f16 in itertools.product(*grid):
         S = None if smul is None else smul * tk._n_splits(B * Hk, Tk, bn)
         fn = partial(tk.decode_attention_splitk, q, kk, vv, L, splits=S, block_n=bn, num_warps=nw, num_stages=ns,
-                     **quant)  # fmt: skip
-        cfg = {"block_n": bn, "warps": nw, "stages": ns, "splits": S or "default"}
+                     **quant, **({"fp16_operands": f16} if fp8 else {}))  # fmt: skip
+        cfg = {"block_n": bn, "warps": nw, "stages": ns, "splits": S or "default", "fp16_operands": f16}
         try:
             diff = (fn().float() - ref.float()).abs().max().item()
             t = do_bench(fn, warmup=20, rep=200, return_mode="median")
@@ -80,8 +82,13 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
         return row
     best = row["best"] = min(ok, key=lambda x: x["ms"])
     print(f"   best triton {best['ms']:.3f} ms = {best['bytes_per_s'] / 1e12:.2f} TB/s (block {best['block_n']}, "
-          f"warps {best['warps']}, stages {best['stages']}, splits {best['splits']}); "
+          f"warps {best['warps']}, stages {best['stages']}, splits {best['splits']}, fp16 {best['fp16_operands']}); "
           f"max |diff| vs SDPA {best['max_diff_vs_sdpa']:.2e}")  # fmt: skip
+    if fp8:  # the best of each operand type
+        for f16 in (False, True):
+            b = min((x for x in ok if x["fp16_operands"] == f16), key=lambda x: x["ms"])
+            print(f"   {'fp16' if f16 else 'bf16'} operands: {b['ms']:.3f} ms = {b['bytes_per_s'] / 1e12:.2f} TB/s "
+                  f"(block {b['block_n']}, warps {b['warps']}, stages {b['stages']}, splits {b['splits']})")
     row["auto_config_ms"] = do_bench(auto, warmup=20, rep=200, return_mode="median")
     print(f"   the kernel's own choice {tk._decode_config(B * Hk, Tk, fp8)}: {row['auto_config_ms']:.3f} ms "
           f"({row['auto_config_ms_before']:.3f} ms before the sweep)")

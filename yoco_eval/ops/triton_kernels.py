@@ -133,7 +133,8 @@ if triton is not None:
                              stride_vb, stride_vt, stride_vh, stride_sb, stride_st, stride_sh, n_kv_heads, n_splits,
                              scale, q2_off, k2_off,
                              G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, DV: tl.constexpr,
-                             BLOCK_N: tl.constexpr, QUANT: tl.constexpr, DIFF: tl.constexpr):  # fmt: skip
+                             BLOCK_N: tl.constexpr, QUANT: tl.constexpr, DIFF: tl.constexpr,
+                             F16: tl.constexpr = False):  # fmt: skip
         # DIFF (differential attention): program (s, b, h) serves key/value PAIR h: rows 0..G-1 are half 1's query
         # heads (at Q, keys at K), rows G..2G-1 half 2's (at Q + q2_off, keys at K + k2_off); one value block each
         s = tl.program_id(0)
@@ -161,6 +162,11 @@ if triton is not None:
             q_off = head * stride_qh
             n_heads = n_kv_heads * G
         q = tl.load(Q + b * stride_qb + q_off[:, None] + d[None, :], mask=gmask[:, None], other=0.0)
+        if QUANT and F16:  # fp16 operands: e4m3 -> fp16 is one exact cvt per 2 values (-> bf16 takes 4 instructions)
+            qf = q.to(tl.float32)
+            qn = tl.max(tl.abs(qf), 1)  # each row scaled into [-1, 1]: no fp16 overflow; qn goes back on the scores
+            qn = tl.where(qn > 0, qn, 1.0)
+            q = (qf / qn[:, None]).to(tl.float16)
         m = tl.full([G_PAD], float("-inf"), tl.float32)
         lsum = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, DV], tl.float32)
@@ -175,12 +181,15 @@ if triton is not None:
             if DIFF:  # both halves' keys, the pair's values once
                 k2 = tl.load(kbase + k2_off + tok[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
                 sc = tl.where(second[:, None], tl.dot(q, tl.trans(k2)), tl.dot(q, tl.trans(k))) * scale
-            elif QUANT:  # fp8 values are exact in bf16; each key's scale multiplies its score, each value's its p
+            elif QUANT:  # fp8 values are exact in bf16 and fp16; each key's scale multiplies its score, each value's p
                 k = k.to(q.dtype)
                 v = v.to(q.dtype)
                 ks = tl.load(KS + sbase + tok * stride_st, mask=kmask, other=0.0)
                 vs = tl.load(VS + sbase + tok * stride_st, mask=kmask, other=0.0)
-                sc = tl.dot(q, tl.trans(k)) * (ks * scale)[None, :]
+                if F16:
+                    sc = tl.dot(q, tl.trans(k)) * (qn[:, None] * (ks * scale)[None, :])
+                else:
+                    sc = tl.dot(q, tl.trans(k)) * (ks * scale)[None, :]
             else:
                 sc = tl.dot(q, tl.trans(k)) * scale
             sc = tl.where(kmask[None, :], sc, float("-inf"))
@@ -188,7 +197,11 @@ if triton is not None:
             alpha = tl.exp(m - m_new)
             p = tl.exp(sc - m_new[:, None])
             lsum = lsum * alpha + tl.sum(p, 1)
-            if QUANT:
+            if QUANT and F16:  # p * vs over the block's largest vs lies in [0, 1]: fp16 keeps 10 bits of it
+                vmax = tl.max(vs, 0)
+                vmax = tl.where(vmax > 0, vmax, 1.0)
+                acc = acc * alpha[:, None] + tl.dot((p * (vs * (1.0 / vmax))[None, :]).to(tl.float16), v) * vmax
+            elif QUANT:
                 acc = acc * alpha[:, None] + tl.dot((p * vs[None, :]).to(v.dtype), v)
             else:
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
@@ -525,6 +538,10 @@ def _n_splits(batch_heads: int, max_keys: int, block_n: int, per_sm: int = 4) ->
     return max(1, min(want, -(-max_keys // (4 * block_n)), 256))
 
 
+# fp8 decode: fp16 products (one cvt per two e4m3 values) instead of bf16 ones (see decode_attention_splitk)
+FP8_FP16_OPERANDS = False
+
+
 def _decode_config(rows: int, keys: int, quant: bool = False) -> tuple[int, int]:
     """(block_n, num_stages) from the H100 sweeps of the ``bench_decode.py`` benchmark (4 warps won everywhere).
     bf16: short blocks with 3 stages for one sequence at 128K-512K, 64x4 at 1M, 128x4 once a batch fills the card. fp8
@@ -541,7 +558,8 @@ def _decode_config(rows: int, keys: int, quant: bool = False) -> tuple[int, int]
 def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: torch.Tensor,
                             scale: float | None = None, splits: int | None = None, block_n: int | None = None,
                             num_warps: int = 4, num_stages: int | None = None, k_scale: torch.Tensor | None = None,
-                            v_scale: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+                            v_scale: torch.Tensor | None = None,
+                            fp16_operands: bool | None = None) -> torch.Tensor:  # fmt: skip
     """One query per row over the first ``kv_len[b]`` keys of each row (flash-decoding).
 
     Args:
@@ -552,6 +570,9 @@ def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
         k_scale, v_scale: ``[B, Tk, Hk]`` fp32 scales of an fp8 cache (:mod:`yoco_eval.ops.fp8`; k, v e4m3), read
         next to the keys: the key scale multiplies the scores, the value scale the probabilities. Any strides;
         token-contiguous (the cache's head-major layout) keeps those reads coalesced.
+        fp16_operands: fp8 only: the products in fp16 rather than bf16 (default :data:`FP8_FP16_OPERANDS`); each
+        query row is scaled by its largest entry and each block's ``p * v_scale`` by the block's largest scale, so
+        both operands lie in [-1, 1] (fp16 keeps 3 more bits there than bf16 and cannot overflow).
     Returns:
         ``[B, 1, H, DV]`` in q's dtype.
     """
@@ -562,8 +583,9 @@ def decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     if quant and k_scale.stride() != v_scale.stride():
         raise ValueError("decode_attention_splitk: k_scale and v_scale need one layout")
     out = torch.empty(B, 1, H, v.shape[-1], device=q.device, dtype=q.dtype)
+    f16 = FP8_FP16_OPERANDS if fp16_operands is None else fp16_operands
     _decode_launch(q, k, v, kv_len, out, H // Hk, Hk, q.stride(2), 0, 0, scale, splits, block_n, num_warps,
-                   num_stages, k_scale, v_scale)  # fmt: skip
+                   num_stages, k_scale, v_scale, f16=quant and f16)  # fmt: skip
     return out
 
 
@@ -600,7 +622,7 @@ def diff_decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off, k2_off, scale, splits, block_n,
-                   num_warps, num_stages, k_scale=None, v_scale=None, diff=False):  # fmt: skip
+                   num_warps, num_stages, k_scale=None, v_scale=None, diff=False, f16=False):  # fmt: skip
     """Split kernel + merge kernel into ``out`` ``[B, 1, H, DV]`` (H = every query row the programs serve)."""
     B, H, D, DV = q.shape[0], out.shape[2], q.shape[-1], v.shape[-1]
     Tk = k.shape[1]
@@ -619,7 +641,7 @@ def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off,
         q, k, v, ks, vs, kv_len, part, lse, q.stride(0), stride_qh, k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *(ks.stride() if quant else (0, 0, 0)), programs_per_row, S,
         float(scale), q2_off, k2_off, G=G, G_PAD=max(16, triton.next_power_of_2(rows)), D=D, DV=DV, BLOCK_N=block_n,
-        QUANT=quant, DIFF=diff, num_warps=num_warps, num_stages=num_stages,
+        QUANT=quant, DIFF=diff, F16=f16, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     _launch(_decode_merge_kernel, (B * H,), part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV,
             S_PAD=max(16, triton.next_power_of_2(S)))  # fmt: skip
