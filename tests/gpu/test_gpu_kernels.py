@@ -399,3 +399,36 @@ def test_triton_selective_scan_matches_reference(Bn, T, Di, with_state):
           floor=2**-17 * ref_s.abs().max().item())  # fmt: skip
     via_api = selective_scan(x, dt, A, Bm, C, D, s0)  # "auto" on CUDA takes the kernel
     assert torch.equal(via_api[0], fast_y) and torch.equal(via_api[1], fast_s)
+
+
+@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
+@pytest.mark.parametrize("epi", ["plain", "residual", "swiglu"])
+@pytest.mark.parametrize("N,K", [(3072, 3072), (3072, 8192), (12312, 3072)], ids=["3072x3072", "3072x8192", "12312"])
+def test_triton_gemv_matches_reference(N, K, epi):
+    """The one-row GEMV (decode at batch 1) with each epilogue against fp64, with the cuBLAS path it replaces
+    (GEMM, then the residual add inside cuBLAS's addmm or the separate SwiGLU pass) as the twin; odd N is masked."""
+    from yoco_eval.ops.fused import _silu_mul
+
+    g = torch.Generator(device=DEV).manual_seed(N + K)
+    rows = 2 * N if epi == "swiglu" else N
+    x = torch.randn(1, 1, K, device=DEV, generator=g).bfloat16()
+    w = (torch.randn(rows, K, device=DEV, generator=g) * K**-0.5).bfloat16()
+    r = torch.randn(1, 1, N, device=DEV, generator=g).bfloat16()
+    ref = x.double() @ w.double().t()
+    if epi == "swiglu":
+        a, b = ref.chunk(2, dim=-1)
+        ref = torch.nn.functional.silu(a) * b
+        base = _silu_mul(*torch.nn.functional.linear(x, w).chunk(2, dim=-1))
+        fast = triton_kernels.gemv(x, w, swiglu=True)
+    elif epi == "residual":
+        ref = ref + r.double()
+        base = r.clone().view(1, -1).addmm_(x.view(1, -1), w.t()).view(r.shape)
+        fast = triton_kernels.gemv(x, w, residual=r.clone())
+        inplace = r.clone()
+        assert triton_kernels.gemv(x, w, residual=inplace, out=inplace) is inplace and torch.equal(inplace, fast)
+    else:
+        base = torch.nn.functional.linear(x, w)
+        fast = triton_kernels.gemv(x, w)
+    assert fast.shape == base.shape and fast.dtype == torch.bfloat16
+    check(f"triton gemv {N}x{K} {epi}", fast, base, ref)
+    assert triton_kernels.gemv(torch.cat([x, x], 1), w) is None, "two rows: cuBLAS's job"

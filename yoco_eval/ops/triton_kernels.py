@@ -336,6 +336,65 @@ if triton is not None:
             o_desc.store([om, on], (acc_a * tl.sigmoid(acc_a) * acc_b).to(o_desc.dtype))
 
 
+if triton is not None:
+
+    @triton.jit
+    def _gemv_kernel(X, W, R, OUT, N, K, EPI: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # one row: program p computes outputs [p * BLOCK_N, +BLOCK_N) of x W^T, streaming those rows of W once
+        # (each a contiguous K run); products accumulate elementwise in fp32 and are summed once at the end.
+        # EPI 0: x W^T; 1: R + x W^T (R may be OUT); 2: SwiGLU over W = [W_a; W_b] (2N rows): silu(a) * b, each of
+        # a, b, silu(a) rounded to the output dtype first, as the twin (two projections, then silu_mul) rounds them
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = n < N
+        kk = tl.arange(0, BLOCK_K)
+        rows = W + n.to(tl.int64)[:, None] * K
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        acc_b = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            kmask = k0 + kk < K
+            x = tl.load(X + k0 + kk, mask=kmask, other=0.0).to(tl.float32)[None, :]
+            wmask = nmask[:, None] & kmask[None, :]
+            acc += tl.load(rows + k0 + kk[None, :], mask=wmask, other=0.0).to(tl.float32) * x
+            if EPI == 2:
+                acc_b += tl.load(rows + N * K + k0 + kk[None, :], mask=wmask, other=0.0).to(tl.float32) * x
+        y = tl.sum(acc, 1)
+        if EPI == 1:
+            y += tl.load(R + n, mask=nmask, other=0.0).to(tl.float32)
+        if EPI == 2:
+            a = y.to(OUT.dtype.element_ty).to(tl.float32)
+            b = tl.sum(acc_b, 1).to(OUT.dtype.element_ty).to(tl.float32)
+            y = (a * tl.sigmoid(a)).to(OUT.dtype.element_ty).to(tl.float32) * b
+        tl.store(OUT + n, y.to(OUT.dtype.element_ty), mask=nmask)
+
+
+GEMV_CONFIG = (8, 512, 4)  # (BLOCK_N, BLOCK_K, num_warps)
+
+
+def gemv(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None, swiglu: bool = False,
+         out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None
+         ) -> torch.Tensor | None:  # fmt: skip
+    """One row times a weight, streaming the weight once (decode at batch 1): ``x`` ``[..., K]`` with one row,
+    ``w`` ``[N, K]`` (an ``nn.Linear`` weight) -> ``x w^T`` ``[..., N]``; with ``residual`` (``[..., N]``, may be
+    ``out``), ``residual + x w^T``; with ``swiglu``, ``w`` is ``[2N, K]`` and the result ``silu(x w_a^T) * (x w_b^T)``
+    ``[..., N]``. fp32 accumulation. None when the shapes or layouts do not fit (more than one row, non-contiguous
+    operands): the caller runs cuBLAS."""
+    if x.numel() != x.shape[-1] or not (x.is_contiguous() and w.is_contiguous()) or w.dim() != 2:
+        return None
+    K = x.shape[-1]
+    N = w.shape[0] // 2 if swiglu else w.shape[0]
+    if w.shape[1] != K or (swiglu and w.shape[0] % 2):
+        return None
+    if residual is not None and (residual.numel() != N or not residual.is_contiguous()):
+        return None
+    if out is None:
+        out = torch.empty(*x.shape[:-1], N, device=x.device, dtype=x.dtype)
+    bn, bk, nw = config or GEMV_CONFIG
+    epi = 2 if swiglu else 1 if residual is not None else 0
+    _launch(_gemv_kernel, (triton.cdiv(N, bn),), x, w, residual if residual is not None else out, out, N, K,
+            EPI=epi, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw)  # fmt: skip
+    return out
+
+
 def row_stride(x: torch.Tensor, inner: int = 1) -> int | None:
     """The stride between consecutive rows when ``x`` is read as ``[rows, *x.shape[-inner:]]`` without a copy
     (last dim contiguous, the leading dims collapsible into one), else None."""
