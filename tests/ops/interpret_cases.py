@@ -205,16 +205,44 @@ def test_swiglu_up_gemm(rows, programs):
     check(fast, fused._swiglu_up(x, w), ref)
 
 
+@pytest.mark.parametrize("epi", ["plain", "residual", "swiglu"])
+@pytest.mark.parametrize("config", [(4, 32, 4), (8, 64, 2)])
+def test_gemv(epi, config):
+    """The one-row GEMV with each epilogue; N and K not multiples of the blocks (masked rows and columns); the
+    residual written in place."""
+    g = torch.Generator().manual_seed(3)
+    N, K = 37, 150
+    x = torch.randn(1, 1, K, generator=g)
+    w = torch.randn(2 * N if epi == "swiglu" else N, K, generator=g) * K**-0.5
+    r = torch.randn(1, 1, N, generator=g)
+    ref = x.double() @ w.double().t()
+    if epi == "swiglu":
+        a, b = ref.chunk(2, dim=-1)
+        ref, base = torch.nn.functional.silu(a) * b, fused._swiglu_up(x.view(1, K), w).view(1, 1, N)
+        fast = triton_kernels.gemv(x, w, swiglu=True, config=config)
+    elif epi == "residual":
+        ref, base = ref + r.double(), r + torch.nn.functional.linear(x, w)
+        fast = r.clone()
+        assert triton_kernels.gemv(x, w, residual=fast, out=fast, config=config) is fast
+    else:
+        base, fast = torch.nn.functional.linear(x, w), triton_kernels.gemv(x, w, config=config)
+    assert fast.shape == (1, 1, N)
+    check(fast, base, ref)
+    assert triton_kernels.gemv(x.expand(1, 2, K), w) is None  # two rows: cuBLAS's job
+
+
+@pytest.mark.parametrize("B", [2, 1])
 @torch.inference_mode()
-def test_yoco_model_through_the_kernels(monkeypatch):
+def test_yoco_model_through_the_kernels(monkeypatch, B):
     """A tiny YOCO's chunked prefill + decode (rewritten for inference, as the Engine runs it) with the kernels in
     place of their twins, against fp64, under
-    tests/model/test_cache.py's rule and helpers. Counts the kernel calls, so a silent fallback to the twins fails."""
+    tests/model/test_cache.py's rule and helpers. Counts the kernel calls, so a silent fallback to the twins fails.
+    At batch 1, decode's projections go through the one-row GEMV."""
     from tests.model.test_cache import assert_close_to_ref, make, ref64
     from yoco_eval.model.inference import prepare_for_inference
 
     calls: dict[str, int] = {}
-    for name in ("rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_", "retention_step"):
+    for name in ("rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_", "retention_step", "gemv"):
         fn = getattr(triton_kernels, name)
 
         def counted(*a, _fn=fn, _name=name, **kw):
@@ -224,7 +252,7 @@ def test_yoco_model_through_the_kernels(monkeypatch):
 
         monkeypatch.setattr(triton_kernels, name, counted)
     model = make("yoco-debug")
-    ids = torch.randint(4, 260, (2, 40), generator=torch.Generator().manual_seed(7))
+    ids = torch.randint(4, 260, (B, 40), generator=torch.Generator().manual_seed(7))
     monkeypatch.setenv("YOCO_EVAL_TRITON", "0")  # the twins: the fp32 full forward and the fp64 reference
     settings.reload()
     full, ref = model(ids), ref64(model, ids)
@@ -232,14 +260,16 @@ def test_yoco_model_through_the_kernels(monkeypatch):
     monkeypatch.setenv("YOCO_EVAL_TRITON", "1")
     settings.reload()
     prepare_for_inference(model)  # as the Engine runs it: fused projections, residual-in-place GEMMs
-    cache = model.setup_cache(2, 48)
+    cache = model.setup_cache(B, 48)
     got = [model(ids[:, s : s + 12], cache=cache, start_pos=s) for s in range(0, 36, 12)]
-    pos = torch.full((2,), 36)
+    pos = torch.full((B,), 36)
     for t in range(36, 40):
         got.append(model(ids[:, t : t + 1], cache=cache, start_pos=pos))
         pos = pos + 1
     got = torch.cat(got, 1)
-    assert set(calls) == {"rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_", "retention_step"}, calls
+    assert set(calls) == {"rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_", "retention_step",
+                          "gemv"}, calls  # fmt: skip
+    assert (calls["gemv"] > 0) == (B == 1), calls  # it ran, and only for one-row projections
     assert_close_to_ref(got, full, ref)
     assert torch.equal(got.argmax(-1), full.argmax(-1))
 

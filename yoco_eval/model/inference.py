@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from yoco_eval.model.layers import DecoderLayer, FeedForward
 from yoco_eval.model.transformer import SelfAttention
 from yoco_eval.model.yoco import CrossAttention, GatedRetention, SlidingWindowAttention
-from yoco_eval.ops import fused
+from yoco_eval.ops import fused, triton_kernels
 
 FFN_ROWS = 8192  # the feed-forward runs over at most this many tokens at a time (bounds its activation)
 
@@ -74,7 +73,10 @@ def _fused_weight(mod: nn.Module) -> torch.Tensor | None:
 
 def add_linear_(residual: torch.Tensor, y: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``residual + linear(y)`` written INTO ``residual`` by the GEMM itself; ``residual`` ``[..., out]`` must be
-    contiguous and free to overwrite. Returns ``residual``."""
+    contiguous and free to overwrite. Returns ``residual``. One row (decode at batch 1): the Triton GEMV with the
+    add in its epilogue (:func:`~yoco_eval.ops.triton_kernels.gemv`)."""
+    if triton_kernels.available(y) and triton_kernels.gemv(y, linear.weight, residual, out=residual) is not None:
+        return residual
     residual.view(-1, residual.shape[-1]).addmm_(y.reshape(-1, y.shape[-1]), linear.weight.t())
     return residual
 
@@ -91,7 +93,7 @@ class _FusedInputs:
         if w is None or not self.fuse_now(x, step):
             return super().project_in(x, step)
         sizes = [getattr(self, n).weight.shape[0] for n in self.in_projections]
-        return F.linear(x, w).split(sizes, dim=-1)
+        return fused.linear(x, w).split(sizes, dim=-1)
 
     def fuse_now(self, x: torch.Tensor, step) -> bool:
         return True

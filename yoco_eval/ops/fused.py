@@ -101,6 +101,14 @@ def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _kernel_or_twin(triton_kernels.silu_mul, _silu_mul_compiled, a, b)
 
 
+def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x w^T`` for ``x`` ``[..., K]``, ``w`` ``[N, K]``: one row (decode at batch 1) through the Triton GEMV
+    (:func:`triton_kernels.gemv`, which reads ``w`` at the copy rate where cuBLAS's small-row kernels do not),
+    everything else through cuBLAS."""
+    out = triton_kernels.gemv(x, w) if triton_kernels.available(x) else None
+    return out if out is not None else F.linear(x, w)
+
+
 def _swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     a, b = F.linear(x, w).chunk(2, dim=-1)
     return silu_mul(a, b)
@@ -109,8 +117,14 @@ def _swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The FFN's up-projection and SwiGLU: ``silu(x @ w[:N].T) * (x @ w[N:].T)`` for ``x`` ``[M, K]`` and the
     fused weight ``w`` ``[2N, K]`` -> ``[M, N]``. One Triton GEMM with the product in its epilogue on Hopper for
-    long row counts (:func:`triton_kernels.swiglu_up`), else cuBLAS's GEMM and :func:`silu_mul`."""
-    return _kernel_or_twin(triton_kernels.swiglu_up, _swiglu_up, x, w)
+    long row counts (:func:`triton_kernels.swiglu_up`), the one-row GEMV with the product in its epilogue for one
+    row (:func:`triton_kernels.gemv`), else cuBLAS's GEMM and :func:`silu_mul`."""
+    if triton_kernels.available(x):
+        out = triton_kernels.swiglu_up(x, w)
+        out = triton_kernels.gemv(x, w, swiglu=True) if out is None else out
+        if out is not None:
+            return out
+    return _swiglu_up(x, w)
 
 
 def retention_decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gt: torch.Tensor, g: torch.Tensor,

@@ -377,8 +377,9 @@ def gemv(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,
     ``w`` ``[N, K]`` (an ``nn.Linear`` weight) -> ``x w^T`` ``[..., N]``; with ``residual`` (``[..., N]``, may be
     ``out``), ``residual + x w^T``; with ``swiglu``, ``w`` is ``[2N, K]`` and the result ``silu(x w_a^T) * (x w_b^T)``
     ``[..., N]``. fp32 accumulation. None when the shapes or layouts do not fit (more than one row, non-contiguous
-    operands): the caller runs cuBLAS."""
-    if x.numel() != x.shape[-1] or not (x.is_contiguous() and w.is_contiguous()) or w.dim() != 2:
+    operands, ``YOCO_EVAL_GEMV=0``): the caller runs cuBLAS."""
+    if (x.numel() != x.shape[-1] or not (x.is_contiguous() and w.is_contiguous()) or w.dim() != 2
+            or x.dtype != w.dtype or not settings.get().gemv):
         return None
     K = x.shape[-1]
     N = w.shape[0] // 2 if swiglu else w.shape[0]
