@@ -24,6 +24,12 @@ from yoco_eval.ops.naive import naive_attention  # noqa: E402
 FLOOR = 1e-5
 
 
+@pytest.fixture(autouse=True)
+def _settings_follow_the_restored_environment():
+    yield
+    settings.reload()  # autouse, so torn down after monkeypatch has put back what a test set
+
+
 def err(a, ref):
     return (a.double() - ref).abs().max().item()
 
@@ -258,6 +264,7 @@ def test_yoco_model_through_the_kernels(monkeypatch, B):
     full, ref = model(ids), ref64(model, ids)
     assert not calls
     monkeypatch.setenv("YOCO_EVAL_TRITON", "1")
+    monkeypatch.setenv("YOCO_EVAL_GEMV", "1")  # opt-in: the one-row GEMV at batch 1
     settings.reload()
     prepare_for_inference(model)  # as the Engine runs it: fused projections, residual-in-place GEMMs
     cache = model.setup_cache(B, 48)

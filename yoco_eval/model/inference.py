@@ -73,9 +73,9 @@ def _fused_weight(mod: nn.Module) -> torch.Tensor | None:
 
 def add_linear_(residual: torch.Tensor, y: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``residual + linear(y)`` written INTO ``residual`` by the GEMM itself; ``residual`` ``[..., out]`` must be
-    contiguous and free to overwrite. Returns ``residual``. One row (decode at batch 1): the Triton GEMV with the
-    add in its epilogue (:func:`~yoco_eval.ops.triton_kernels.gemv`)."""
-    if triton_kernels.available(y) and triton_kernels.gemv(y, linear.weight, residual, out=residual) is not None:
+    contiguous and free to overwrite. Returns ``residual``. One row (decode at batch 1) with ``YOCO_EVAL_GEMV=1``:
+    the Triton GEMV with the add in its epilogue (:func:`~yoco_eval.ops.triton_kernels.gemv`)."""
+    if triton_kernels.gemv_on(y) and triton_kernels.gemv(y, linear.weight, residual, out=residual) is not None:
         return residual
     residual.view(-1, residual.shape[-1]).addmm_(y.reshape(-1, y.shape[-1]), linear.weight.t())
     return residual

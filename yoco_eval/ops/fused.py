@@ -104,8 +104,8 @@ def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x w^T`` for ``x`` ``[..., K]``, ``w`` ``[N, K]``: one row (decode at batch 1) through the Triton GEMV
     (:func:`triton_kernels.gemv`, which reads ``w`` at the copy rate where cuBLAS's small-row kernels do not),
-    everything else through cuBLAS."""
-    out = triton_kernels.gemv(x, w) if triton_kernels.available(x) else None
+    everything else through cuBLAS (and everything while ``YOCO_EVAL_GEMV`` is off, the default)."""
+    out = triton_kernels.gemv(x, w) if triton_kernels.gemv_on(x) else None
     return out if out is not None else F.linear(x, w)
 
 
@@ -118,10 +118,11 @@ def swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The FFN's up-projection and SwiGLU: ``silu(x @ w[:N].T) * (x @ w[N:].T)`` for ``x`` ``[M, K]`` and the
     fused weight ``w`` ``[2N, K]`` -> ``[M, N]``. One Triton GEMM with the product in its epilogue on Hopper for
     long row counts (:func:`triton_kernels.swiglu_up`), the one-row GEMV with the product in its epilogue for one
-    row (:func:`triton_kernels.gemv`), else cuBLAS's GEMM and :func:`silu_mul`."""
+    row (:func:`triton_kernels.gemv`, with ``YOCO_EVAL_GEMV=1``), else cuBLAS's GEMM and :func:`silu_mul`."""
     if triton_kernels.available(x):
         out = triton_kernels.swiglu_up(x, w)
-        out = triton_kernels.gemv(x, w, swiglu=True) if out is None else out
+        if out is None and triton_kernels.gemv_on(x):
+            out = triton_kernels.gemv(x, w, swiglu=True)
         if out is not None:
             return out
     return _swiglu_up(x, w)

@@ -370,6 +370,12 @@ if triton is not None:
 GEMV_CONFIG = (8, 512, 4)  # (BLOCK_N, BLOCK_K, num_warps)
 
 
+def gemv_on(x: torch.Tensor) -> bool:
+    """The model sends ``x``'s one-row projections through :func:`gemv` (``YOCO_EVAL_GEMV=1``; off by default:
+    in an H100 decode at 512K it was 1% slower than cuBLAS, see reports/gpu/README.md)."""
+    return settings.get().gemv and available(x)
+
+
 def gemv(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None, swiglu: bool = False,
          out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None
          ) -> torch.Tensor | None:  # fmt: skip
@@ -377,9 +383,9 @@ def gemv(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,
     ``w`` ``[N, K]`` (an ``nn.Linear`` weight) -> ``x w^T`` ``[..., N]``; with ``residual`` (``[..., N]``, may be
     ``out``), ``residual + x w^T``; with ``swiglu``, ``w`` is ``[2N, K]`` and the result ``silu(x w_a^T) * (x w_b^T)``
     ``[..., N]``. fp32 accumulation. None when the shapes or layouts do not fit (more than one row, non-contiguous
-    operands, ``YOCO_EVAL_GEMV=0``): the caller runs cuBLAS."""
-    if (x.numel() != x.shape[-1] or not (x.is_contiguous() and w.is_contiguous()) or w.dim() != 2
-            or x.dtype != w.dtype or not settings.get().gemv):
+    operands): the caller runs cuBLAS. The model takes this path only with ``YOCO_EVAL_GEMV=1``
+    (:func:`gemv_on`)."""
+    if x.numel() != x.shape[-1] or not (x.is_contiguous() and w.is_contiguous()) or w.dim() != 2 or x.dtype != w.dtype:
         return None
     K = x.shape[-1]
     N = w.shape[0] // 2 if swiglu else w.shape[0]
