@@ -274,9 +274,11 @@ def test_yoco_model_through_the_kernels(monkeypatch, B):
         got.append(model(ids[:, t : t + 1], cache=cache, start_pos=pos))
         pos = pos + 1
     got = torch.cat(got, 1)
-    assert set(calls) == {"rms_norm", "gate_log", "silu_mul", "silu_gate_head_norm", "rope_", "retention_step",
-                          "gemv"}, calls  # fmt: skip
-    assert (calls["gemv"] > 0) == (B == 1), calls  # it ran, and only for one-row projections
+    ran = {k for k, n in calls.items() if n}  # calls that did not decline
+    # the gate kernel declines the torch retention's head-major output at batch > 1 (its rows do not collapse into
+    # one stride; fla-core's output on the GPU does) and the twin runs; the GEMV takes one-row projections only
+    want = {"rms_norm", "gate_log", "silu_mul", "rope_", "retention_step"}
+    assert ran == (want | {"silu_gate_head_norm", "gemv"} if B == 1 else want), calls
     assert_close_to_ref(got, full, ref)
     assert torch.equal(got.argmax(-1), full.argmax(-1))
 
