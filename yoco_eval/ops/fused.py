@@ -103,8 +103,8 @@ def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x w^T`` for ``x`` ``[..., K]``, ``w`` ``[N, K]``: one row (decode at batch 1) through the Triton GEMV
-    (:func:`triton_kernels.gemv`, which reads ``w`` at the copy rate where cuBLAS's small-row kernels do not),
-    everything else through cuBLAS (and everything while ``YOCO_EVAL_GEMV`` is off, the default)."""
+    (:func:`triton_kernels.gemv`) with ``YOCO_EVAL_GEMV=1``, everything else (and everything by default) through
+    cuBLAS."""
     out = triton_kernels.gemv(x, w) if triton_kernels.gemv_on(x) else None
     return out if out is not None else F.linear(x, w)
 
