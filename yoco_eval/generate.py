@@ -388,6 +388,13 @@ class Engine(_Scoring):
         t = self.tokenizer
         return {i for i in (t.eos_id, *(getattr(t, "stop_ids", None) or ())) if i is not None}
 
+    def _pick(self, logits: torch.Tensor, banned: torch.Tensor | None, p: SamplingParams,
+              gen: torch.Generator | None) -> torch.Tensor:  # fmt: skip
+        """The next tokens ``[B]`` (on the device) from logits ``[B, vocab]`` (BOS/PAD masked out in place)."""
+        if banned is not None:
+            logits.index_fill_(-1, banned, float("-inf"))
+        return self._sample(logits, p, gen)
+
     @staticmethod
     def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> torch.Tensor:
         if p.temperature <= 0:
@@ -450,15 +457,26 @@ class Engine(_Scoring):
         t1 = time.perf_counter()
         stats = {"prefill_peak_bytes": torch.cuda.max_memory_allocated()} if self.device.type == "cuda" else {}
         banned, stop_ids = self._banned(), self._stop_ids()
+        banned_d = torch.tensor(banned, dtype=torch.long, device=self.device) if banned else None
         pos = torch.tensor([len(x) for x in prompts], device=self.device)
         out: list[list[int]] = [[] for _ in range(B)]
         reason = ["length"] * B
         done = [False] * B
+        readback = _TokenReadback(self.device, p.max_new_tokens, B)
+        # Look-ahead: step k+1's forward and sampling are queued BEFORE the host reads step k's tokens, so the GPU
+        # never waits for the host's stop checks. When every row stops early, that one queued step is wasted; it
+        # writes the cache one position past the last token returned, inside the prompt + max_new_tokens it holds.
+        nxt = self._pick(logits, banned_d, p, gen) if p.max_new_tokens > 0 else None
         for step in range(p.max_new_tokens):
-            if banned:
-                logits[:, banned] = float("-inf")
-            nxt = self._sample(logits, p, gen)
-            host = nxt.tolist()
+            readback.send(step, nxt)
+            if step < p.max_new_tokens - 1:
+                if graph is not None:
+                    logits = graph.step(nxt, pos)
+                else:
+                    logits = self.model(nxt[:, None], cache=cache, start_pos=pos)[:, -1].float()
+                pos = pos + 1
+                nxt = self._pick(logits, banned_d, p, gen)
+            host = readback.receive(step)
             for i in range(B):
                 if done[i]:
                     continue
@@ -470,13 +488,8 @@ class Engine(_Scoring):
                     done[i], reason[i] = True, "stop"
             if on_token is not None:
                 on_token(step, B - sum(done))
-            if all(done) or step == p.max_new_tokens - 1:
+            if all(done):
                 break
-            if graph is not None:
-                logits = graph.step(nxt, pos)
-            else:
-                logits = self.model(nxt[:, None], cache=cache, start_pos=pos)[:, -1].float()
-            pos = pos + 1
         self._sync()
         t2 = time.perf_counter()
         results = []
@@ -532,6 +545,32 @@ class Engine(_Scoring):
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+class _TokenReadback:
+    """Brings each decode step's sampled tokens ``[B]`` to the host without draining the device's queue: on CUDA an
+    asynchronous copy into pinned memory and an event, so the host waits for that copy only, not for the step
+    queued after it. One step is in flight at a time (:meth:`send` k, then :meth:`receive` k)."""
+
+    def __init__(self, device: torch.device, steps: int, batch: int):
+        self.cuda = device.type == "cuda" and steps > 0
+        if self.cuda:
+            self.host = torch.empty(batch, dtype=torch.long, pin_memory=True)
+            self.event = torch.cuda.Event()
+        self.sent: tuple[int, torch.Tensor] | None = None
+
+    def send(self, step: int, tokens: torch.Tensor) -> None:
+        if self.cuda:
+            self.host.copy_(tokens, non_blocking=True)
+            self.event.record()
+        self.sent = (step, tokens)
+
+    def receive(self, step: int) -> list[int]:
+        assert self.sent is not None and self.sent[0] == step, "receive() must follow send() of the same step"
+        if self.cuda:
+            self.event.synchronize()
+            return self.host.tolist()
+        return self.sent[1].tolist()
 
 
 class PrefixCache:
