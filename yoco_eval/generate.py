@@ -470,12 +470,16 @@ class Engine(_Scoring):
         for step in range(p.max_new_tokens):
             readback.send(step, nxt)
             if step < p.max_new_tokens - 1:
-                if graph is not None:
+                if graph is not None and p.temperature <= 0 and step > 0:
+                    nxt = graph.step_greedy()  # the graph chose the token and moved the positions itself
+                elif graph is not None:  # its logits come with the banned ids at -inf
                     logits = graph.step(nxt, pos)
+                    nxt = graph.next_tokens if p.temperature <= 0 else self._pick(logits, None, p, gen)
+                    pos = pos + 1
                 else:
                     logits = self.model(nxt[:, None], cache=cache, start_pos=pos)[:, -1].float()
-                pos = pos + 1
-                nxt = self._pick(logits, banned_d, p, gen)
+                    nxt = self._pick(logits, banned_d, p, gen)
+                    pos = pos + 1
             host = readback.receive(step)
             for i in range(B):
                 if done[i]:
@@ -516,7 +520,7 @@ class Engine(_Scoring):
             need = self._cache_nbytes(*key)
             while self._graphs and sum(x.cache.nbytes() for x in self._graphs.values()) + need > GRAPH_KEEP_BYTES:
                 del self._graphs[next(iter(self._graphs))]  # the oldest first
-            g = GraphDecoder(self.model, batch, key[1], self.device)
+            g = GraphDecoder(self.model, batch, key[1], self.device, banned=self._banned())
         self._graphs[key] = g  # the most recent last
         g.cache.reset()
         return g

@@ -122,6 +122,17 @@ def test_cuda_graph_decode_equals_eager_decode():
     engine = Engine(model, tok, chunk_size=256, max_length=20_000, cuda_graphs=True)
     graph = engine.generate(prompts, max_new_tokens=24)
     assert [g.tokens for g in graph] == [e.tokens for e in eager]
+    # the graph's own greedy choice (banned ids masked in the graph) and sampling through its logits, each with
+    # rows stopping early at a stop id, equal the eager loop
+    kw = dict(max_new_tokens=12, temperature=0.8, top_k=40, seed=3)
+    sampled = Engine(model, tok, chunk_size=256, max_length=20_000, cuda_graphs=False).generate(prompts, **kw)
+    assert [g.tokens for g in engine.generate(prompts, **kw)] == [e.tokens for e in sampled]
+    tok.eos_id = eager[0].tokens[5]  # row 0 stops at its 6th token (or sooner)
+    eager_engine = Engine(model, tok, chunk_size=256, max_length=20_000, cuda_graphs=False)
+    stopped = eager_engine.generate(prompts, max_new_tokens=24)
+    got = engine.generate(prompts, max_new_tokens=24)
+    assert [(g.tokens, g.finish_reason) for g in got] == [(e.tokens, e.finish_reason) for e in stopped]
+    assert got[0].finish_reason == "eos" and len(got[0].tokens) <= 5
     # the public graph API: one decoder per length bucket (1000 and 1020 share 1024), reset on every fetch, dropped
     # on demand
     g = engine.graph_decoder(2, 1000)

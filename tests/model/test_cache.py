@@ -403,7 +403,7 @@ def test_decode_graphs_of_other_sizes_stay_within_the_byte_budget(monkeypatch):
     class FakeGraph:  # a GraphDecoder's interface, with a cache of batch x max_len bytes
         made = 0
 
-        def __init__(self, model, batch, max_len, device):
+        def __init__(self, model, batch, max_len, device, banned=None):
             FakeGraph.made += 1
             alive.append(set(engine._graphs))
             self.cache = type("C", (), {"nbytes": lambda s, n=batch * max_len: n, "reset": lambda s: None})()

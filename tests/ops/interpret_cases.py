@@ -264,7 +264,7 @@ def test_yoco_model_through_the_kernels(monkeypatch, B):
     full, ref = model(ids), ref64(model, ids)
     assert not calls
     monkeypatch.setenv("YOCO_EVAL_TRITON", "1")
-    monkeypatch.setenv("YOCO_EVAL_GEMV", "1")  # opt-in: the one-row GEMV at batch 1
+    monkeypatch.setenv("YOCO_EVAL_GEMV", "1")  # the default, spelled out: the one-row GEMV at batch 1
     settings.reload()
     prepare_for_inference(model)  # as the Engine runs it: fused projections, residual-in-place GEMMs
     cache = model.setup_cache(B, 48)

@@ -73,7 +73,7 @@ def _fused_weight(mod: nn.Module) -> torch.Tensor | None:
 
 def add_linear_(residual: torch.Tensor, y: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``residual + linear(y)`` written INTO ``residual`` by the GEMM itself; ``residual`` ``[..., out]`` must be
-    contiguous and free to overwrite. Returns ``residual``. One row (decode at batch 1) with ``YOCO_EVAL_GEMV=1``:
+    contiguous and free to overwrite. Returns ``residual``. One row (decode at batch 1):
     the Triton GEMV with the add in its epilogue (:func:`~yoco_eval.ops.triton_kernels.gemv`)."""
     if triton_kernels.gemv_on(y) and triton_kernels.gemv(y, linear.weight, residual, out=residual) is not None:
         return residual
@@ -183,26 +183,50 @@ class GraphDecoder:
     Captured on a fresh cache before any prefill (the warm-up writes are then wiped by ``cache.reset()``); under
     capture the cache has static shapes (:meth:`~yoco_eval.model.cache.Cache.static_shapes`): attention covers the
     whole preallocated buffer under a length mask, so the same graph serves every step. Prefill into
-    :attr:`cache` as usual, then call :meth:`step` per token."""
+    :attr:`cache` as usual, then call :meth:`step` per token.
 
-    def __init__(self, model: nn.Module, batch: int, max_len: int, device):
+    The graph also makes the greedy choice: it sets the ``banned`` token ids' logits to -inf, writes each row's
+    argmax into its own token input and advances its positions, so greedy decoding replays it with no host-side
+    kernels in between (:meth:`step_greedy`)."""
+
+    def __init__(self, model: nn.Module, batch: int, max_len: int, device, banned: list[int] | None = None):
         self.model = model
         self.cache = model.setup_cache(batch, max_len)
         self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(batch, dtype=torch.long, device=device)
+        self.banned = torch.tensor(banned, dtype=torch.long, device=device) if banned else None
+
+        def step():
+            logits = model(self.tok, cache=self.cache, start_pos=self.pos)[:, -1].float()
+            if self.banned is not None:
+                logits.index_fill_(-1, self.banned, float("-inf"))
+            self.tok.copy_(logits.argmax(-1, keepdim=True))  # the greedy next token, fed to the next replay
+            self.pos.add_(1)
+            return logits
+
         with self.cache.static_shapes():
-            self.graph, self.logits = capture_graph(
-                device, lambda: model(self.tok, cache=self.cache, start_pos=self.pos)[:, -1].float()
-            )
+            self.graph, self.logits = capture_graph(device, step)
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Feed ``tokens`` ``[B]`` at positions ``pos`` ``[B]``; returns the fp32 logits ``[B, vocab]`` (a buffer the
-        next step overwrites)."""
+        """Feed ``tokens`` ``[B]`` at positions ``pos`` ``[B]``; returns the fp32 logits ``[B, vocab]``, banned ids at
+        -inf (a buffer the next step overwrites)."""
         self.tok.copy_(tokens.view(-1, 1))
         self.pos.copy_(pos)
         self.graph.replay()
         self.cache.advance(1)
         return self.logits
+
+    @property
+    def next_tokens(self) -> torch.Tensor:
+        """The last step's greedy tokens ``[B]`` (argmax of its logits, banned ids excluded): the input of the next
+        :meth:`step_greedy`, which overwrites them."""
+        return self.tok[:, 0]
+
+    def step_greedy(self) -> torch.Tensor:
+        """Feed :attr:`next_tokens` at the positions after the last step's; returns the new :attr:`next_tokens`."""
+        self.graph.replay()
+        self.cache.advance(1)
+        return self.next_tokens
 
 
 class ScoringGraph:

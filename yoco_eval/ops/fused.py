@@ -103,8 +103,7 @@ def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x w^T`` for ``x`` ``[..., K]``, ``w`` ``[N, K]``: one row (decode at batch 1) through the Triton GEMV
-    (:func:`triton_kernels.gemv`) with ``YOCO_EVAL_GEMV=1``, everything else (and everything by default) through
-    cuBLAS."""
+    (:func:`triton_kernels.gemv`; ``YOCO_EVAL_GEMV=0`` turns it off), everything else through cuBLAS."""
     out = triton_kernels.gemv(x, w) if triton_kernels.gemv_on(x) else None
     return out if out is not None else F.linear(x, w)
 
@@ -118,7 +117,7 @@ def swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The FFN's up-projection and SwiGLU: ``silu(x @ w[:N].T) * (x @ w[N:].T)`` for ``x`` ``[M, K]`` and the
     fused weight ``w`` ``[2N, K]`` -> ``[M, N]``. One Triton GEMM with the product in its epilogue on Hopper for
     long row counts (:func:`triton_kernels.swiglu_up`), the one-row GEMV with the product in its epilogue for one
-    row (:func:`triton_kernels.gemv`, with ``YOCO_EVAL_GEMV=1``), else cuBLAS's GEMM and :func:`silu_mul`."""
+    row (:func:`triton_kernels.gemv`), else cuBLAS's GEMM and :func:`silu_mul`."""
     if triton_kernels.available(x):
         out = triton_kernels.swiglu_up(x, w)
         if out is None and triton_kernels.gemv_on(x):

@@ -14,7 +14,8 @@
   rows of YOCO-3B it took 0.93x the time of cuBLAS's GEMM plus the SwiGLU pass on an H100
   (the ``bench_swiglu_gemm.py`` benchmark), though the GEMM alone runs at 659 against cuBLAS's 754 TFLOP/s.
 * :func:`gemv` — one row times a weight (decode at batch 1), with the residual add or the SwiGLU product in its
-  epilogue; opt-in (``YOCO_EVAL_GEMV=1``): in a YOCO-3B decode at 512K it was 1% slower than cuBLAS.
+  epilogue (no split-K reduce, no SwiGLU pass): a YOCO-3B decode step at 512K took 11.88 ms against 12.12 ms on
+  cuBLAS (H100). ``YOCO_EVAL_GEMV=0`` sends those projections back to cuBLAS.
 * :func:`rms_norm` and :func:`gate_log` — RMSNorm and retention's log-decay, so the YOCO GPU path needs no
   Inductor compile: Inductor compiled the RMSNorm once per row count, storage offset and stride (three times in
   a needle sweep's first cell, and past its recompile limit of 8 in the GPU tests, after which it ran eager).
@@ -370,12 +371,12 @@ if triton is not None:
         tl.store(OUT + n, y.to(OUT.dtype.element_ty), mask=nmask)
 
 
-GEMV_CONFIG = (8, 512, 4)  # (BLOCK_N, BLOCK_K, num_warps)
+GEMV_CONFIG = (8, 1024, 4)  # (BLOCK_N, BLOCK_K, num_warps): the best single config of bench/gemv.py on an H100
 
 
 def gemv_on(x: torch.Tensor) -> bool:
-    """The model sends ``x``'s one-row projections through :func:`gemv` (``YOCO_EVAL_GEMV=1``; off by default:
-    in an H100 decode at 512K it was 1% slower than cuBLAS, see reports/gpu/README.md)."""
+    """The model sends ``x``'s one-row projections through :func:`gemv` (on by default; ``YOCO_EVAL_GEMV=0``
+    turns it off; see reports/gpu/README.md for the measurement)."""
     return settings.get().gemv and available(x)
 
 
@@ -386,8 +387,7 @@ def gemv(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,
     ``w`` ``[N, K]`` (an ``nn.Linear`` weight) -> ``x w^T`` ``[..., N]``; with ``residual`` (``[..., N]``, may be
     ``out``), ``residual + x w^T``; with ``swiglu``, ``w`` is ``[2N, K]`` and the result ``silu(x w_a^T) * (x w_b^T)``
     ``[..., N]``. fp32 accumulation. None when the shapes or layouts do not fit (more than one row, non-contiguous
-    operands): the caller runs cuBLAS. The model takes this path only with ``YOCO_EVAL_GEMV=1``
-    (:func:`gemv_on`)."""
+    operands): the caller runs cuBLAS. The model takes this path while :func:`gemv_on` says so."""
     if x.numel() != x.shape[-1] or not (x.is_contiguous() and w.is_contiguous()) or w.dim() != 2 or x.dtype != w.dtype:
         return None
     K = x.shape[-1]
