@@ -6,6 +6,8 @@
 - ``python -m yoco_eval.bench.projections``: the self-decoder's q/k/v/g projections, separate vs batched vs fused.
 - ``python -m yoco_eval.bench.swiglu_gemm``: the up-projection GEMM with SwiGLU in its epilogue against cuBLAS.
 - ``python -m yoco_eval.bench.gemv``: decode's one-row projections, the Triton GEMV against cuBLAS in CUDA graphs.
+- ``python -m yoco_eval.bench.decode_loop``: a decode step as ``Engine.generate`` drives it, against the plain
+  synchronous loop and bare graph replays, at long context.
 - ``python -m yoco_eval.bench.selective_scan``: Mamba-1's selective scan in Triton against the chunked PyTorch scan.
 - ``python -m yoco_eval.bench.phi4flash``: Phi-4-mini-flash early-exit prefill against the full forward, memory
   against weights + K/V + 2 GB, decode against the bandwidth floor.

@@ -5,8 +5,8 @@ YOCO-3B (random weights, bf16) after one prompt of ``--context`` tokens, each wa
 
 * ``generate``: :meth:`Engine.generate` with ``ignore_eos`` (the product's loop: step k+1 is queued before the host
   reads step k's tokens); ``decode_ms`` = its decode time / (``gen`` - 1), as ``yoco-eval profile`` reports it.
-* ``sync``: the loop before the look-ahead, on the same graph: sample, read the tokens to the host, then queue the
-  next step (the GPU waits for the host every step).
+* ``sync``: the loop before the look-ahead, on the same graph: the argmax, the tokens read to the host, then the
+  next step queued (the GPU waits for the host every step).
 * ``replay``: the graph replayed ``gen`` - 1 times back to back, nothing else: the floor of any loop.
 
 Run on the device machine from the repo root::
@@ -61,9 +61,9 @@ def bench(context: int, gen: int, kv_dtype: str = "auto", model_name: str = "yoc
     def sync_loop():
         tok, pos = first, start
         for _ in range(gen - 1):
-            logits = g.step(tok, pos)
-            host = logits.argmax(-1).tolist()  # the host reads the token before the next step is queued
-            tok, pos = torch.tensor(host, device="cuda"), pos + 1
+            tok = g.step(tok, pos).argmax(-1)
+            tok.tolist()  # the host reads the tokens before it queues the next step
+            pos = pos + 1
 
     def replay_loop():
         for _ in range(gen - 1):

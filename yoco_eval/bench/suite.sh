@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU suite, run on the device machine from the repo root (results: reports/gpu/README.md):
 #   bash yoco_eval/bench/suite.sh [tests] [kernels] [profile] [prefill] [throughput] [loglik] [trace] [peers] [record] [scan]
-#     [phi4flash] [lmeval] [cold] [longest] [gemv] [table] ...
+#     [phi4flash] [lmeval] [cold] [longest] [gemv] [loop] [table] ...
 # Needs the wheels from ../shared/gpu/wheels.sh in .whl/. Everything it measures goes to $OUT (default /tmp/out).
 # Every profile row now follows the steady-state protocol (cold call + warm-up at the length + 3 timed runs: >= 5 calls
 # a row); record, memratio and fp8 are budgeted for it, the older steps' timeouts were set for one call a row.
@@ -81,6 +81,9 @@ for s in $steps; do
               --chunk-size 8192 --kv-dtype $kv --runs 1 --warmup 0 --out "$OUT/prompt_8m_$kv.json"; done ;;
     projections) timeout 60 python3 -m yoco_eval.bench.projections "$OUT/bench_projections.json" ;;
     gemv) timeout 200 python3 -m yoco_eval.bench.gemv "$OUT/bench_gemv.json" 2>&1 | tee "$OUT/bench_gemv.log" ;;
+    loop) # the decode loop at 512K: Engine.generate against the synchronous loop and bare graph replays, bf16 and fp8
+            for kv in auto fp8; do timeout 100 python3 -m yoco_eval.bench.decode_loop --kv-dtype $kv \
+              --out "$OUT/decode_loop_512k_$kv.json" 2>&1 | tee "$OUT/decode_loop_512k_$kv.log"; done ;;
     table) # issue 20's whole table, its rows spread over the visible GPUs (SMOL=DIR: lm-eval with random weights)
             python3 -m yoco_eval.bench.table --out "$OUT/table" ${SMOL:+--smol $SMOL} ;;
     memratio) # the memory-ratio row: both models at 512K with the same (small) prefill chunks. Two one-model files:
