@@ -113,8 +113,11 @@ class InferenceSelfAttention(_FusedInputs, SelfAttention):
     pass
 
 
-class InferenceCrossAttention(CrossAttention):  # one input projection: nothing to fuse, but the same contract
-    pass
+class InferenceCrossAttention(CrossAttention):
+    """One input projection: nothing to fuse, but a one-row query (decode) takes the GEMV like the others."""
+
+    def project_in(self, x: torch.Tensor, step) -> tuple[torch.Tensor, ...]:
+        return (fused.linear(x, self.q_proj.weight),)
 
 
 class InferenceFeedForward(FeedForward):

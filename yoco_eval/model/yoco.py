@@ -152,7 +152,8 @@ class CrossAttention(Mixer):
     def mix(self, x, k, v, q_pos, step: Step, freqs: torch.Tensor, q_is_tail: bool) -> torch.Tensor:
         B, N, _ = x.shape
         tables = step.rope_tables(freqs, x.dtype) if q_is_tail and N == step.pos.shape[1] else None
-        q = apply_rope(self.q_proj(x).view(B, N, self.n_heads, self.head_dim), q_pos, freqs, True, tables, inplace=True)
+        (q,) = self.project_in(x, step)
+        q = apply_rope(q.view(B, N, self.n_heads, self.head_dim), q_pos, freqs, True, tables, inplace=True)
         return causal_attention(q, k, v, q_pos, step, q_is_tail).reshape(B, N, -1)
 
 
@@ -261,4 +262,4 @@ class YOCO(LanguageModel):
         commit_step(step)
         if x is None:
             return None
-        return self.output_projection(self.layer_norm(x))
+        return fused.linear(self.layer_norm(x), self.output_projection.weight)  # one row on the GPU: the GEMV
