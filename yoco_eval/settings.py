@@ -63,7 +63,7 @@ class Settings:
     triton: bool = True
     compile: bool = True
     swiglu_gemm: bool = True
-    gemv: bool = True  # decode 512K: 11.88 ms with it against 12.12 ms on cuBLAS (one H100, one call, 2eed49d)
+    gemv: bool = True  # faster than cuBLAS for a decode step's one-row projections (reports/gpu/README.md)
     fla_full_autotune: bool = False
     precompile: bool = True
     triton_interpret: bool = False

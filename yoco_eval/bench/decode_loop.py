@@ -92,5 +92,6 @@ def main(argv=None) -> None:
     write_record(a.out, hardware(argparse.Namespace(device="cuda")), command, res)
     print(f"wrote {a.out}")
 
+
 if __name__ == "__main__":
     main()

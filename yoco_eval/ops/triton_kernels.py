@@ -14,8 +14,8 @@
   rows of YOCO-3B it took 0.93x the time of cuBLAS's GEMM plus the SwiGLU pass on an H100
   (the ``bench_swiglu_gemm.py`` benchmark), though the GEMM alone runs at 659 against cuBLAS's 754 TFLOP/s.
 * :func:`gemv` — one row times a weight (decode at batch 1), with the residual add or the SwiGLU product in its
-  epilogue (no split-K reduce, no SwiGLU pass): a YOCO-3B decode step at 512K took 11.88 ms against 12.12 ms on
-  cuBLAS (H100). ``YOCO_EVAL_GEMV=0`` sends those projections back to cuBLAS.
+  epilogue (no split-K reduce, no SwiGLU pass); it beats cuBLAS's one-row GEMMs in a YOCO-3B decode step at 512K
+  on an H100 (reports/gpu/README.md). ``YOCO_EVAL_GEMV=0`` sends those projections back to cuBLAS.
 * :func:`rms_norm` and :func:`gate_log` — RMSNorm and retention's log-decay, so the YOCO GPU path needs no
   Inductor compile: Inductor compiled the RMSNorm once per row count, storage offset and stride (three times in
   a needle sweep's first cell, and past its recompile limit of 8 in the GPU tests, after which it ran eager).
