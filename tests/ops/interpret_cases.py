@@ -174,12 +174,16 @@ def test_rope_in_place(interleaved, adjacent, min_programs, monkeypatch):
     check(out_k, base_k, ref_k)
 
 
-def _decode_case(G: int, D: int, DV: int, seed: int, splits):
-    """The split-key kernel on 2 rows of unequal lengths over poisoned spare slots: (kernel, twin, fp64 reference)."""
-    B, Hk, Tk = 2, 2, 300
+def _decode_case(G: int, D: int, DV: int, seed: int, splits, Tk: int = 300, peak: int | None = None):
+    """The split-key kernel on 2 rows of unequal lengths over poisoned spare slots: (kernel, twin, fp64 reference).
+    ``peak``: row 0's keys there (16 of them) lean towards their group's queries, so the splits holding them carry
+    the largest log-sum-exp."""
+    B, Hk = 2, 2
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, 1, Hk * G, D, generator=g)
     k = torch.randn(B, Tk + 40, Hk, D, generator=g)
+    if peak is not None:
+        k[0, peak : peak + 16] += 0.5 * q[0, 0].view(Hk, G, D).mean(1)
     v = torch.randn(B, Tk + 40, Hk, DV, generator=g)
     lengths = torch.tensor([Tk, 107])
     valid = torch.arange(Tk)[None] < lengths[:, None]
@@ -193,9 +197,11 @@ def _decode_case(G: int, D: int, DV: int, seed: int, splits):
     return fast, base, ref
 
 
-@pytest.mark.parametrize("splits", [None, 3])
-def test_decode_attention_splitk(splits):
-    check(*_decode_case(G=3, D=64, DV=64, seed=5, splits=splits))
+@pytest.mark.parametrize("splits,Tk,peak", [(None, 300, None), (3, 300, None), (37, 1200, 1100)])
+def test_decode_attention_splitk(splits, Tk, peak):
+    # 37 splits of 1,200 keys: 19 hold keys (64 each), the rest are empty; row 0's largest log-sum-exp is in split
+    # 17, so the merge's running maximum moves in its second block of 16 splits
+    check(*_decode_case(G=3, D=64, DV=64, seed=5, splits=splits, Tk=Tk, peak=peak))
 
 
 @pytest.mark.parametrize("rows,programs", [(40, 3), (128, 64)], ids=["persistent-loop", "one-tile-each"])
