@@ -219,28 +219,20 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["n_splits"])
     def _decode_merge_kernel(OP, LP, OUT, stride_ob, stride_oh, n_heads, n_splits, DV: tl.constexpr,
-                             S_BLOCK: tl.constexpr):  # fmt: skip
-        # the splits in blocks of S_BLOCK, merged by a running log-sum-exp: one compiled variant for any split count
+                             S_PAD: tl.constexpr):  # fmt: skip
         bh = tl.program_id(0)
         b = bh // n_heads
         h = bh % n_heads
+        s = tl.arange(0, S_PAD)
         d = tl.arange(0, DV)
-        m = tl.max(tl.full([S_BLOCK], float("-inf"), tl.float32), 0)
-        tot = tl.sum(tl.zeros([S_BLOCK], tl.float32), 0)
-        acc = tl.zeros([DV], tl.float32)
-        for s0 in range(0, n_splits, S_BLOCK):
-            s = s0 + tl.arange(0, S_BLOCK)
-            lse = tl.load(LP + bh * n_splits + s, mask=s < n_splits, other=float("-inf"))
-            m_new = tl.maximum(m, tl.max(lse, 0))
-            base = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp(m - base)  # 0 while nothing was seen
-            w = tl.exp(lse - base)  # 0 for empty splits
-            part = tl.load(OP + (bh * n_splits + s)[:, None] * DV + d[None, :], mask=(s < n_splits)[:, None],
-                           other=0.0)  # fmt: skip
-            acc = acc * alpha + tl.sum(w[:, None] * part, 0)
-            tot = tot * alpha + tl.sum(w, 0)
-            m = m_new
-        out = acc / tl.where(tot > 0, tot, 1.0)
+        lse = tl.load(LP + bh * n_splits + s, mask=s < n_splits, other=float("-inf"))
+        m = tl.max(lse, 0)
+        m = tl.where(m == float("-inf"), 0.0, m)
+        w = tl.exp(lse - m)  # 0 for empty splits
+        part = tl.load(OP + (bh * n_splits + s)[:, None] * DV + d[None, :], mask=(s < n_splits)[:, None],
+                       other=0.0)  # fmt: skip
+        tot = tl.sum(w, 0)
+        out = tl.sum(w[:, None] * part, 0) / tl.where(tot > 0, tot, 1.0)
         tl.store(OUT + b * stride_ob + h * stride_oh + d, out.to(OUT.dtype.element_ty))
 
     @triton.jit(do_not_specialize=["R"])
@@ -721,4 +713,5 @@ def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off,
         float(scale), q2_off, k2_off, G=G, G_PAD=max(16, triton.next_power_of_2(rows)), D=D, DV=DV, BLOCK_N=block_n,
         QUANT=quant, DIFF=diff, F16=f16, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
-    _launch(_decode_merge_kernel, (B * H,), part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV, S_BLOCK=16)
+    _launch(_decode_merge_kernel, (B * H,), part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV,
+            S_PAD=max(16, triton.next_power_of_2(S)))  # fmt: skip
