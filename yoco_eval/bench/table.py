@@ -323,10 +323,9 @@ def run(rows: list[Row], out, lanes: int, *, force: bool = False, timeout_scale:
 
 
 def _commit(flag: str | None) -> str | None:
-    from yoco_eval import settings
-    from yoco_eval.runinfo import git_commit
+    from yoco_eval.runinfo import git_commit  # YOCO_EVAL_COMMIT when set, else git's HEAD
 
-    return flag or settings.get().commit or (git_commit() or "")[:7] or None
+    return flag or (git_commit() or "")[:7] or None
 
 
 def cli(argv: list[str] | None = None) -> int:
