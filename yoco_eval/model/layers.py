@@ -140,6 +140,11 @@ class LanguageModel(nn.Module):
             self._backends = (resolve_backends(attn, retention, dev, decode), dev)
         return self._backends[0]
 
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The final RMSNorm and output projection: ``[B, N, d]`` -> logits ``[B, N, vocab]`` (one row on the GPU
+        through the GEMV, :func:`yoco_eval.ops.fused.linear`)."""
+        return fused.linear(self.layer_norm(x), self.output_projection.weight)
+
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         if not embeddings:

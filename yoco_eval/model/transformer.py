@@ -93,4 +93,4 @@ class Transformer(LanguageModel):
         if isinstance(logits_from, int) and logits_from == 0:
             return None
         x, _, _ = select_positions(x, step.pos, logits_from)
-        return self.output_projection(self.layer_norm(x))
+        return self.head(x)
