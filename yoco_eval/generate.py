@@ -468,7 +468,7 @@ class Engine(_Scoring):
         # writes the cache one position past the last token returned, inside the prompt + max_new_tokens it holds.
         nxt = self._pick(logits, banned_d, p, gen) if p.max_new_tokens > 0 else None
         for step in range(p.max_new_tokens):
-            readback.send(step, nxt)
+            readback.send(nxt)
             if step < p.max_new_tokens - 1:
                 if graph is not None and p.temperature <= 0 and step > 0:
                     nxt = graph.step_greedy()  # the graph chose the token and moved the positions itself
@@ -480,7 +480,7 @@ class Engine(_Scoring):
                     logits = self.model(nxt[:, None], cache=cache, start_pos=pos)[:, -1].float()
                     nxt = self._pick(logits, banned_d, p, gen)
                     pos = pos + 1
-            host = readback.receive(step)
+            host = readback.receive()
             for i in range(B):
                 if done[i]:
                     continue
@@ -554,27 +554,25 @@ class Engine(_Scoring):
 class _TokenReadback:
     """Brings each decode step's sampled tokens ``[B]`` to the host without draining the device's queue: on CUDA an
     asynchronous copy into pinned memory and an event, so the host waits for that copy only, not for the step
-    queued after it. One step is in flight at a time (:meth:`send` k, then :meth:`receive` k)."""
+    queued after it. One step is in flight at a time: :meth:`send`, then :meth:`receive`."""
 
     def __init__(self, device: torch.device, steps: int, batch: int):
         self.cuda = device.type == "cuda" and steps > 0
         if self.cuda:
             self.host = torch.empty(batch, dtype=torch.long, pin_memory=True)
             self.event = torch.cuda.Event()
-        self.sent: tuple[int, torch.Tensor] | None = None
 
-    def send(self, step: int, tokens: torch.Tensor) -> None:
+    def send(self, tokens: torch.Tensor) -> None:
+        self.sent = tokens
         if self.cuda:
             self.host.copy_(tokens, non_blocking=True)
             self.event.record()
-        self.sent = (step, tokens)
 
-    def receive(self, step: int) -> list[int]:
-        assert self.sent is not None and self.sent[0] == step, "receive() must follow send() of the same step"
+    def receive(self) -> list[int]:
         if self.cuda:
             self.event.synchronize()
             return self.host.tolist()
-        return self.sent[1].tolist()
+        return self.sent.tolist()
 
 
 class PrefixCache:
