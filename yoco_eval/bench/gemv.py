@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import json
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from triton.testing import do_bench_cudagraph
 
 from yoco_eval.ops import fused
 from yoco_eval.ops import triton_kernels as tk
+from yoco_eval.runinfo import write_record
 
 D, FFN, VOCAB = 3072, 8192, 100288
 # (name, rows of W, K, epilogue, uses per decode step): YOCO-3B, 13 self-decoder and 13 cross-decoder layers
@@ -104,9 +105,9 @@ def cli(argv: list[str] | None = None) -> None:
     ap.add_argument("out", nargs="?", help="write the full results here (JSON)")
     args = ap.parse_args(argv)
     res = bench()
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
+    if args.out:  # with the card, date, commit and command every recorded result carries
+        command = "python -m yoco_eval.bench.gemv " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_record(args.out, res.pop("card"), command, res)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m yoco_eval.bench.table --out DIR [--gpus N] [--rows a,b,...] [--smol FOLDER] [--commit SHA]
                                     [--force] [--dry-run] [--timeout-scale F]
 
-The device machine allows 600 s a command; the whole table takes ~900 s on one GPU. Here each GPU is a *lane*: a
+The device machine allows 600 s a command; the whole table takes ~1,000 s on one GPU. Here each GPU is a *lane*: a
 thread that runs its rows one after the other, each row a subprocess pinned to that GPU (``CUDA_VISIBLE_DEVICES``),
 its output in ``DIR/ROW.log``, killed (with its children) after the row's timeout. Rows go to lanes longest estimate
 first, each to the lane with the least work so far (:func:`plan`), so 2-4 GPUs finish the table in one call.
