@@ -175,9 +175,10 @@ class CrossDecoder(nn.Module):
         ``kv_fp8``: the keys/values are rounded through the fp8 cache format (a cache does it when writing)."""
         B, T, _ = x.shape
         m = self.kv_layer_norm(x)
-        k = self.k_proj(m).view(B, T, self.n_kv_heads, self.head_dim)
+        # fused.linear: F.linear, or the GEMV for the one row of a batch-1 decode step
+        k = fused.linear(m, self.k_proj.weight).view(B, T, self.n_kv_heads, self.head_dim)
         k = apply_rope(k, step.pos, freqs, True, step.rope_tables(freqs, x.dtype), inplace=True)
-        v = self.v_proj(m).view(B, T, self.n_kv_heads, self.head_dim)
+        v = fused.linear(m, self.v_proj.weight).view(B, T, self.n_kv_heads, self.head_dim)
         if step.cache is not None:
             k, v = step.cache.kv[0].write(k, v, step)
         elif kv_fp8:
