@@ -12,7 +12,6 @@ Importing the package changes nothing: the one place that writes the environment
 | ``YOCO_EVAL_COMPILE`` | ``compile`` | on | ``torch.compile`` of the elementwise twins on CUDA |
 | ``YOCO_EVAL_SWIGLU_GEMM`` | ``swiglu_gemm`` | on | Hopper: up-projection GEMM with SwiGLU in its epilogue |
 | ``YOCO_EVAL_GEMV`` | ``gemv`` | on | one-row projections (decode at batch 1) through our GEMV (``0``: cuBLAS) |
-| ``YOCO_EVAL_PDL`` | ``pdl`` | on | Hopper: decode kernels as programmatic dependent launches (``0``: plain) |
 | ``YOCO_EVAL_PRECOMPILE`` | ``precompile`` | on | compile a model's Triton kernels in the background when loaded |
 | ``YOCO_EVAL_FLA_FULL_AUTOTUNE`` | ``fla_full_autotune`` | off | fla-core's full search, not our Hopper pins |
 | ``YOCO_EVAL_COMMIT`` | ``commit`` | git HEAD | the code's commit, for a copied tree whose .git lags |
@@ -65,7 +64,6 @@ class Settings:
     compile: bool = True
     swiglu_gemm: bool = True
     gemv: bool = True  # faster than cuBLAS for a decode step's one-row projections (reports/gpu/README.md)
-    pdl: bool = True  # programmatic dependent launch of the decode kernels (yoco_eval.ops.triton_kernels.pdl_on)
     fla_full_autotune: bool = False
     precompile: bool = True
     triton_interpret: bool = False
@@ -86,7 +84,6 @@ class Settings:
             compile=_flag(env, "YOCO_EVAL_COMPILE", True),
             swiglu_gemm=_flag(env, "YOCO_EVAL_SWIGLU_GEMM", True),
             gemv=_flag(env, "YOCO_EVAL_GEMV", True),
-            pdl=_flag(env, "YOCO_EVAL_PDL", True),
             fla_full_autotune=_flag(env, "YOCO_EVAL_FLA_FULL_AUTOTUNE", False),
             precompile=_flag(env, "YOCO_EVAL_PRECOMPILE", True),
             triton_interpret=_flag(env, "TRITON_INTERPRET", False),

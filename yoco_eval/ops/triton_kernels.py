@@ -50,10 +50,6 @@ try:
     from triton.tools.tensor_descriptor import TensorDescriptor  # host-side TMA descriptors (triton >= 3.4)
 except Exception:
     TensorDescriptor = None
-try:  # grid dependency control, for programmatic dependent launch (triton >= 3.3, Hopper)
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except Exception:
-    gdc_launch_dependents = gdc_wait = None
 
 
 _local = threading.local()  # compile_only() is per thread: the caller's own launches keep running
@@ -72,12 +68,7 @@ def compile_only():
         _local.compile_only = before
 
 
-def _launch(kernel, grid, *args, pdl: bool = False, **kwargs) -> None:
-    """Launch ``kernel`` (or only compile it, inside :func:`compile_only`). ``pdl``: a programmatic dependent launch
-    (see :func:`pdl_on`); the kernel gets ``PDL=True`` and must wait (``gdc_wait``) before it reads anything an
-    earlier kernel wrote or writes anything."""
-    if pdl:
-        kwargs.update(PDL=True, launch_pdl=True)
+def _launch(kernel, grid, *args, **kwargs) -> None:
     if getattr(_local, "compile_only", False):
         kernel.warmup(*args, grid=grid, **kwargs)
     else:
@@ -87,25 +78,6 @@ def _launch(kernel, grid, *args, pdl: bool = False, **kwargs) -> None:
 def interpreting() -> bool:
     """Triton runs on the CPU under its interpreter (``TRITON_INTERPRET=1``, tests)."""
     return settings.get().triton_interpret
-
-
-def pdl_on(x: torch.Tensor) -> bool:
-    """Launch our decode kernels as programmatic dependent launches (Hopper and later, ``YOCO_EVAL_PDL``, on by
-    default): each kernel lets the next one start as soon as all its programs have started, and the next one waits
-    (``gdc_wait``) before it touches activations, so a GEMV streams its first weight block while the kernel before
-    it finishes, where it would otherwise start only once that kernel's last program had ended."""
-    return (
-        gdc_wait is not None
-        and settings.get().pdl
-        and x.is_cuda
-        and not interpreting()
-        and _capability_major(x.device.index if x.device.index is not None else torch.cuda.current_device()) >= 9
-    )
-
-
-@functools.cache
-def _capability_major(device_index: int) -> int:
-    return torch.cuda.get_device_capability(device_index)[0]
 
 
 def available(x: torch.Tensor) -> bool:
@@ -125,11 +97,7 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["T", "n_heads", "n_plain", "heads_per_prog"])
     def _rope_kernel(X, COS, SIN, stride_xb, stride_xt, stride_cb, stride_ct, T, n_heads, n_plain, scale,
-                     heads_per_prog, D: tl.constexpr, BLOCK_T: tl.constexpr, INTERLEAVED: tl.constexpr,
-                     PDL: tl.constexpr = False):  # fmt: skip
-        if PDL:  # (every PDL kernel here: let the next kernel start, then wait for the one before)
-            gdc_launch_dependents()
-            gdc_wait()
+                     heads_per_prog, D: tl.constexpr, BLOCK_T: tl.constexpr, INTERLEAVED: tl.constexpr):  # fmt: skip
         # program (t block, row, head group): a long call keeps all heads in one program (cos/sin loaded once per
         # token block); a decode step spreads its heads over programs (one program looping over 48 heads of ONE
         # token took 10.9 us on an H100)
@@ -170,10 +138,7 @@ if triton is not None:
                              scale, q2_off, k2_off,
                              G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, DV: tl.constexpr,
                              BLOCK_N: tl.constexpr, QUANT: tl.constexpr, DIFF: tl.constexpr,
-                             F16: tl.constexpr = False, PDL: tl.constexpr = False):  # fmt: skip
-        if PDL:
-            gdc_launch_dependents()
-            gdc_wait()
+                             F16: tl.constexpr = False):  # fmt: skip
         # DIFF (differential attention): program (s, b, h) serves key/value PAIR h: rows 0..G-1 are half 1's query
         # heads (at Q, keys at K), rows G..2G-1 half 2's (at Q + q2_off, keys at K + k2_off); one value block each
         s = tl.program_id(0)
@@ -254,10 +219,7 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["n_splits"])
     def _decode_merge_kernel(OP, LP, OUT, stride_ob, stride_oh, n_heads, n_splits, DV: tl.constexpr,
-                             S_BLOCK: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
-        if PDL:
-            gdc_launch_dependents()
-            gdc_wait()
+                             S_BLOCK: tl.constexpr):  # fmt: skip
         # the splits in blocks of S_BLOCK, merged by a running log-sum-exp: one compiled variant for any split count
         bh = tl.program_id(0)
         b = bh // n_heads
@@ -312,11 +274,7 @@ if triton is not None:
 
     @triton.jit
     def _retention_step_kernel(Q, K, V, GT, G, S, OUT, stride_qb, stride_kb, stride_vb, stride_gtb, stride_gb,
-                               n_heads, inv_normalizer, eps, D: tl.constexpr, DV: tl.constexpr,
-                               PDL: tl.constexpr = False):  # fmt: skip
-        if PDL:
-            gdc_launch_dependents()
-            gdc_wait()
+                               n_heads, inv_normalizer, eps, D: tl.constexpr, DV: tl.constexpr):  # fmt: skip
         # program (row b, head h): the whole D x DV fp32 state of one head in registers, read and written once
         b = tl.program_id(0).to(tl.int64)
         h = tl.program_id(1)
@@ -344,10 +302,7 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["R"])
     def _rms_norm_kernel(X, W, OUT, stride_x, R, D, eps, AFFINE: tl.constexpr, BLOCK_R: tl.constexpr,
-                         BLOCK_D: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
-        if PDL:
-            gdc_launch_dependents()
-            gdc_wait()
+                         BLOCK_D: tl.constexpr):  # fmt: skip
         r = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
         d = tl.arange(0, BLOCK_D)
         mask = (r[:, None] < R) & (d[None, :] < D)
@@ -396,8 +351,7 @@ if triton is not None:
 if triton is not None:
 
     @triton.jit
-    def _gemv_kernel(X, W, R, OUT, N, K, EPI: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     PDL: tl.constexpr = False):  # fmt: skip
+    def _gemv_kernel(X, W, R, OUT, N, K, EPI: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # one row: program p computes outputs [p * BLOCK_N, +BLOCK_N) of x W^T, streaming those rows of W once
         # (each a contiguous K run); products accumulate elementwise in fp32 and are summed once at the end.
         # EPI 0: x W^T; 1: R + x W^T (R may be OUT); 2: SwiGLU over W = [W_a; W_b] (2N rows): silu(a) * b, each of
@@ -406,21 +360,9 @@ if triton is not None:
         nmask = n < N
         kk = tl.arange(0, BLOCK_K)
         rows = W + n.to(tl.int64)[:, None] * K
-        if PDL:
-            gdc_launch_dependents()
-        # the first K block by itself: its weights (which no kernel writes) load BEFORE the wait, so under PDL they
-        # stream while the kernel before this one finishes
-        wmask = nmask[:, None] & (kk < K)[None, :]
-        w = tl.load(rows + kk[None, :], mask=wmask, other=0.0)
-        w_b = w
-        if EPI == 2:
-            w_b = tl.load(rows + N * K + kk[None, :], mask=wmask, other=0.0)
-        if PDL:
-            gdc_wait()
-        x = tl.load(X + kk, mask=kk < K, other=0.0).to(tl.float32)[None, :]
-        acc = w.to(tl.float32) * x
-        acc_b = w_b.to(tl.float32) * x  # (unused unless EPI == 2)
-        for k0 in range(BLOCK_K, K, BLOCK_K):
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        acc_b = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
             kmask = k0 + kk < K
             x = tl.load(X + k0 + kk, mask=kmask, other=0.0).to(tl.float32)[None, :]
             wmask = nmask[:, None] & kmask[None, :]
@@ -467,7 +409,7 @@ def gemv(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,
     bn, bk, nw = config or GEMV_CONFIG
     epi = 2 if swiglu else 1 if residual is not None else 0
     _launch(_gemv_kernel, (triton.cdiv(N, bn),), x, w, residual if residual is not None else out, out, N, K,
-            EPI=epi, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, pdl=pdl_on(x))  # fmt: skip
+            EPI=epi, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw)  # fmt: skip
     return out
 
 
@@ -500,7 +442,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
         _launch(
             _rms_norm_kernel, (triton.cdiv(R, block_r),),
             x, weight if weight is not None else x, out, sx, R, D, float(eps), AFFINE=weight is not None,
-            BLOCK_R=block_r, BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4, pdl=pdl_on(x),
+            BLOCK_R=block_r, BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
         )  # fmt: skip
     return out
 
@@ -583,7 +525,7 @@ def retention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gt: torch.
     out = torch.empty(B, 1, H * DV, device=q.device, dtype=q.dtype)
     _launch(_retention_step_kernel, (B, H), q, k, v, gt, g, state, out, q.stride(0), k.stride(0), v.stride(0),
             gt.stride(0), g.stride(0), H, 1.0 / normalizer, float(eps), D=D, DV=DV,
-            num_warps=8 if D * DV >= 8192 else 4, pdl=pdl_on(q))  # fmt: skip
+            num_warps=8 if D * DV >= 8192 else 4)  # fmt: skip
     return out
 
 
@@ -605,7 +547,7 @@ def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bo
     grid = (triton.cdiv(T, block_t), B, triton.cdiv(NH, per))
     _launch(_rope_kernel, grid, x, cos, sin, x.stride(0), x.stride(1), stride_cb, cos.stride(1), T, NH,
             0 if n_plain is None else n_plain, float(scale), per, D=D, BLOCK_T=block_t,
-            INTERLEAVED=bool(interleaved), num_warps=4, pdl=pdl_on(x))  # fmt: skip
+            INTERLEAVED=bool(interleaved), num_warps=4)  # fmt: skip
     return x
 
 
@@ -776,13 +718,12 @@ def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off,
     part = torch.empty(B, H, S, DV, device=q.device, dtype=torch.float32)
     lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
     ks, vs = (k_scale, v_scale) if quant else (kv_len, kv_len)  # unused pointers when not quantized
-    pdl = pdl_on(q)
     _launch(
         _decode_split_kernel, (S, B * programs_per_row),
         q, k, v, ks, vs, kv_len, part, lse, q.stride(0), stride_qh, k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *(ks.stride() if quant else (0, 0, 0)), programs_per_row, S,
         float(scale), q2_off, k2_off, G=G, G_PAD=max(16, triton.next_power_of_2(rows)), D=D, DV=DV, BLOCK_N=block_n,
-        QUANT=quant, DIFF=diff, F16=f16, num_warps=num_warps, num_stages=num_stages, pdl=pdl,
+        QUANT=quant, DIFF=diff, F16=f16, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     _launch(_decode_merge_kernel, (B * H,), part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV,
-            S_BLOCK=MERGE_SPLIT_BLOCK, pdl=pdl)  # fmt: skip
+            S_BLOCK=MERGE_SPLIT_BLOCK)  # fmt: skip
