@@ -197,11 +197,10 @@ def _decode_case(G: int, D: int, DV: int, seed: int, splits, Tk: int = 300, peak
     return fast, base, ref
 
 
-@pytest.mark.parametrize("splits,Tk,peak", [(None, 300, None), (3, 300, None), (70, 2200, 1100)])
+@pytest.mark.parametrize("splits,Tk,peak", [(None, 300, None), (3, 300, None), (140, 4400, 4300)])
 def test_decode_attention_splitk(splits, Tk, peak):
-    # 70 splits of 2,200 keys (32 each): row 0's splits 0-68 hold keys, row 1's 0-3; row 0's largest log-sum-exp is
-    # in split 34, so the merge's running maximum moves in its second block of 32 splits, and a third block is
-    # partly masked
+    # 140 splits of 4,400 keys (32 each): row 0's splits 0-137 hold keys, row 1's 0-3; row 0's largest log-sum-exp
+    # is in split 134, so the merge's running maximum moves in its second block of 128 splits, which is partly masked
     check(*_decode_case(G=3, D=64, DV=64, seed=5, splits=splits, Tk=Tk, peak=peak))
 
 

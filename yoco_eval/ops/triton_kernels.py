@@ -615,9 +615,9 @@ def _n_splits(batch_heads: int, max_keys: int, block_n: int, per_sm: int = 4) ->
     return max(1, min(want, -(-max_keys // (4 * block_n)), 256))
 
 
-# splits the merge kernel reads at a time (running log-sum-exp across blocks): one compiled variant for any split
-# count; the default 66 splits of a one-row decode on an H100 take 3 blocks
-MERGE_SPLIT_BLOCK = 32
+# splits the merge kernel reads at a time (a running log-sum-exp across blocks): one compiled variant for any split
+# count (at most 256), and one block for the 66 splits of a one-row decode on an H100
+MERGE_SPLIT_BLOCK = 128
 
 # fp8 decode: fp16 products (one cvt per two e4m3 values) rather than bf16 ones (see decode_attention_splitk):
 # 0.403 against 0.467 ms at 512K keys on an H100 (bench_decode --fp8), error 0.29-0.35x the bf16 path's against fp64
