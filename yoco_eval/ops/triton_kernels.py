@@ -134,11 +134,12 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["n_splits"])
     def _decode_split_kernel(Q, K, V, KS, VS, LEN, OP, LP, stride_qb, stride_qh, stride_kb, stride_kt, stride_kh,
-                             stride_vb, stride_vt, stride_vh, stride_sb, stride_st, stride_sh, n_kv_heads, n_splits,
+                             stride_vb, stride_vt, stride_vh, stride_vd, stride_sb, stride_st, stride_sh, n_kv_heads,
+                             n_splits,
                              scale, q2_off, k2_off,
                              G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, DV: tl.constexpr,
                              BLOCK_N: tl.constexpr, QUANT: tl.constexpr, DIFF: tl.constexpr,
-                             F16: tl.constexpr = False):  # fmt: skip
+                             F16: tl.constexpr = False, V_T: tl.constexpr = False):  # fmt: skip
         # DIFF (differential attention): program (s, b, h) serves key/value PAIR h: rows 0..G-1 are half 1's query
         # heads (at Q, keys at K), rows G..2G-1 half 2's (at Q + q2_off, keys at K + k2_off); one value block each
         s = tl.program_id(0)
@@ -181,7 +182,12 @@ if triton is not None:
             tok = (n0 + n).to(tl.int64)
             kmask = tok < end
             k = tl.load(kbase + tok[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
-            v = tl.load(vbase + tok[:, None] * stride_vt + e[None, :], mask=kmask[:, None], other=0.0)
+            if V_T:  # token-contiguous values: 16-token vectors; keys past `end` read finite values that get p = 0
+                vmask = (tok < (end + 15) // 16 * 16)[None, :]
+                voff = (tok // 16) * stride_vt + tok % 16
+                v = tl.trans(tl.load(vbase + voff[None, :] + e[:, None] * stride_vd, mask=vmask, other=0.0))
+            else:
+                v = tl.load(vbase + tok[:, None] * stride_vt + e[None, :], mask=kmask[:, None], other=0.0)
             if DIFF:  # both halves' keys, the pair's values once
                 k2 = tl.load(kbase + k2_off + tok[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
                 sc = tl.where(second[:, None], tl.dot(q, tl.trans(k2)), tl.dot(q, tl.trans(k))) * scale
@@ -703,6 +709,21 @@ def diff_decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return out[:, :, 0], out[:, :, 1]
 
 
+def _value_layout(v: torch.Tensor) -> tuple[bool, tuple[int, int, int, int]]:
+    """(tiled, (row, token-or-tile, head, dim) strides) of the values the split-key kernel reads: ``[B, Tk, Hk, DV]``
+    with a contiguous head dim, or tiles of 16 tokens ``[B, ceil(Tk/16), 16, Hk, DV]`` with the tokens of a tile
+    contiguous (the fp8 cache's layout, :func:`yoco_eval.model.cache.new_kv`: 8-bit values read along the head dim
+    would be transposed a byte at a time). The kernel reads tiled values to the end of the last tile it needs; the
+    slots there past a row's length get zero weight, so they must hold finite values."""
+    if v.dim() == 5:
+        if v.shape[2] != 16 or v.stride(2) != 1:
+            raise ValueError("decode_attention_splitk: tiled values need 16 contiguous tokens a tile")
+        return True, (v.stride(0), v.stride(1), v.stride(3), v.stride(4))
+    if v.stride(-1) != 1:
+        raise ValueError("decode_attention_splitk: values need a contiguous head dim (or the tiled layout)")
+    return False, (v.stride(0), v.stride(1), v.stride(2), 1)
+
+
 def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off, k2_off, scale, splits, block_n,
                    num_warps, num_stages, k_scale=None, v_scale=None, diff=False, f16=False):  # fmt: skip
     """Split kernel + merge kernel into ``out`` ``[B, 1, H, DV]`` (H = every query row the programs serve)."""
@@ -718,12 +739,13 @@ def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off,
     part = torch.empty(B, H, S, DV, device=q.device, dtype=torch.float32)
     lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
     ks, vs = (k_scale, v_scale) if quant else (kv_len, kv_len)  # unused pointers when not quantized
+    tiled, v_strides = _value_layout(v)
     _launch(
         _decode_split_kernel, (S, B * programs_per_row),
         q, k, v, ks, vs, kv_len, part, lse, q.stride(0), stride_qh, k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), *(ks.stride() if quant else (0, 0, 0)), programs_per_row, S,
-        float(scale), q2_off, k2_off, G=G, G_PAD=max(16, triton.next_power_of_2(rows)), D=D, DV=DV, BLOCK_N=block_n,
-        QUANT=quant, DIFF=diff, F16=f16, num_warps=num_warps, num_stages=num_stages,
+        *v_strides, *(ks.stride() if quant else (0, 0, 0)), programs_per_row,
+        S, float(scale), q2_off, k2_off, G=G, G_PAD=max(16, triton.next_power_of_2(rows)), D=D, DV=DV,
+        BLOCK_N=block_n, QUANT=quant, DIFF=diff, F16=f16, V_T=tiled, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     _launch(_decode_merge_kernel, (B * H,), part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV,
             S_BLOCK=MERGE_SPLIT_BLOCK)  # fmt: skip
