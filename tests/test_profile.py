@@ -44,3 +44,19 @@ def test_dry_run_plans_without_a_gpu(capsys):
     out = capsys.readouterr().out
     assert "yoco-3b: 6.42 GiB of bf16 weights, 4,096 K/V bytes per token" in out  # 26 x d=3072 shape, 8 KV heads x 128
     assert "transformer-3b:" in out and "1M:" in out and "chunk 65536 tokens" in out
+
+
+def test_recorded_command_names_peer_options_only_when_a_peer_ran():
+    """A profile file's command line reproduces its rows: without peers it carries no peer options."""
+    import argparse
+
+    from yoco_eval.profile import add_parser, recorded_command
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_parser(sub)
+    parse = lambda *a: sub.choices["profile"].parse_args(list(a))  # noqa: E731
+    alone = recorded_command(parse("--lengths", "512k", "--kv-dtype", "fp8"), [])
+    assert "--lengths 512k" in alone and "--kv-dtype fp8" in alone
+    assert not any(x in alone for x in ("--peers", "--peer-lengths", "--fla-autotune", "--dry-run"))
+    peered = recorded_command(parse("--peers", "fla", "--fla-autotune", "pinned"), ["fla"])
+    assert "--peers fla" in peered and "--fla-autotune pinned" in peered and "--peer-lengths" in peered

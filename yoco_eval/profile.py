@@ -271,12 +271,18 @@ def main(args) -> int:
             rows += measure(peer, peer_lengths, protocol=protocol)
         except ImportError as e:
             print(f"peer {peer} skipped: {e}")
-    command = "yoco-eval profile " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("func", "command", "verbose")
-    )
-    write_profile(Path(args.out), rows, card=torch.cuda.get_device_name(), command=command)
+    write_profile(Path(args.out), rows, card=torch.cuda.get_device_name(), command=recorded_command(args, peers))
     print(f"wrote {args.out}")
     return 0
+
+
+def recorded_command(args, peers: list[str]) -> str:
+    """The command line a profile file records: every option that shaped its rows (the peer options only when a
+    peer ran; ``--dry-run`` never writes a file)."""
+    skip = {"func", "command", "verbose", "dry_run"} | (set() if peers else {"peers", "peer_lengths", "fla_autotune"})
+    return "yoco-eval profile " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip
+    )
 
 
 def write_profile(out: Path, rows: list[dict], card: str, command: str) -> dict:
