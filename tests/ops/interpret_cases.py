@@ -175,12 +175,12 @@ def test_rope_in_place(interleaved, adjacent, min_programs, monkeypatch):
 
 
 def _decode_case(G: int, D: int, DV: int, seed: int, splits, Tk: int = 300, peak: int | None = None,
-                 tiled: bool = False):  # fmt: skip
+                 token_contiguous: bool = False):  # fmt: skip
     """The split-key kernel on 2 rows of unequal lengths over poisoned spare slots: (kernel, twin, fp64 reference).
     ``peak``: row 0's keys there (16 of them) lean towards their group's queries, so the splits holding them carry
-    the largest log-sum-exp. ``tiled``: the values in tiles of 16 tokens, token-contiguous, as the fp8 cache stores
-    them; the kernel reads a row's last tile whole, so its slots past the row's length hold huge finite values
-    (weight 0 must cancel them) and the rest NaN."""
+    the largest log-sum-exp. ``token_contiguous``: values stored ``[B, Hk, DV, T']`` (the fp8 cache's layout) with
+    ``T'`` the keys rounded up to 16: the kernel reads each row's values to the next multiple of 16, so the slots
+    there past a row's length hold huge finite values (zero weight must cancel them), the rest NaN."""
     B, Hk = 2, 2
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, 1, Hk * G, D, generator=g)
@@ -195,13 +195,18 @@ def _decode_case(G: int, D: int, DV: int, seed: int, splits, Tk: int = 300, peak
     base = naive_attention(q, k[:, :Tk], v[:, :Tk], lengths[:, None] - 1, kpos, valid)
     k[:, Tk:] = float("nan")  # poison: a read past a row's length would show
     v[:, Tk:] = float("nan")
-    if tiled:  # [B, Hk, T/16, DV, 16] storage seen as [B, T/16, 16, Hk, DV]
-        n_tiles = -(-Tk // 16)
-        vt = torch.full((B, n_tiles * 16, Hk, DV), float("nan"))
-        vt[:, :Tk] = v[:, :Tk]
+    if token_contiguous:
+        padded = -(-Tk // 16) * 16
+        vt = torch.full((B, Hk, DV, padded), float("nan"))
+        vt[..., :Tk] = v[:, :Tk].permute(0, 2, 3, 1)
         for b, n in enumerate(lengths.tolist()):
-            vt[b, n : -(-n // 16) * 16] = 1e30
-        v = vt.view(B, n_tiles, 16, Hk, DV).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+            vt[b, :, :, n : -(-n // 16) * 16] = 1e30
+            vt[b, :, :, -(-n // 16) * 16 :] = float("nan")
+        v = vt[..., :Tk].permute(0, 3, 1, 2)  # storage reaches exactly the last multiple of 16
+        assert triton_kernels.values_token_contiguous(v)
+        short = v.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # storage ends at Tk
+        with pytest.raises(ValueError, match="multiple of 16 tokens"):
+            triton_kernels.values_token_contiguous(short)
     fast = triton_kernels.decode_attention_splitk(q, k, v, lengths, splits=splits, block_n=32)
     assert fast.shape == (B, 1, Hk * G, DV) and torch.isfinite(fast).all()
     return fast, base, ref
@@ -215,14 +220,10 @@ def test_decode_attention_splitk(splits, Tk, peak):
 
 
 @pytest.mark.parametrize("splits,Tk", [(None, 300), (3, 300), (7, 301)])
-def test_decode_attention_splitk_tiled_values(splits, Tk):
-    """Values in token-contiguous tiles of 16 (the fp8 cache's layout), read a tile at a time, each row's last tile
-    included (row 1 has 107 keys; 301 keys in 7 splits end mid-tile)."""
-    check(*_decode_case(G=3, D=64, DV=64, seed=5, splits=splits, Tk=Tk, tiled=True))
-    v = torch.zeros(1, 2, 16, 2, 8).transpose(2, 3)  # tokens of a tile not contiguous
-    with pytest.raises(ValueError, match="16 contiguous tokens"):
-        triton_kernels.decode_attention_splitk(torch.zeros(1, 1, 2, 8), torch.zeros(1, 32, 2, 8), v,
-                                               torch.tensor([32]))  # fmt: skip
+def test_decode_attention_splitk_token_contiguous_values(splits, Tk):
+    """Values token-contiguous (the fp8 cache's layout), read 16 tokens at a time: each row's last vector crosses its
+    length (row 1 has 107 keys; 301 keys in 7 splits end mid-vector)."""
+    check(*_decode_case(G=3, D=64, DV=64, seed=5, splits=splits, Tk=Tk, token_contiguous=True))
 
 
 @pytest.mark.parametrize("rows,programs", [(40, 3), (128, 64)], ids=["persistent-loop", "one-tile-each"])

@@ -54,7 +54,7 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
         quant = {"k_scale": ks, "v_scale": vs}
         nbytes = 2 * B * Tk * Hk * (D + 4)
     sdpa = partial(decode_attention, q, k, v, ones, backend="sdpa")
-    kk, vv = (kq, vq) if fp8 else (k, v)
+    kk, vv = (kq, fp8_format.token_contiguous(vq)) if fp8 else (k, v)  # the cache's layouts
     ref = sdpa()
     t_sdpa = do_bench(sdpa, warmup=20, rep=200, return_mode="median")
     row = {"batch": B, "keys": Tk, "fp8": fp8, "bytes": nbytes, "floor_ms": nbytes / bandwidth * 1e3,
@@ -90,7 +90,7 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
             print(f"   {'fp16' if f16 else 'bf16'} operands: {b['ms']:.3f} ms = {b['bytes_per_s'] / 1e12:.2f} TB/s "
                   f"(block {b['block_n']}, warps {b['warps']}, stages {b['stages']}, splits {b['splits']})")
     row["auto_config_ms"] = do_bench(auto, warmup=20, rep=200, return_mode="median")
-    print(f"   the kernel's own choice {tk._decode_config(B * Hk, Tk, fp8)}: {row['auto_config_ms']:.3f} ms "
+    print(f"   the kernel's own choice {tk._decode_config(B * Hk, Tk, fp8, fp8)}: {row['auto_config_ms']:.3f} ms "
           f"({row['auto_config_ms_before']:.3f} ms before the sweep)")
     return row
 

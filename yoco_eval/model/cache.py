@@ -62,7 +62,7 @@ class KVCache:
     """Keys (after RoPE) and values at absolute positions ``[0, T_max)``; with fp8 storage, their scales."""
 
     k: torch.Tensor  # [B, T_max, Hk, D]
-    v: torch.Tensor  # [B, T_max, Hk, D]; fp8: tiles of 16 tokens [B, ceil(T_max/16), 16, Hk, D] (fp8.tiled_zeros)
+    v: torch.Tensor  # [B, T_max, Hk, D]; fp8: a token-contiguous view (fp8.value_zeros)
     k_scale: torch.Tensor | None = None  # [B, T_max, Hk] fp32 (fp8 storage only), stored head-major: see new_kv
     v_scale: torch.Tensor | None = None
 
@@ -79,9 +79,9 @@ class KVCache:
     def select_rows(self, rows: torch.Tensor) -> KVCache:
         if not self.quantized:
             return KVCache(self.k[rows].clone(), self.v[rows].clone())
-        # fp8 rows are gathered as bytes; values keep their tiles, scales their head-major layout
+        # fp8 rows are gathered as bytes; values and scales keep their layouts
         k = as_bytes(self.k)[rows].view(FP8)
-        v = fp8.tiled_zeros(len(rows), self.k.shape[1], *self.k.shape[2:], self.k.device)
+        v = fp8.value_zeros(len(rows), *self.v.shape[1:], self.v.device)
         as_bytes(v)[:] = as_bytes(self.v)[rows]
         ks, vs = (t.transpose(1, 2)[rows].transpose(1, 2) for t in (self.k_scale, self.v_scale))
         return KVCache(k, v, ks, vs)
@@ -94,32 +94,22 @@ class KVCache:
     def write(self, k: torch.Tensor, v: torch.Tensor, step: Step):
         """Write this call's keys/values ``[B, T, Hk, D]`` at their positions; return the cache's keys/values
         ``[:step.end]`` (for an fp8 cache, as :class:`~yoco_eval.ops.fp8.QuantKV` reads)."""
-        B, T = k.shape[:2]
         if self.quantized:
             (kq, ks), (vq, vs) = fp8.quantize(k), fp8.quantize(v)
-            parts = [(self.k, kq), (self.k_scale, ks), (self.v_scale, vs)]
+            srcs = (kq, vq, ks, vs)
         else:
-            parts = [(self.k, k), (self.v, v)]
-        parts = [(as_bytes(dst), as_bytes(src)) for dst, src in parts]
-        rows = torch.arange(B, device=k.device)[:, None]
+            srcs = (k, v)
+        parts = [(as_bytes(dst), as_bytes(src)) for dst, src in zip(self.tensors(), srcs, strict=True)]
         if step.start is not None:
             for dst, src in parts:
-                dst[:, step.start : step.start + T] = src
+                dst[:, step.start : step.start + k.shape[1]] = src
         else:
+            rows = torch.arange(k.shape[0], device=k.device)[:, None]
             for dst, src in parts:
                 dst[rows, step.pos] = src
-        if self.quantized:  # values into their tiles: whole tiles as one strided copy, other spans by (tile, slot)
-            vt, vq = as_bytes(self.v), as_bytes(vq)
-            if step.start is not None and step.start % fp8.TILE == 0 and T % fp8.TILE == 0:
-                first = step.start // fp8.TILE
-                vt[:, first : first + T // fp8.TILE] = vq.unflatten(1, (T // fp8.TILE, fp8.TILE))
-            else:
-                pos = step.pos if step.start is None else torch.arange(step.start, step.start + T, device=k.device)
-                vt[rows, pos // fp8.TILE, pos % fp8.TILE] = vq
         e = step.end
         if self.quantized:
-            tiles = -(-e // fp8.TILE)
-            return fp8.QuantKV(self.k[:, :e], self.k_scale[:, :e]), fp8.QuantKV(self.v[:, :tiles], self.v_scale[:, :e])
+            return fp8.QuantKV(self.k[:, :e], self.k_scale[:, :e]), fp8.QuantKV(self.v[:, :e], self.v_scale[:, :e])
         return self.k[:, :e], self.v[:, :e]
 
 
@@ -260,7 +250,7 @@ def new_kv(batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, device,
     if check_kv_dtype(kv_dtype) == "fp8":
         # scales: a [B, T, Hk] view of [B, Hk, T] storage, so decode reads each head's scales contiguously
         scales = [torch.ones(batch, n_kv_heads, max_seq_len, device=device).transpose(1, 2) for _ in range(2)]
-        v = fp8.tiled_zeros(batch, max_seq_len, n_kv_heads, head_dim, device)
+        v = fp8.value_zeros(batch, max_seq_len, n_kv_heads, head_dim, device)  # token-contiguous: see fp8
         return KVCache(torch.zeros(shape, device=device, dtype=FP8), v, *scales)
     return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 

@@ -168,10 +168,9 @@ def _even_splits(Tk: int) -> int | None:
 
 def _triton_decode_ok(q, k, v) -> bool:
     D = q.shape[-1]
-    tiled = v.dim() == 5  # an fp8 cache's values (fp8.tiled_zeros)
     return (triton_kernels.available(q) and D in (64, 128, 256) and q.shape[2] % k.shape[2] == 0
             and k.stride(-1) == 1 and k.stride(-2) == D
-            and (tiled or (v.stride(-1) == 1 and v.stride(-2) == D)))  # fmt: skip
+            and ((v.stride(-1) == 1 and v.stride(-2) == D) or v.stride(1) == 1))  # fmt: skip
 
 
 def decode_attention(

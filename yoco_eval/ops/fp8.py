@@ -5,9 +5,9 @@ entry keeps 3 mantissa bits: relative error at most 2**-4, or an absolute 2**-10
 e4m3's subnormal range. Readers either fold the scales into the attention kernel
 (:func:`yoco_eval.ops.triton_kernels.decode_attention_splitk`) or dequantize.
 
-Values are stored in tiles of 16 tokens (:func:`tiled_zeros`): attention sums values over the tokens, and the
-tensor cores want those 16-bit operands paired along the tokens. From a token-major fp8 cache the decode kernel
-gathered them a byte at a time; from tiles it loads 16 tokens of one dim at once.
+Values are stored token-contiguous (:func:`value_zeros`): attention sums values over the tokens, and the tensor
+cores take 16-bit operands paired along the summed dim. From token-major fp8 values the decode kernel gathered those
+pairs a byte at a time; from token-contiguous runs it loads 16 tokens of a dim at once.
 """
 
 from __future__ import annotations
@@ -20,20 +20,22 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite e4m3 value
 
 
-TILE = 16  # tokens per tile of an fp8 value cache
+ALIGN = 128  # tokens: each (row, head, dim) run of an fp8 value cache starts on a 128-byte line
 
 
-def tiled_zeros(batch: int, tokens: int, heads: int, dim: int, device) -> torch.Tensor:
-    """Zeroed e4m3 values for ``tokens`` positions in tiles of :data:`TILE` tokens: stored ``[B, H, n, D, 16]``
-    (``n = ceil(tokens / 16)``; one head's tiles one after another, a tile's tokens contiguous), returned as the
-    ``[B, n, 16, H, D]`` view that indexes them by (tile, slot). Token ``t`` is ``[:, t // 16, t % 16]``."""
-    n = -(-tokens // TILE)
-    return torch.zeros(batch, heads, n, dim, TILE, device=device, dtype=FP8).permute(0, 2, 4, 1, 3)
+def value_zeros(batch: int, tokens: int, heads: int, dim: int, device) -> torch.Tensor:
+    """Zeroed e4m3 values for ``tokens`` positions, stored ``[B, H, D, T']`` (``T'``: ``tokens`` rounded up to 128,
+    so each (row, head, dim) is a contiguous run of tokens starting on a 128-byte line), returned as the
+    ``[B, tokens, H, D]`` view (stride 1 along the tokens)."""
+    padded = -(-tokens // ALIGN) * ALIGN
+    return torch.zeros(batch, heads, dim, padded, device=device, dtype=FP8)[..., :tokens].permute(0, 3, 1, 2)
 
 
-def untile(x: torch.Tensor, tokens: int) -> torch.Tensor:
-    """The first ``tokens`` positions of tiled values ``[B, n, 16, H, D]`` as ``[B, tokens, H, D]`` (a copy)."""
-    return x.flatten(1, 2)[:, :tokens]
+def token_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """e4m3 values ``[B, T, H, D]`` copied into the layout of :func:`value_zeros`."""
+    out = value_zeros(*x.shape, x.device)
+    as_bytes(out).copy_(as_bytes(x))
+    return out
 
 
 def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,17 +67,16 @@ def fake_quant(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class QuantKV:
-    """A read of the first T positions of an fp8 cache: e4m3 ``data``, ``[B, T, Hk, D]`` (keys) or the tiles holding
-    them (values, ``[B, ceil(T/16), 16, Hk, D]``: see :func:`tiled_zeros`), and fp32 ``scale`` ``[B, T, Hk]``."""
+    """A read of an fp8 cache: e4m3 ``data`` ``[B, T, Hk, D]`` (keys token-major, values token-contiguous: see
+    :func:`value_zeros`) and fp32 ``scale`` ``[B, T, Hk]``."""
 
     data: torch.Tensor
     scale: torch.Tensor
 
     @property
     def shape(self) -> torch.Size:
-        """``[B, T, Hk, D]``, the tensor this read stands for."""
-        return torch.Size((*self.scale.shape, self.data.shape[-1]))
+        return self.data.shape
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
-        data = untile(self.data, self.scale.shape[1]) if self.data.dim() == 5 else self.data
-        return dequantize(data, self.scale, dtype)
+        """``[B, T, Hk, D]`` in ``dtype``, contiguous (attention kernels want the head dim contiguous)."""
+        return dequantize(self.data, self.scale, dtype).contiguous()

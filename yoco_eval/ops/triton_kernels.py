@@ -140,6 +140,7 @@ if triton is not None:
                              G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, DV: tl.constexpr,
                              BLOCK_N: tl.constexpr, QUANT: tl.constexpr, DIFF: tl.constexpr,
                              F16: tl.constexpr = False, V_T: tl.constexpr = False):  # fmt: skip
+        # V_T: values token-contiguous (stride 1 along the tokens, stride_vd along the dim), read 16 tokens at once
         # DIFF (differential attention): program (s, b, h) serves key/value PAIR h: rows 0..G-1 are half 1's query
         # heads (at Q, keys at K), rows G..2G-1 half 2's (at Q + q2_off, keys at K + k2_off); one value block each
         s = tl.program_id(0)
@@ -182,10 +183,9 @@ if triton is not None:
             tok = (n0 + n).to(tl.int64)
             kmask = tok < end
             k = tl.load(kbase + tok[:, None] * stride_kt + d[None, :], mask=kmask[:, None], other=0.0)
-            if V_T:  # token-contiguous values: 16-token vectors; keys past `end` read finite values that get p = 0
+            if V_T:  # to the next multiple of 16 keys (aligned vectors): those past `end` are finite and get p = 0
                 vmask = (tok < (end + 15) // 16 * 16)[None, :]
-                voff = (tok // 16) * stride_vt + tok % 16
-                v = tl.trans(tl.load(vbase + voff[None, :] + e[:, None] * stride_vd, mask=vmask, other=0.0))
+                v = tl.trans(tl.load(vbase + tok[None, :] + e[:, None] * stride_vd, mask=vmask, other=0.0))
             else:
                 v = tl.load(vbase + tok[:, None] * stride_vt + e[None, :], mask=kmask[:, None], other=0.0)
             if DIFF:  # both halves' keys, the pair's values once
@@ -630,12 +630,12 @@ MERGE_SPLIT_BLOCK = 128
 FP8_FP16_OPERANDS = True
 
 
-def _decode_config(rows: int, keys: int, quant: bool = False) -> tuple[int, int]:
+def _decode_config(rows: int, keys: int, quant: bool = False, token_contiguous: bool = False) -> tuple[int, int]:
     """(block_n, num_stages) from the H100 sweeps of the ``bench_decode.py`` benchmark (4 warps won everywhere).
     bf16: short blocks with 3 stages for one sequence at 128K-512K, 64x4 at 1M, 128x4 once a batch fills the card. fp8
-    (``--fp8``): 128x3 at every shape."""
+    (``--fp8``): 128x3 at every shape; 128x4 over token-contiguous values (the cache's)."""
     if quant:
-        return 128, 3
+        return (128, 4) if token_contiguous else (128, 3)
     if rows >= 32:
         return 128, 4
     if keys > 768 * 1024:
@@ -709,19 +709,19 @@ def diff_decode_attention_splitk(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return out[:, :, 0], out[:, :, 1]
 
 
-def _value_layout(v: torch.Tensor) -> tuple[bool, tuple[int, int, int, int]]:
-    """(tiled, (row, token-or-tile, head, dim) strides) of the values the split-key kernel reads: ``[B, Tk, Hk, DV]``
-    with a contiguous head dim, or tiles of 16 tokens ``[B, ceil(Tk/16), 16, Hk, DV]`` with the tokens of a tile
-    contiguous (the fp8 cache's layout, :func:`yoco_eval.model.cache.new_kv`: 8-bit values read along the head dim
-    would be transposed a byte at a time). The kernel reads tiled values to the end of the last tile it needs; the
-    slots there past a row's length get zero weight, so they must hold finite values."""
-    if v.dim() == 5:
-        if v.shape[2] != 16 or v.stride(2) != 1:
-            raise ValueError("decode_attention_splitk: tiled values need 16 contiguous tokens a tile")
-        return True, (v.stride(0), v.stride(1), v.stride(3), v.stride(4))
-    if v.stride(-1) != 1:
-        raise ValueError("decode_attention_splitk: values need a contiguous head dim (or the tiled layout)")
-    return False, (v.stride(0), v.stride(1), v.stride(2), 1)
+def values_token_contiguous(v: torch.Tensor) -> bool:
+    """Whether the split-key decode kernel reads ``v`` ``[B, Tk, Hk, DV]`` as token-contiguous runs (stride 1 along
+    the tokens: the fp8 cache's values, :func:`yoco_eval.ops.fp8.value_zeros`) rather than with a contiguous head
+    dim. It reads such runs to the next multiple of 16 tokens, so their storage must reach that far, and the slots
+    there past a row's length (they get zero weight) must hold finite values. Raises ``ValueError`` otherwise."""
+    if v.stride(-1) == 1:
+        return False
+    B, Tk, Hk, DV = v.shape
+    last = v.storage_offset() + (B - 1) * v.stride(0) + (Hk - 1) * v.stride(2) + (DV - 1) * v.stride(3)
+    if v.stride(1) != 1 or last + -(-Tk // 16) * 16 > v.untyped_storage().nbytes() // v.element_size():
+        raise ValueError("decode_attention_splitk: values need a contiguous head dim, or token-contiguous runs "
+                         "readable to a multiple of 16 tokens (see yoco_eval.ops.fp8.value_zeros)")  # fmt: skip
+    return True
 
 
 def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off, k2_off, scale, splits, block_n,
@@ -732,20 +732,20 @@ def _decode_launch(q, k, v, kv_len, out, G, programs_per_row, stride_qh, q2_off,
     scale = D**-0.5 if scale is None else scale
     quant = k_scale is not None
     rows = 2 * G if diff else G
-    auto_block, auto_stages = _decode_config(B * programs_per_row, Tk, quant)
+    v_t = values_token_contiguous(v)
+    auto_block, auto_stages = _decode_config(B * programs_per_row, Tk, quant, v_t)
     block_n, num_stages = block_n or auto_block, num_stages or auto_stages
     # fp8 with a batch: twice the default programs per multiprocessor (3.56 against 4.00 ms at 8 x 512K)
     S = splits or _n_splits(B * programs_per_row, Tk, block_n, 8 if quant and B * programs_per_row >= 32 else 4)
     part = torch.empty(B, H, S, DV, device=q.device, dtype=torch.float32)
     lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
     ks, vs = (k_scale, v_scale) if quant else (kv_len, kv_len)  # unused pointers when not quantized
-    tiled, v_strides = _value_layout(v)
     _launch(
         _decode_split_kernel, (S, B * programs_per_row),
         q, k, v, ks, vs, kv_len, part, lse, q.stride(0), stride_qh, k.stride(0), k.stride(1), k.stride(2),
-        *v_strides, *(ks.stride() if quant else (0, 0, 0)), programs_per_row,
+        v.stride(0), v.stride(1), v.stride(2), v.stride(3), *(ks.stride() if quant else (0, 0, 0)), programs_per_row,
         S, float(scale), q2_off, k2_off, G=G, G_PAD=max(16, triton.next_power_of_2(rows)), D=D, DV=DV,
-        BLOCK_N=block_n, QUANT=quant, DIFF=diff, F16=f16, V_T=tiled, num_warps=num_warps, num_stages=num_stages,
+        BLOCK_N=block_n, QUANT=quant, DIFF=diff, F16=f16, V_T=v_t, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     _launch(_decode_merge_kernel, (B * H,), part, lse, out, out.stride(0), out.stride(2), H, S, DV=DV,
             S_BLOCK=MERGE_SPLIT_BLOCK)  # fmt: skip
