@@ -1,7 +1,8 @@
 """Decode attention at long context on the GPU: the Triton flash-decoding kernel's variants against the card's
 measured copy bandwidth and the SDPA split-key path it replaces (YOCO-3B shape: 24 query heads, 8 key/value
 heads, head dim 128, bf16; ``--fp8``: the opt-in fp8 cache, e4m3 + per-(token, head) fp32 scales in the cache's
-head-major layout). Run on the device machine from the repo root:
+layouts, token-contiguous values and head-major scales, and the same read from token-major values next to it). Run
+on the device machine from the repo root:
 
     python -m yoco_eval.bench.decode [out.json] [--fp8]
 
@@ -92,6 +93,13 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
     row["auto_config_ms"] = do_bench(auto, warmup=20, rep=200, return_mode="median")
     print(f"   the kernel's own choice {tk._decode_config(B * Hk, Tk, fp8, fp8)}: {row['auto_config_ms']:.3f} ms "
           f"({row['auto_config_ms_before']:.3f} ms before the sweep)")
+    if fp8:  # the same read from token-major values (the cache's layout before 035a5fd), its own default config
+        tok = partial(tk.decode_attention_splitk, q, kk, vq, L, **quant)
+        same = torch.equal(tok(), auto())
+        row["token_major_values_ms"] = do_bench(tok, warmup=20, rep=200, return_mode="median")
+        row["token_major_values_bitwise_equal"] = same
+        print(f"   token-major values, default config {tk._decode_config(B * Hk, Tk, True)}: "
+              f"{row['token_major_values_ms']:.3f} ms (bitwise equal: {same})")
     return row
 
 
