@@ -364,6 +364,7 @@ def test_fp8_cache_loglikelihood_equals_the_fp8_full_forward():
     c.k_scale.uniform_()
     sub = c.select_rows(torch.tensor([2, 0]))
     assert sub.k_scale.stride() == sub.v_scale.stride() and sub.k_scale.stride(1) == 1  # head-major kept
+    assert sub.v.stride(1) == 1  # values stay token-contiguous (fp8.value_zeros)
     assert torch.equal(sub.k.view(torch.uint8), c.k.view(torch.uint8)[[2, 0]])
     assert torch.equal(sub.k_scale, c.k_scale[[2, 0]])
     c.put_rows(torch.tensor([1]), c.select_rows(torch.tensor([0])))

@@ -80,9 +80,8 @@ class KVCache:
         if not self.quantized:
             return KVCache(self.k[rows].clone(), self.v[rows].clone())
         # fp8 rows are gathered as bytes; values and scales keep their layouts
-        k = as_bytes(self.k)[rows].view(FP8)
-        v = fp8.value_zeros(len(rows), *self.v.shape[1:], self.v.device)
-        as_bytes(v)[:] = as_bytes(self.v)[rows]
+        k, v = (as_bytes(t)[rows].view(FP8) for t in (self.k, self.v))
+        v = fp8.token_contiguous(v)
         ks, vs = (t.transpose(1, 2)[rows].transpose(1, 2) for t in (self.k_scale, self.v_scale))
         return KVCache(k, v, ks, vs)
 
