@@ -297,14 +297,13 @@ def test_gemv_with_the_norm_inside(epi, config):
     assert triton_kernels.gemv(x, w, norm=(None, eps)) is None  # no weight: the caller's separate norm
 
 
-@pytest.mark.parametrize("B,unfused", [(2, False), (1, False), (1, True)])
+@pytest.mark.parametrize("B", [2, 1])
 @torch.inference_mode()
-def test_yoco_model_through_the_kernels(monkeypatch, B, unfused):
+def test_yoco_model_through_the_kernels(monkeypatch, B):
     """A tiny YOCO's chunked prefill + decode (rewritten for inference, as the Engine runs it) with the kernels in
     place of their twins, against fp64, under
     tests/model/test_cache.py's rule and helpers. Counts the kernel calls, so a silent fallback to the twins fails.
-    At batch 1, decode's projections go through the one-row GEMV, with the block norms inside it. ``unfused``: every
-    fused weight replaced after the rewrite, so the separate projections run, and must apply the norm first."""
+    At batch 1, decode's projections go through the one-row GEMV."""
     from tests.model.test_cache import assert_close_to_ref, make, ref64
     from yoco_eval.model.inference import prepare_for_inference
 
@@ -330,11 +329,6 @@ def test_yoco_model_through_the_kernels(monkeypatch, B, unfused):
     monkeypatch.setenv("YOCO_EVAL_GEMV", "1")  # the default, spelled out: the one-row GEMV at batch 1
     settings.reload()
     prepare_for_inference(model)  # as the Engine runs it: fused projections, residual-in-place GEMMs
-    if unfused:
-        for mod in model.modules():
-            if getattr(mod, "_fused", None) is not None:
-                first = getattr(mod, mod.fused_names[0])
-                first.weight = torch.nn.Parameter(first.weight.detach().clone())
     cache = model.setup_cache(B, 48)
     got = [model(ids[:, s : s + 12], cache=cache, start_pos=s) for s in range(0, 36, 12)]
     pos = torch.full((B,), 36)
