@@ -437,34 +437,3 @@ def test_triton_gemv_matches_reference(N, K, epi):
     assert fast.shape == base.shape and fast.dtype == torch.bfloat16
     check(f"triton gemv {N}x{K} {epi}", fast, base, ref)
     assert triton_kernels.gemv(torch.cat([x, x], 1), w) is None, "two rows: cuBLAS's job"
-
-
-@pytest.mark.skipif(triton_kernels.triton is None, reason="triton not installed")
-@pytest.mark.parametrize("epi", ["plain", "residual", "swiglu"])
-@pytest.mark.parametrize("N,K", [(3072, 3072), (12312, 3072)], ids=["3072x3072", "12312"])
-def test_triton_gemv_with_the_norm_inside(N, K, epi):
-    """The one-row GEMV with the pre-norm block's RMSNorm in its prologue (a decode step's norms at batch 1), against
-    fp64 of norm-then-project, with the separate RMSNorm kernel then the same GEMV as the twin."""
-    g = torch.Generator(device=DEV).manual_seed(N + K + 1)
-    rows = 2 * N if epi == "swiglu" else N
-    x = (torch.randn(1, 1, K, device=DEV, generator=g) * 8).bfloat16()
-    nw = (1 + 0.2 * torch.randn(K, device=DEV, generator=g)).bfloat16()
-    w = (torch.randn(rows, K, device=DEV, generator=g) * K**-0.5).bfloat16()
-    r = torch.randn(1, 1, N, device=DEV, generator=g).bfloat16()
-    xd = x.double()
-    ref = (xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-5) * nw.double()) @ w.double().t()
-    xn = triton_kernels.rms_norm(x, nw, 1e-5)
-    if epi == "swiglu":
-        a, b = ref.chunk(2, dim=-1)
-        ref = torch.nn.functional.silu(a) * b
-        base = triton_kernels.gemv(xn, w, swiglu=True)
-        fast = triton_kernels.gemv(x, w, swiglu=True, norm=(nw, 1e-5))
-    elif epi == "residual":
-        ref = ref + r.double()
-        base = triton_kernels.gemv(xn, w, residual=r.clone())
-        fast = triton_kernels.gemv(x, w, residual=r.clone(), norm=(nw, 1e-5))
-    else:
-        base = triton_kernels.gemv(xn, w)
-        fast = triton_kernels.gemv(x, w, norm=(nw, 1e-5))
-    assert fast.shape == base.shape and fast.dtype == torch.bfloat16
-    check(f"triton gemv + norm {N}x{K} {epi}", fast, base, ref)

@@ -265,38 +265,6 @@ def test_gemv(epi, config):
     assert triton_kernels.gemv(x.expand(1, 2, K), w) is None  # two rows: cuBLAS's job
 
 
-@pytest.mark.parametrize("epi", ["plain", "residual", "swiglu"])
-@pytest.mark.parametrize("config", [(4, 32, 4), (8, 256, 2)])
-def test_gemv_with_the_norm_inside(epi, config):
-    """The one-row GEMV with the block's RMSNorm in its prologue: K spans several blocks, or one block with a masked
-    tail (the statistics must cover the whole row and only it); against fp64 of norm-then-project, with the
-    separate norm kernel's path as the twin. A row of large values checks the norm is applied (not skipped)."""
-    g = torch.Generator().manual_seed(4)
-    N, K, eps = 37, 150, 1e-5
-    x = torch.randn(1, 1, K, generator=g) * 30.0
-    nw = 1.0 + 0.3 * torch.randn(K, generator=g)
-    w = torch.randn(2 * N if epi == "swiglu" else N, K, generator=g) * K**-0.5
-    r = torch.randn(1, 1, N, generator=g)
-    xd = x.double()
-    normed = xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + eps) * nw.double()
-    ref = normed @ w.double().t()
-    xn = triton_kernels.rms_norm(x, nw, eps)
-    if epi == "swiglu":
-        a, b = ref.chunk(2, dim=-1)
-        ref, base = torch.nn.functional.silu(a) * b, triton_kernels.gemv(xn, w, swiglu=True, config=config)
-        fast = triton_kernels.gemv(x, w, swiglu=True, config=config, norm=(nw, eps))
-    elif epi == "residual":
-        ref, base = ref + r.double(), triton_kernels.gemv(xn, w, residual=r.clone(), config=config)
-        fast = r.clone()
-        assert triton_kernels.gemv(x, w, residual=fast, out=fast, config=config, norm=(nw, eps)) is fast
-    else:
-        base = triton_kernels.gemv(xn, w, config=config)
-        fast = triton_kernels.gemv(x, w, config=config, norm=(nw, eps))
-    check(fast, base, ref)
-    assert triton_kernels.gemv(x, w, norm=(nw[:-1].contiguous(), eps)) is None  # a weight of the wrong length
-    assert triton_kernels.gemv(x, w, norm=(None, eps)) is None  # no weight: the caller's separate norm
-
-
 @pytest.mark.parametrize("B", [2, 1])
 @torch.inference_mode()
 def test_yoco_model_through_the_kernels(monkeypatch, B):
@@ -314,8 +282,6 @@ def test_yoco_model_through_the_kernels(monkeypatch, B):
         def counted(*a, _fn=fn, _name=name, **kw):
             out = _fn(*a, **kw)
             calls[_name] = calls.get(_name, 0) + (out is not None)
-            if kw.get("norm") is not None:
-                calls["gemv+norm"] = calls.get("gemv+norm", 0) + (out is not None)
             return out
 
         monkeypatch.setattr(triton_kernels, name, counted)
@@ -340,8 +306,7 @@ def test_yoco_model_through_the_kernels(monkeypatch, B):
     # the gate kernel declines the torch retention's head-major output at batch > 1 (its rows do not collapse into
     # one stride; fla-core's output on the GPU does) and the twin runs; the GEMV takes one-row projections only
     want = {"rms_norm", "gate_log", "silu_mul", "rope_", "retention_step"}
-    # at batch 1 each decode step's block norms and the final norm run inside the GEMVs that read them
-    assert ran == (want | {"silu_gate_head_norm", "gemv", "gemv+norm"} if B == 1 else want), calls
+    assert ran == (want | {"silu_gate_head_norm", "gemv"} if B == 1 else want), calls
     assert_close_to_ref(got, full, ref)
     assert torch.equal(got.argmax(-1), full.argmax(-1))
 

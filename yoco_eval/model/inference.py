@@ -81,24 +81,7 @@ def add_linear_(residual: torch.Tensor, y: torch.Tensor, linear: nn.Linear) -> t
     return residual
 
 
-class _NormIn:
-    """Mixin for a :class:`~yoco_eval.model.layers.Mixer`: :meth:`mix` may be handed its block's RAW input with
-    that block's norm in :attr:`in_norm` (``(weight, eps)``, set by :class:`InferenceDecoderLayer` for a decode step
-    at batch 1); the input projections then run the norm inside their one-row GEMV. The mixers use their input
-    ``x`` for nothing but these projections, its shape and its dtype."""
-
-    in_norm: tuple[torch.Tensor, float] | None = None
-
-    def linear_in(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return fused.linear(x, w, norm=self.in_norm)
-
-    def project_in(self, x: torch.Tensor, step) -> tuple[torch.Tensor, ...]:
-        if self.in_norm is not None:  # the separate projections (below) need the norm's output
-            x = fused.rms_norm(x, *self.in_norm)
-        return super().project_in(x, step)
-
-
-class _FusedInputs(_NormIn):
+class _FusedInputs:
     """Mixin for a :class:`~yoco_eval.model.layers.Mixer`: its input projections as one GEMM."""
 
     @property
@@ -110,7 +93,7 @@ class _FusedInputs(_NormIn):
         if w is None or not self.fuse_now(x, step):
             return super().project_in(x, step)
         sizes = [getattr(self, n).weight.shape[0] for n in self.in_projections]
-        return self.linear_in(x, w).split(sizes, dim=-1)
+        return fused.linear(x, w).split(sizes, dim=-1)
 
     def fuse_now(self, x: torch.Tensor, step) -> bool:
         return True
@@ -130,11 +113,11 @@ class InferenceSelfAttention(_FusedInputs, SelfAttention):
     pass
 
 
-class InferenceCrossAttention(_NormIn, CrossAttention):
+class InferenceCrossAttention(CrossAttention):
     """One input projection: nothing to fuse, but a one-row query (decode) takes the GEMV like the others."""
 
     def project_in(self, x: torch.Tensor, step) -> tuple[torch.Tensor, ...]:
-        return (self.linear_in(x, self.q_proj.weight),)
+        return (fused.linear(x, self.q_proj.weight),)
 
 
 class InferenceFeedForward(FeedForward):
@@ -142,43 +125,30 @@ class InferenceFeedForward(FeedForward):
 
     fused_names = ("fc1", "gate")
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
-                norm: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:  # fmt: skip
-        """``ffn(x)``, or ``residual + ffn(x)`` accumulated into ``residual`` (see :func:`add_linear_`); with
-        ``norm`` ``(weight, eps)``, of ``rms_norm(x)`` instead (inside the one-row GEMV where it runs)."""
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``ffn(x)``, or ``residual + ffn(x)`` accumulated into ``residual`` (see :func:`add_linear_`)."""
         w = _fused_weight(self)
-        if norm is not None and (w is None or x.numel() != x.shape[-1]):
-            x, norm = fused.rms_norm(x, *norm), None
         if w is None:  # parameters replaced since the fusion: the separate projections
             if residual is None:
                 return super().forward(x)
             return add_linear_(residual, fused.silu_mul(self.fc1(x), self.gate(x)), self.fc2)
         x2 = x.reshape(-1, x.shape[-1])
         if residual is None and x2.shape[0] <= FFN_ROWS:
-            return self.fc2(fused.swiglu_up(x2, w, norm)).view(x.shape)
+            return self.fc2(fused.swiglu_up(x2, w)).view(x.shape)
         out = x2.new_zeros(x2.shape) if residual is None else residual.view(x2.shape)
         for r in range(0, x2.shape[0], FFN_ROWS):
-            add_linear_(out[r : r + FFN_ROWS], fused.swiglu_up(x2[r : r + FFN_ROWS], w, norm), self.fc2)
+            add_linear_(out[r : r + FFN_ROWS], fused.swiglu_up(x2[r : r + FFN_ROWS], w), self.fc2)
         return out.view(x.shape)
 
 
 class InferenceDecoderLayer(DecoderLayer):
-    """The pre-norm block with both output GEMMs adding into the residual stream (at inference); at a decode
-    step of batch 1 both norms run inside the one-row GEMVs that read them (no launch, no pass of their own)."""
+    """The pre-norm block with both output GEMMs adding into the residual stream (at inference)."""
 
     def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
         if torch.is_grad_enabled() or not x.is_contiguous():
             h = x + self.mixer(self.mixer_layer_norm(x), *args)
             return h + self.ffn(self.final_layer_norm(h))
         # x is this forward's own activation (embedding or previous layer output): add into it
-        if isinstance(self.mixer, _NormIn) and x.numel() == x.shape[-1] and triton_kernels.gemv_on(x):
-            self.mixer.in_norm = self.mixer_layer_norm.args
-            try:
-                mixed = self.mixer.mix(x, *args)
-            finally:
-                self.mixer.in_norm = None
-            h = add_linear_(x, mixed, self.mixer.out_proj)
-            return self.ffn(h, residual=h, norm=self.final_layer_norm.args)
         h = add_linear_(x, self.mixer.mix(self.mixer_layer_norm(x), *args), self.mixer.out_proj)
         return self.ffn(self.final_layer_norm(h), residual=h)
 

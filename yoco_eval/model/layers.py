@@ -31,12 +31,6 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return fused.rms_norm(x, self.weight, self.eps)
 
-    @property
-    def args(self) -> tuple[torch.Tensor | None, float]:
-        """``(weight, eps)``: the ``norm`` argument of :func:`yoco_eval.ops.fused.linear`, which runs this norm
-        inside the one-row GEMV that reads its output."""
-        return self.weight, self.eps
-
 
 class FeedForward(nn.Module):
     """SwiGLU with the official roles: ``fc2(silu(fc1 x) * gate x)``."""
@@ -148,9 +142,7 @@ class LanguageModel(nn.Module):
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """The final RMSNorm and output projection: ``[B, N, d]`` -> logits ``[B, N, vocab]`` (one row on the GPU
-        through the GEMV, :func:`yoco_eval.ops.fused.linear`, with the norm inside it)."""
-        if x.numel() == x.shape[-1] and fused.triton_kernels.gemv_on(x):
-            return fused.linear(x, self.output_projection.weight, norm=self.layer_norm.args)
+        through the GEMV, :func:`yoco_eval.ops.fused.linear`)."""
         return fused.linear(self.layer_norm(x), self.output_projection.weight)
 
     def num_params(self, embeddings: bool = True) -> int:

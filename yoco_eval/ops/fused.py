@@ -101,14 +101,11 @@ def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _kernel_or_twin(triton_kernels.silu_mul, _silu_mul_compiled, a, b)
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, norm: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x w^T`` for ``x`` ``[..., K]``, ``w`` ``[N, K]``: one row (decode at batch 1) through the Triton GEMV
-    (:func:`triton_kernels.gemv`; ``YOCO_EVAL_GEMV=0`` turns it off), everything else through cuBLAS. With
-    ``norm`` ``(weight [K], eps)``: ``rms_norm(x, *norm) w^T``, the norm inside the GEMV where it runs."""
-    out = triton_kernels.gemv(x, w, norm=norm) if triton_kernels.gemv_on(x) else None
-    if out is not None:
-        return out
-    return F.linear(rms_norm(x, *norm) if norm is not None else x, w)
+    (:func:`triton_kernels.gemv`; ``YOCO_EVAL_GEMV=0`` turns it off), everything else through cuBLAS."""
+    out = triton_kernels.gemv(x, w) if triton_kernels.gemv_on(x) else None
+    return out if out is not None else F.linear(x, w)
 
 
 def _swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -116,18 +113,11 @@ def _swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return silu_mul(a, b)
 
 
-def swiglu_up(x: torch.Tensor, w: torch.Tensor, norm: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+def swiglu_up(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The FFN's up-projection and SwiGLU: ``silu(x @ w[:N].T) * (x @ w[N:].T)`` for ``x`` ``[M, K]`` and the
     fused weight ``w`` ``[2N, K]`` -> ``[M, N]``. One Triton GEMM with the product in its epilogue on Hopper for
     long row counts (:func:`triton_kernels.swiglu_up`), the one-row GEMV with the product in its epilogue for one
-    row (:func:`triton_kernels.gemv`), else cuBLAS's GEMM and :func:`silu_mul`. With ``norm`` ``(weight [K], eps)``,
-    ``x`` is RMSNorm-ed first (inside the one-row GEMV where it runs)."""
-    if norm is not None and x.shape[0] == 1 and triton_kernels.gemv_on(x):
-        out = triton_kernels.gemv(x, w, swiglu=True, norm=norm)
-        if out is not None:
-            return out
-    if norm is not None:
-        x = rms_norm(x, *norm)
+    row (:func:`triton_kernels.gemv`), else cuBLAS's GEMM and :func:`silu_mul`."""
     if triton_kernels.available(x):
         out = triton_kernels.swiglu_up(x, w)
         if out is None and triton_kernels.gemv_on(x):

@@ -357,33 +357,20 @@ if triton is not None:
 if triton is not None:
 
     @triton.jit
-    def _gemv_kernel(X, W, R, OUT, NW, N, K, eps, EPI: tl.constexpr, NORM: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr):  # fmt: skip
+    def _gemv_kernel(X, W, R, OUT, N, K, EPI: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # one row: program p computes outputs [p * BLOCK_N, +BLOCK_N) of x W^T, streaming those rows of W once
         # (each a contiguous K run); products accumulate elementwise in fp32 and are summed once at the end.
         # EPI 0: x W^T; 1: R + x W^T (R may be OUT); 2: SwiGLU over W = [W_a; W_b] (2N rows): silu(a) * b, each of
-        # a, b, silu(a) rounded to the output dtype first, as the twin (two projections, then silu_mul) rounds them.
-        # NORM: x is first RMSNorm-ed with weight NW, rounded as _rms_norm_kernel rounds it (every program reads the
-        # whole row for its statistics: 2K bytes from L2, against its 2 * BLOCK_N * K bytes of weights from HBM)
+        # a, b, silu(a) rounded to the output dtype first, as the twin (two projections, then silu_mul) rounds them
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         nmask = n < N
         kk = tl.arange(0, BLOCK_K)
         rows = W + n.to(tl.int64)[:, None] * K
-        if NORM:
-            ss = tl.zeros([BLOCK_K], tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                xs = tl.load(X + k0 + kk, mask=k0 + kk < K, other=0.0).to(tl.float32)
-                ss += xs * xs
-            inv_rms = tl.rsqrt(tl.sum(ss, 0) / K + eps)
         acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
         acc_b = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             kmask = k0 + kk < K
-            x = tl.load(X + k0 + kk, mask=kmask, other=0.0)
-            if NORM:  # fp32 norm cast back, then times the weight in the activation dtype (the official order)
-                xn = (x.to(tl.float32) * inv_rms).to(X.dtype.element_ty).to(tl.float32)
-                x = (xn * tl.load(NW + k0 + kk, mask=kmask, other=0.0).to(tl.float32)).to(X.dtype.element_ty)
-            x = x.to(tl.float32)[None, :]
+            x = tl.load(X + k0 + kk, mask=kmask, other=0.0).to(tl.float32)[None, :]
             wmask = nmask[:, None] & kmask[None, :]
             acc += tl.load(rows + k0 + kk[None, :], mask=wmask, other=0.0).to(tl.float32) * x
             if EPI == 2:
@@ -408,15 +395,13 @@ def gemv_on(x: torch.Tensor) -> bool:
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None, swiglu: bool = False,
-         out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
-         norm: tuple[torch.Tensor, float] | None = None) -> torch.Tensor | None:  # fmt: skip
+         out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None
+         ) -> torch.Tensor | None:  # fmt: skip
     """One row times a weight, streaming the weight once (decode at batch 1): ``x`` ``[..., K]`` with one row,
     ``w`` ``[N, K]`` (an ``nn.Linear`` weight) -> ``x w^T`` ``[..., N]``; with ``residual`` (``[..., N]``, may be
     ``out``), ``residual + x w^T``; with ``swiglu``, ``w`` is ``[2N, K]`` and the result ``silu(x w_a^T) * (x w_b^T)``
-    ``[..., N]``; with ``norm`` ``(weight [K], eps)``, ``x`` is RMSNorm-ed first (as :func:`rms_norm` does it; the
-    pre-norm block's norm then costs no launch and no pass of its own). fp32 accumulation. None when the shapes or
-    layouts do not fit (more than one row, non-contiguous operands): the caller runs cuBLAS. The model takes this
-    path while :func:`gemv_on` says so."""
+    ``[..., N]``. fp32 accumulation. None when the shapes or layouts do not fit (more than one row, non-contiguous
+    operands): the caller runs cuBLAS. The model takes this path while :func:`gemv_on` says so."""
     if x.numel() != x.shape[-1] or not (x.is_contiguous() and w.is_contiguous()) or w.dim() != 2 or x.dtype != w.dtype:
         return None
     K = x.shape[-1]
@@ -425,16 +410,12 @@ def gemv(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,
         return None
     if residual is not None and (residual.numel() != N or not residual.is_contiguous()):
         return None
-    if norm is not None and (norm[0] is None or norm[0].shape != (K,) or norm[0].dtype != x.dtype
-                             or not norm[0].is_contiguous()):  # fmt: skip
-        return None
     if out is None:
         out = torch.empty(*x.shape[:-1], N, device=x.device, dtype=x.dtype)
     bn, bk, nw = config or GEMV_CONFIG
     epi = 2 if swiglu else 1 if residual is not None else 0
-    _launch(_gemv_kernel, (triton.cdiv(N, bn),), x, w, residual if residual is not None else out, out,
-            norm[0] if norm is not None else x, N, K, float(norm[1]) if norm is not None else 0.0,
-            EPI=epi, NORM=norm is not None, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw)  # fmt: skip
+    _launch(_gemv_kernel, (triton.cdiv(N, bn),), x, w, residual if residual is not None else out, out, N, K,
+            EPI=epi, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw)  # fmt: skip
     return out
 
 
