@@ -3,8 +3,10 @@
 The same HF folder is run as ``--model hf`` (transformers' LlamaForCausalLM) and as ``--model yoco`` (our
 Transformer baseline through the Engine). Requests come from the project's offline tasks; ``max_length`` is small
 so that two of the rolling documents need lm-eval's disjoint windows and one is scored in a single pass.
-Per-request log-likelihoods must agree within 1e-3 nats and greedy generations must be identical, at batch sizes
-1 and 8.
+Greedy generations must be identical, at batch sizes 1 and 8. Log-likelihoods are judged against lm-eval's ``hf``
+model run in fp64 (the same requests, the same windows): per request, our fp32 error must be within twice the fp32
+``hf`` model's error plus ``FLOOR``. A fixed bound against the fp32 ``hf`` numbers would judge us by its rounding: with
+transformers 5.24-5.25 its rolling totals sit 8e-4 nats per 48-token window off the fp64 ones, ours 2e-5.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from lm_eval.api.instance import Instance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 48
-TOL = 1e-3  # nats, per request
+TOL = 1e-3  # nats, per request: hf's own results at batch sizes 1 and 8
+FLOOR = 1e-4  # nats: fp32 rounding of ~50 log-softmax terms (~1e-6 each), for requests where hf's error happens to be 0
 BATCH_SIZES = (1, 8)
-MEASURED: dict[str, float] = {}
 
 
 def _requests() -> dict[str, list[Instance]]:
@@ -69,8 +71,23 @@ def parity(smollm2_folder):
                 "gen": lm.generate_until(reqs["generate_until"], disable_tqdm=True),
             }
             seconds[name, bs] = time.perf_counter() - t0
+    ref = HFLM(batch_size=1, **{**kw, "dtype": "float64"})  # the reference: lm-eval's own hf path in fp64
+    results["ref64"] = {
+        "mc": ref.loglikelihood(reqs["multiple_choice"], disable_tqdm=True),
+        "rolling": ref.loglikelihood_rolling(reqs["loglikelihood_rolling"], disable_tqdm=True),
+    }
     print(f"\nparity run seconds: {seconds}")
     return reqs, models, results
+
+
+def _within_reference(ours: list[float], hf: list[float], ref: list[float], what: str) -> None:
+    """Per request: |ours - ref| <= 2 |hf - ref| + FLOOR (ref: fp64)."""
+    err = [abs(a - r) for a, r in zip(ours, ref)]
+    err_hf = [abs(h - r) for h, r in zip(hf, ref)]
+    print(f"\n{what}: max error vs fp64 {max(err):.2e} nats (hf fp32: {max(err_hf):.2e}); "
+          f"max |ours - hf| {max(abs(a - h) for a, h in zip(ours, hf)):.2e}")  # fmt: skip
+    bad = [(i, e, eh) for i, (e, eh) in enumerate(zip(err, err_hf)) if e > 2 * eh + FLOOR]
+    assert not bad, f"{what}: (request, our error, hf's error) past the rule: {bad}"
 
 
 def test_rolling_documents_exercise_both_paths(parity):
@@ -85,10 +102,8 @@ def test_rolling_documents_exercise_both_paths(parity):
 def test_multiple_choice_loglikelihoods_match_hf(parity, bs):
     _, _, res = parity
     ours, ref = res["yoco", bs]["mc"], res["hf", 1]["mc"]
-    delta = max(abs(a[0] - b[0]) for a, b in zip(ours, ref))
-    MEASURED[f"mc_bs{bs}"] = delta
-    print(f"\nmultiple choice bs={bs}: max |d loglikelihood| vs hf = {delta:.2e} nats over {len(ref)} requests")
-    assert delta <= TOL
+    _within_reference([a[0] for a in ours], [b[0] for b in ref], [r[0] for r in res["ref64"]["mc"]],
+                      f"multiple choice bs={bs}, {len(ref)} requests")  # fmt: skip
     assert [a[1] for a in ours] == [b[1] for b in ref]  # is_greedy
     assert max(abs(a[0] - b[0]) for a, b in zip(res["hf", bs]["mc"], ref)) <= TOL  # hf itself is bs-independent
 
@@ -97,10 +112,7 @@ def test_multiple_choice_loglikelihoods_match_hf(parity, bs):
 def test_rolling_loglikelihoods_match_hf(parity, bs):
     _, _, res = parity
     ours, ref = res["yoco", bs]["rolling"], res["hf", 1]["rolling"]
-    delta = max(abs(a - b) for a, b in zip(ours, ref))
-    MEASURED[f"rolling_bs{bs}"] = delta
-    print(f"\nrolling bs={bs}: max |d loglikelihood| vs hf = {delta:.2e} nats; totals {[round(x, 3) for x in ours]}")
-    assert delta <= TOL
+    _within_reference(ours, ref, res["ref64"]["rolling"], f"rolling bs={bs}, totals {[round(x, 3) for x in ours]}")
     assert all(x < 0 for x in ours)
 
 
