@@ -101,18 +101,18 @@ def test_rolling_documents_exercise_both_paths(parity):
 @pytest.mark.parametrize("bs", BATCH_SIZES, ids=lambda b: f"bs{b}")
 def test_multiple_choice_loglikelihoods_match_hf(parity, bs):
     _, _, res = parity
-    ours, ref = res["yoco", bs]["mc"], res["hf", 1]["mc"]
-    _within_reference([a[0] for a in ours], [b[0] for b in ref], [r[0] for r in res["ref64"]["mc"]],
-                      f"multiple choice bs={bs}, {len(ref)} requests")  # fmt: skip
-    assert [a[1] for a in ours] == [b[1] for b in ref]  # is_greedy
-    assert max(abs(a[0] - b[0]) for a, b in zip(res["hf", bs]["mc"], ref)) <= TOL  # hf itself is bs-independent
+    ours, hf = res["yoco", bs]["mc"], res["hf", 1]["mc"]
+    _within_reference([a[0] for a in ours], [b[0] for b in hf], [r[0] for r in res["ref64"]["mc"]],
+                      f"multiple choice bs={bs}, {len(hf)} requests")  # fmt: skip
+    assert [a[1] for a in ours] == [b[1] for b in hf]  # is_greedy
+    assert max(abs(a[0] - b[0]) for a, b in zip(res["hf", bs]["mc"], hf)) <= TOL  # hf itself is bs-independent
 
 
 @pytest.mark.parametrize("bs", BATCH_SIZES, ids=lambda b: f"bs{b}")
 def test_rolling_loglikelihoods_match_hf(parity, bs):
     _, _, res = parity
-    ours, ref = res["yoco", bs]["rolling"], res["hf", 1]["rolling"]
-    _within_reference(ours, ref, res["ref64"]["rolling"], f"rolling bs={bs}, totals {[round(x, 3) for x in ours]}")
+    ours, hf = res["yoco", bs]["rolling"], res["hf", 1]["rolling"]
+    _within_reference(ours, hf, res["ref64"]["rolling"], f"rolling bs={bs}, totals {[round(x, 3) for x in ours]}")
     assert all(x < 0 for x in ours)
 
 
