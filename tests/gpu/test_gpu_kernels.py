@@ -182,11 +182,18 @@ def test_triton_fp8_decode_kernel_matches_reference(Tk, head_major, f16):
     fast = triton_kernels.decode_attention_splitk(q, kq, vq, lengths, k_scale=ks, v_scale=vs, fp16_operands=f16)
     assert torch.isfinite(fast).all()
     check(f"triton fp8 decode Tk={Tk} {'fp16' if f16 else 'bf16'} products", fast, base, ref)
-    if head_major:  # the cache's value layout too (token-contiguous): the same sums, so the same bits
+    if head_major:  # the cache's value layout too (token-contiguous): under one config, the same sums and bits
         vq = fp8.token_contiguous(vq)
         assert triton_kernels.values_token_contiguous(vq)
-        same = triton_kernels.decode_attention_splitk(q, kq, vq, lengths, k_scale=ks, v_scale=vs, fp16_operands=f16)
+        bn, ns = triton_kernels._decode_config(B * Hk, Tk, quant=True)  # the token-major default that gave `fast`
+        same = triton_kernels.decode_attention_splitk(q, kq, vq, lengths, k_scale=ks, v_scale=vs, fp16_operands=f16,
+                                                      block_n=bn, num_stages=ns)  # fmt: skip
         assert torch.equal(same, fast)
+        # its own default config (other blocks: other sums), against the reference on its own
+        fast = triton_kernels.decode_attention_splitk(q, kq, vq, lengths, k_scale=ks, v_scale=vs, fp16_operands=f16)
+        assert torch.isfinite(fast).all()
+        check(f"triton fp8 decode Tk={Tk} {'fp16' if f16 else 'bf16'} products, token-contiguous values", fast, base,
+              ref)  # fmt: skip
     if f16 == triton_kernels.FP8_FP16_OPERANDS:  # the model's route takes the default
         via_api = decode_attention(q, fp8.QuantKV(kq, ks), fp8.QuantKV(vq, vs), None, backend="triton",
                                    kv_len=lengths)  # fmt: skip
