@@ -8,7 +8,9 @@ ratio. Needs NVIDIA's ``cuda-bindings``. Run on the device machine from the repo
     python -m yoco_eval.bench.l2_persist
 
 The answer on an H100 (reports/gpu/README.md): no. Every window made the 13 layers slower, and reserving the
-set-aside alone slowed the graph without a window. The product does not use it.
+set-aside alone slowed the graph without a window. The product does not use it. The recorded numbers
+(reports/gpu/l2_persist_h100.log) come from the experiment script this module was tidied from; this version has
+not yet run on a GPU.
 """
 
 from __future__ import annotations
