@@ -6,8 +6,10 @@ on the device machine from the repo root:
 
     python -m yoco_eval.bench.decode [out.json] [--fp8]
 
-Each time is the median of triton.testing.do_bench (CUDA events, warmed). Bytes counted: every key and value of
-the context read once (the floor for one query layer); bandwidth = bytes / time.
+Variants: keys per tile, pipeline stages, split counts (:data:`SPLIT_FACTORS` times the kernel's default) and, for
+fp8, bf16 or fp16 products; 4 warps (8 tied or lost in every earlier sweep). Each time is the median of
+triton.testing.do_bench (CUDA events, warmed). Bytes counted: every key and value of the context read once (the
+floor for one query layer); bandwidth = bytes / time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from triton.testing import do_bench
 from yoco_eval.ops import fp8 as fp8_format
 from yoco_eval.ops import triton_kernels as tk
 from yoco_eval.ops.attention import decode_attention
+
+SPLIT_FACTORS = (None, 0.25, 0.5, 2)  # split counts swept, as multiples of the kernel's default (None)
 
 
 def copy_bandwidth(nbytes: int = 2 << 30) -> float:
@@ -63,10 +67,12 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
     print(f"B={B} Tk={Tk}: floor {row['floor_ms']:.3f} ms, SDPA split path {t_sdpa:.3f} ms")
     auto = partial(tk.decode_attention_splitk, q, kk, vv, L, **quant)
     row["auto_config_ms_before"] = do_bench(auto, warmup=20, rep=200, return_mode="median")  # again after the sweep
-    grid = (((64, 128, 256), (4, 8), (3, 4), (None, 2), (False, True)) if fp8 else
-            ((32, 64, 128), (4,), (3, 4), (None, 2), (False,)))  # fmt: skip
+    # split counts: the default, a quarter, half and twice it (at 256 fp8 keys a tile, 3 stages fill a
+    # multiprocessor's shared memory: one program per multiprocessor, so a quarter of the default is one wave)
+    grid = (((64, 128, 256), (4,), (3, 4), SPLIT_FACTORS, (False, True)) if fp8 else
+            ((32, 64, 128), (4,), (3, 4), SPLIT_FACTORS, (False,)))  # fmt: skip
     for bn, nw, ns, smul, f16 in itertools.product(*grid):
-        S = None if smul is None else smul * tk._n_splits(B * Hk, Tk, bn)
+        S = None if smul is None else max(1, int(smul * tk._default_splits(B * Hk, Tk, bn, fp8)))
         fn = partial(tk.decode_attention_splitk, q, kk, vv, L, splits=S, block_n=bn, num_warps=nw, num_stages=ns,
                      **quant, **({"fp16_operands": f16} if fp8 else {}))  # fmt: skip
         cfg = {"block_n": bn, "warps": nw, "stages": ns, "splits": S or "default", "fp16_operands": f16}
