@@ -361,11 +361,13 @@ def test_fp8_cache_loglikelihood_equals_the_fp8_full_forward():
         assert abs(score - want) < 1e-4, (ctx, cont, score, want)
     c = new_kv(3, 16, 2, 8, "cpu", torch.float32, "fp8")
     c.k.view(torch.uint8).random_(0, 120)
+    c.v.view(torch.uint8).random_(0, 120)
     c.k_scale.uniform_()
     sub = c.select_rows(torch.tensor([2, 0]))
     assert sub.k_scale.stride() == sub.v_scale.stride() and sub.k_scale.stride(1) == 1  # head-major kept
-    assert sub.v.stride(1) == 1  # values stay token-contiguous (fp8.value_zeros)
+    assert sub.v.stride() == c.v.stride()  # fp8.value_zeros's layout, padding included
     assert torch.equal(sub.k.view(torch.uint8), c.k.view(torch.uint8)[[2, 0]])
+    assert torch.equal(sub.v.view(torch.uint8), c.v.view(torch.uint8)[[2, 0]])
     assert torch.equal(sub.k_scale, c.k_scale[[2, 0]])
     c.put_rows(torch.tensor([1]), c.select_rows(torch.tensor([0])))
     assert torch.equal(c.k.view(torch.uint8)[1], c.k.view(torch.uint8)[0]) and torch.equal(c.v_scale[1], c.v_scale[0])

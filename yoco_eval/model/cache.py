@@ -80,8 +80,7 @@ class KVCache:
         if not self.quantized:
             return KVCache(self.k[rows].clone(), self.v[rows].clone())
         # fp8 rows are gathered as bytes; values and scales keep their layouts
-        k, v = (as_bytes(t)[rows].view(FP8) for t in (self.k, self.v))
-        v = fp8.token_contiguous(v)
+        k, v = as_bytes(self.k)[rows].view(FP8), fp8.value_rows(self.v, rows)
         ks, vs = (t.transpose(1, 2)[rows].transpose(1, 2) for t in (self.k_scale, self.v_scale))
         return KVCache(k, v, ks, vs)
 

@@ -38,6 +38,18 @@ def token_contiguous(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def value_rows(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``rows`` (int64 ``[n]``) of e4m3 values ``[B, T, H, D]``, in :func:`value_zeros`'s layout whatever
+    ``v``'s: one gather of the ``[B, H, D, T']`` storage when ``v`` is in that layout already (a cache's values),
+    else a gather and a copy."""
+    B, T, H, D = v.shape
+    if v.stride(1) != 1 or v.stride(3) < T or v.stride(2) != D * v.stride(3) or v.stride(0) != H * v.stride(2):
+        return token_contiguous(as_bytes(v)[rows].view(FP8))
+    padded = v.stride(3)  # T': the token run of each (row, head, dim), padding included
+    base = as_bytes(v).as_strided((B, H, D, padded), (v.stride(0), v.stride(2), padded, 1))
+    return base.index_select(0, rows.to(v.device)).view(FP8)[..., :T].permute(0, 3, 1, 2)
+
+
 def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` ``[..., D]`` -> (e4m3 ``[..., D]``, fp32 scale ``[...]``) with ``x ~= q * scale`` per last-dim row."""
     amax = x.float().abs().amax(-1)
