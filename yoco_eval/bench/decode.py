@@ -68,7 +68,7 @@ def bench_row(B: int, Tk: int, bandwidth: float, H: int = 24, Hk: int = 8, D: in
     auto = partial(tk.decode_attention_splitk, q, kk, vv, L, **quant)
     row["auto_config_ms_before"] = do_bench(auto, warmup=20, rep=200, return_mode="median")  # again after the sweep
     # split counts: the default, a quarter, half and twice it (at 256 fp8 keys a tile, 3 stages fill a
-    # multiprocessor's shared memory, one program each: for one row, 66 splits run in 4 waves, 16 in one)
+    # multiprocessor's shared memory, one program each: the default then makes one wave, see _default_splits)
     grid = (((64, 128, 256), (4,), (3, 4), SPLIT_FACTORS, (False, True)) if fp8 else
             ((32, 64, 128), (4,), (3, 4), SPLIT_FACTORS, (False,)))  # fmt: skip
     for bn, nw, ns, smul, f16 in itertools.product(*grid):

@@ -31,8 +31,10 @@ def _ok(rt, result):
     return result[1] if isinstance(result, tuple) and len(result) > 1 else None
 
 
-def _window(rt, base: int, nbytes: int, hit: float):
-    value = rt.cudaLaunchAttributeValue()
+def _window(rt, kind: str, base: int, nbytes: int, hit: float):
+    """An access-policy window as the attribute value a stream (``kind`` "Stream") or a graph's kernel node
+    ("KernelNode") takes: the bindings check the value's class, and older ones had only the launch attribute's."""
+    value = getattr(rt, f"cuda{kind}AttrValue", rt.cudaLaunchAttributeValue)()
     w = value.accessPolicyWindow
     w.base_ptr, w.num_bytes, w.hitRatio = base, nbytes, hit
     w.hitProp = rt.cudaAccessProperty.cudaAccessPropertyPersisting
@@ -99,7 +101,7 @@ def main() -> None:
             count = _ok(rt, rt.cudaGraphGetNodes(raw, 0)[::2])
             for node in _ok(rt, rt.cudaGraphGetNodes(raw, count)[:2]):
                 if _ok(rt, rt.cudaGraphNodeGetType(node)) == rt.cudaGraphNodeType.cudaGraphNodeTypeKernel:
-                    _ok(rt, rt.cudaGraphKernelNodeSetAttribute(node, window_id, _window(rt, *keep)))
+                    _ok(rt, rt.cudaGraphKernelNodeSetAttribute(node, window_id, _window(rt, "KernelNode", *keep)))
             graph.instantiate()
         return graph
 
@@ -121,12 +123,12 @@ def main() -> None:
                "keys, 128 MiB": (kq.data_ptr(), span, set_aside / span)}  # fmt: skip
     for name, keep in regions.items():
         with torch.cuda.stream(stream):  # the window on the stream, captured with the graph's kernels
-            _ok(rt, rt.cudaStreamSetAttribute(handle, window_id, _window(rt, *keep)))
+            _ok(rt, rt.cudaStreamSetAttribute(handle, window_id, _window(rt, "Stream", *keep)))
             res[f"{name}, stream window: attention only"] = _time(attention_only)
             graph = capture()
             res[f"{name}, stream window: graph"] = _time(graph.replay)
             assert torch.equal(layers(), ref)  # where bytes come from never changes the result
-            _ok(rt, rt.cudaStreamSetAttribute(handle, window_id, _window(rt, 0, 0, 0.0)))
+            _ok(rt, rt.cudaStreamSetAttribute(handle, window_id, _window(rt, "Stream", 0, 0, 0.0)))
             _ok(rt, rt.cudaCtxResetPersistingL2Cache())
             res["set-aside reserved, no window: graph"] = _time(base_graph.replay)
         graph = capture(keep)

@@ -2,7 +2,7 @@
 
 ``h = silu(x @ W1^T) * (x @ W2^T)`` with ``W = [W1; W2]`` ``[2N, K]`` (the fused fc1/gate weight). The fused kernel
 (:func:`yoco_eval.ops.triton_kernels.swiglu_up`) keeps both accumulators of an output tile and writes only ``h``
-``[M, N]``. This times it over tile configurations and row counts (the FFN runs at most 8,192 rows at a time),
+``[M, N]``. This times it over tile configurations and row counts (the FFN runs at most ``FFN_ROWS`` rows at a time),
 which set ``_SWIGLU_UP_CONFIG`` and ``SWIGLU_UP_MIN_ROWS``. Usage on the GPU: ``python -m
 yoco_eval.bench.swiglu_gemm OUT.json``. (The pointer-based, non-persistent TMA and flattened-persistent versions of
 commit 2cda956 were slower at 8,192 rows: ``reports/gpu/swiglu_gemm_variants_h100.log``.)
@@ -40,7 +40,7 @@ def main(out_path):
          (fused._swiglu_up(x, w), triton_kernels.swiglu_up(x, w, min_rows=1))]
     res["check_rel_l2"] = {"base": e[0], "fused": e[1]}
     print(f"check 1000 rows: rel L2 {e[1]:.3g} fused, {e[0]:.3g} cuBLAS + SwiGLU")
-    for M in (1024, 2048, 4096, 8192, 16384):
+    for M in (1024, 2048, 4096, 8192, 16384, 32768):
         x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         flop = 2 * M * K * 2 * N
         t_gemm = bench(torch.nn.functional.linear, x, w)

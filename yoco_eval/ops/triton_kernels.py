@@ -623,7 +623,12 @@ def _n_splits(batch_heads: int, max_keys: int, block_n: int, per_sm: int = 4) ->
 
 def _default_splits(rows: int, keys: int, block_n: int, quant: bool) -> int:
     """Key-range splits of a decode launch whose programs serve ``rows`` (batch x key/value heads) query groups:
-    about 4 programs per multiprocessor; 8 for an fp8 batch (3.56 against 4.00 ms at 8 x 512K on an H100)."""
+    about 4 programs per multiprocessor; 8 for an fp8 batch (3.56 against 4.00 ms at 8 x 512K on an H100). Fewer
+    fp8 rows over 256-key tiles get one wave: those tiles' 3 stages take 192 KB of shared memory, one program per
+    multiprocessor, and fewer, longer programs read faster (one row at 512K keys on an H100: 16 splits 0.377 ms,
+    33 0.379, 66 0.385; 17, one program past a wave, 0.632)."""
+    if quant and rows < 32 and block_n >= 256:
+        return max(1, min(_sm_count() // rows, -(-keys // (4 * block_n)), 256))
     return _n_splits(rows, keys, block_n, 8 if quant and rows >= 32 else 4)
 
 
