@@ -15,6 +15,8 @@
   same checkpoint, with how far their answers are apart.
 - ``python -m yoco_eval.bench.cold_start``: the first needle cell on empty kernel caches, then on warm ones, with
   every Triton compilation.
+- ``python -m yoco_eval.bench.knob_ab``: two tuning knobs (the FFN's row slice, the fp8 decode's split count) A/B in
+  one process, runs alternating.
 - ``python -m yoco_eval.bench.table --out DIR``: issue 20's results table in one command, its rows run at the same
   time on the visible GPUs (one lane each), assembled into ``DIR/table.json`` and ``DIR/table.md``.
 - ``bash yoco_eval/bench/suite.sh STEP ...``: the GPU suite run on the device machine (results: reports/gpu/).

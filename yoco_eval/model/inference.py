@@ -31,8 +31,8 @@ from yoco_eval.model.yoco import CrossAttention, GatedRetention, SlidingWindowAt
 from yoco_eval.ops import fused, triton_kernels
 
 # the feed-forward runs over at most this many tokens at a time, which bounds its [rows, hidden] activation (512 MiB
-# for YOCO-3B in bf16). YOCO-3B's 512K prefill in 64K chunks on an H100: 2.813 s at 32,768 rows, 2.834 at 16,384,
-# 2.867 at 8,192 (fewer rows: smaller GEMMs, and the fused up-projection's last wave of tiles is a larger share)
+# for YOCO-3B in bf16). YOCO-3B's 512K prefill in 64K chunks, one H100, one process (python -m
+# yoco_eval.bench.knob_ab): 2.889 s at 8,192 rows, 2.832 at 32,768, 2.827 at 65,536 (twice the activation for 0.2%)
 FFN_ROWS = 32768
 
 

@@ -626,7 +626,8 @@ def _default_splits(rows: int, keys: int, block_n: int, quant: bool) -> int:
     about 4 programs per multiprocessor; 8 for an fp8 batch (3.56 against 4.00 ms at 8 x 512K on an H100). Fewer
     fp8 rows over 256-key tiles get one wave: those tiles' 3 stages take 192 KB of shared memory, one program per
     multiprocessor, and fewer, longer programs read faster (one row at 512K keys on an H100: 16 splits 0.377 ms,
-    33 0.379, 66 0.385; 17, one program past a wave, 0.632)."""
+    33 0.379, 66 0.385; 17, one program past a wave, 0.632; two rows: 8 splits 0.732, 33 0.731, 66 0.740; a
+    decode step 7.51 against 7.64 ms, bench.knob_ab)."""
     if quant and rows < 32 and block_n >= 256:
         return max(1, min(_sm_count() // rows, -(-keys // (4 * block_n)), 256))
     return _n_splits(rows, keys, block_n, 8 if quant and rows >= 32 else 4)
