@@ -239,6 +239,21 @@ def test_swiglu_up_gemm(rows, programs):
     check(fast, fused._swiglu_up(x, w), ref)
 
 
+@pytest.mark.parametrize("rows,programs", [(40, 3), (128, 64)], ids=["persistent-loop", "one-tile-each"])
+def test_swiglu_up_paired_gemm(rows, programs):
+    """The benchmark's paired-weight variant: one wide product a tile, the pairs split apart in the epilogue."""
+    g = torch.Generator().manual_seed(6)
+    K, N = 48, 32
+    x = torch.randn(rows, K, generator=g)
+    w = torch.randn(2 * N, K, generator=g) * K**-0.5
+    ab = x.double() @ w.double().T
+    ref = torch.nn.functional.silu(ab[:, :N]) * ab[:, N:]
+    paired = triton_kernels.pair_swiglu_weight(w)
+    assert torch.equal(paired[0::2], w[:N]) and torch.equal(paired[1::2], w[N:])
+    fast = triton_kernels.swiglu_up_paired(x, paired, (16, 16, 16, 1, 1), programs)
+    check(fast, fused._swiglu_up(x, w), ref)
+
+
 @pytest.mark.parametrize("epi", ["plain", "residual", "swiglu"])
 @pytest.mark.parametrize("config", [(4, 32, 4), (8, 64, 2)])
 def test_gemv(epi, config):

@@ -353,6 +353,25 @@ if triton is not None:
                 acc_b = tl.dot(x, w_desc.load([N + on, k]).T, acc_b)
             o_desc.store([om, on], (acc_a * tl.sigmoid(acc_a) * acc_b).to(o_desc.dtype))
 
+    @triton.jit(do_not_specialize=["M"])
+    def _swiglu_up_paired_kernel(x_desc, w_desc, o_desc, M, N, K, NUM_PROGRAMS, BM: tl.constexpr,
+                                 BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):  # fmt: skip
+        # the same tile walk over a paired weight (row 2j: the SiLU branch's row j, row 2j + 1: the other's): ONE
+        # [BM, 2 BN] product per k step, so each x tile feeds one wide MMA instead of two narrow ones; the pairs
+        # sit in adjacent accumulator columns and split apart in the epilogue
+        num_m, num_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
+        per_group = GROUP_M * num_n
+        for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_PROGRAMS, flatten=False):
+            first_m = (tile // per_group) * GROUP_M
+            size_m = min(num_m - first_m, GROUP_M)
+            om = (first_m + (tile % per_group) % size_m) * BM
+            on = ((tile % per_group) // size_m) * BN
+            acc = tl.zeros((BM, 2 * BN), dtype=tl.float32)
+            for k in range(0, K, BK):
+                acc = tl.dot(x_desc.load([om, k]), w_desc.load([2 * on, k]).T, acc)
+            a, b = tl.split(tl.reshape(acc, (BM, BN, 2)))
+            o_desc.store([om, on], (a * tl.sigmoid(a) * b).to(o_desc.dtype))
+
 
 if triton is not None:
 
@@ -602,6 +621,31 @@ def _swiglu_up_launch(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, 
     _launch(
         _swiglu_up_kernel, (programs,),
         TensorDescriptor.from_tensor(x, [BM, BK]), TensorDescriptor.from_tensor(w, [BN, BK]),
+        TensorDescriptor.from_tensor(out, [BM, BN]), M, N, K, programs, BM=BM, BN=BN, BK=BK, GROUP_M=8,
+        num_stages=stages, num_warps=warps,
+    )  # fmt: skip
+    return out
+
+
+def pair_swiglu_weight(w: torch.Tensor) -> torch.Tensor:
+    """The fused ``[W1; W2]`` ``[2N, K]`` as the paired layout of :func:`swiglu_up_paired` (rows W1[0], W2[0],
+    W1[1], ...): a copy."""
+    return w.view(2, w.shape[0] // 2, w.shape[1]).transpose(0, 1).reshape(w.shape)
+
+
+def swiglu_up_paired(x: torch.Tensor, w_paired: torch.Tensor, config: tuple[int, int, int, int, int],
+                     max_programs: int | None = None) -> torch.Tensor:
+    """:func:`swiglu_up` over a paired weight (:func:`pair_swiglu_weight`), one ``[BM, 2 BN]`` MMA per step
+    instead of two ``[BM, BN]`` ones. An experiment for ``python -m yoco_eval.bench.swiglu_gemm``: the model does
+    not use it (its fused weight is ``[W1; W2]``, whose halves are the checkpoint's parameters as views)."""
+    BM, BN, BK, stages, warps = config
+    M, K = x.shape
+    N = w_paired.shape[0] // 2
+    out = torch.empty(M, N, device=x.device, dtype=x.dtype)
+    programs = min(triton.cdiv(M, BM) * (N // BN), max_programs or _sm_count())
+    _launch(
+        _swiglu_up_paired_kernel, (programs,),
+        TensorDescriptor.from_tensor(x, [BM, BK]), TensorDescriptor.from_tensor(w_paired, [2 * BN, BK]),
         TensorDescriptor.from_tensor(out, [BM, BN]), M, N, K, programs, BM=BM, BN=BN, BK=BK, GROUP_M=8,
         num_stages=stages, num_warps=warps,
     )  # fmt: skip
