@@ -226,31 +226,23 @@ def test_decode_attention_splitk_token_contiguous_values(splits, Tk):
     check(*_decode_case(G=3, D=64, DV=64, seed=5, splits=splits, Tk=Tk, token_contiguous=True))
 
 
+@pytest.mark.parametrize("paired", [False, True], ids=["shipped", "paired-weight"])
 @pytest.mark.parametrize("rows,programs", [(40, 3), (128, 64)], ids=["persistent-loop", "one-tile-each"])
-def test_swiglu_up_gemm(rows, programs):
-    """The fused up-projection's tile walk, edges (TMA zero fill past the last row) and epilogue, at a small tile."""
+def test_swiglu_up_gemm(rows, programs, paired):
+    """The fused up-projection's tile walk, edges (TMA zero fill past the last row) and epilogue, at a small tile;
+    and the benchmark's paired-weight variant (one wide product a tile, the pairs split apart in the epilogue)."""
     g = torch.Generator().manual_seed(6)
     K, N = 48, 32
     x = torch.randn(rows, K, generator=g)
     w = torch.randn(2 * N, K, generator=g) * K**-0.5
     ab = x.double() @ w.double().T
     ref = torch.nn.functional.silu(ab[:, :N]) * ab[:, N:]
-    fast = triton_kernels._swiglu_up_launch(x, w, (16, 16, 16, 1, 1), programs)
-    check(fast, fused._swiglu_up(x, w), ref)
-
-
-@pytest.mark.parametrize("rows,programs", [(40, 3), (128, 64)], ids=["persistent-loop", "one-tile-each"])
-def test_swiglu_up_paired_gemm(rows, programs):
-    """The benchmark's paired-weight variant: one wide product a tile, the pairs split apart in the epilogue."""
-    g = torch.Generator().manual_seed(6)
-    K, N = 48, 32
-    x = torch.randn(rows, K, generator=g)
-    w = torch.randn(2 * N, K, generator=g) * K**-0.5
-    ab = x.double() @ w.double().T
-    ref = torch.nn.functional.silu(ab[:, :N]) * ab[:, N:]
-    paired = triton_kernels.pair_swiglu_weight(w)
-    assert torch.equal(paired[0::2], w[:N]) and torch.equal(paired[1::2], w[N:])
-    fast = triton_kernels.swiglu_up_paired(x, paired, (16, 16, 16, 1, 1), programs)
+    if paired:
+        wp = triton_kernels.pair_swiglu_weight(w)
+        assert torch.equal(wp[0::2], w[:N]) and torch.equal(wp[1::2], w[N:])
+        fast = triton_kernels.swiglu_up_paired(x, wp, (16, 16, 16, 1, 1), programs)
+    else:
+        fast = triton_kernels._swiglu_up_launch(x, w, (16, 16, 16, 1, 1), programs)
     check(fast, fused._swiglu_up(x, w), ref)
 
 

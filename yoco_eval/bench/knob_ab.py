@@ -27,7 +27,7 @@ import torch
 from yoco_eval.generate import Engine
 from yoco_eval.model import inference
 from yoco_eval.ops import triton_kernels as tk
-from yoco_eval.profile import build_random, preset_tokenizer
+from yoco_eval.profile import _generate_once, build_random, preset_tokenizer
 
 T, GEN, CHUNK, REPS = 524288, 32, 65536, int(os.environ.get("REPS", 5))
 SHIPPED_SPLITS, SHIPPED_SWIGLU_UP, SHIPPED_FFN_ROWS = tk._default_splits, tk.swiglu_up, inference.FFN_ROWS
@@ -40,10 +40,9 @@ def old_splits(rows, keys, bn, quant):
 
 
 def run(engine, prompt) -> tuple[float, float]:
-    """(prefill s, decode ms a token) of one generate call."""
-    o = engine.generate([prompt], max_new_tokens=GEN, ignore_eos=True)[0]
-    torch.cuda.synchronize()
-    return o.prefill_s, 1000 * o.decode_s / (GEN - 1)
+    """(prefill s, decode ms a token) of one generate call (the profile's own timed call)."""
+    r = _generate_once(engine, [prompt], GEN, [])
+    return r["prefill_s"], r["decode_ms_per_token"]
 
 
 def ab(name: str, variants: dict, engines: dict, field: int, prompt) -> dict:

@@ -333,18 +333,22 @@ if triton is not None:
         out = tl.minimum(x, 0.0) - tl.where(u == 1.0, t, tl.log(u) * (t / (u - 1.0)))
         tl.store(OUT + r[:, None] * N + n[None, :], out * inv_normalizer, mask=mask)
 
+    @triton.jit
+    def _grouped_tile(tile, num_m, num_n, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constexpr):
+        # output tile ``tile`` of a persistent GEMM -> its first (row, column): GROUP_M row blocks walk each column
+        # block of W in turn, so the weight tile is reused from L2 (grouped order)
+        per_group = GROUP_M * num_n
+        first_m = (tile // per_group) * GROUP_M
+        size_m = min(num_m - first_m, GROUP_M)
+        return (first_m + (tile % per_group) % size_m) * BM, ((tile % per_group) // size_m) * BN
+
     @triton.jit(do_not_specialize=["M"])
     def _swiglu_up_kernel(x_desc, w_desc, o_desc, M, N, K, NUM_PROGRAMS, BM: tl.constexpr, BN: tl.constexpr,
                           BK: tl.constexpr, GROUP_M: tl.constexpr):  # fmt: skip
-        # persistent: program p takes output tiles p, p + NUM_PROGRAMS, ...; GROUP_M row blocks share each
-        # column block of W so the weight tile is reused from L2 (grouped order)
+        # persistent: program p takes output tiles p, p + NUM_PROGRAMS, ... in grouped order (_grouped_tile)
         num_m, num_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
-        per_group = GROUP_M * num_n
         for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_PROGRAMS, flatten=False):
-            first_m = (tile // per_group) * GROUP_M
-            size_m = min(num_m - first_m, GROUP_M)
-            om = (first_m + (tile % per_group) % size_m) * BM
-            on = ((tile % per_group) // size_m) * BN
+            om, on = _grouped_tile(tile, num_m, num_n, BM, BN, GROUP_M)
             acc_a = tl.zeros((BM, BN), dtype=tl.float32)
             acc_b = tl.zeros((BM, BN), dtype=tl.float32)
             for k in range(0, K, BK):  # TMA fills rows and columns past the edges with zeros
@@ -360,12 +364,8 @@ if triton is not None:
         # [BM, 2 BN] product per k step, so each x tile feeds one wide MMA instead of two narrow ones; the pairs
         # sit in adjacent accumulator columns and split apart in the epilogue
         num_m, num_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
-        per_group = GROUP_M * num_n
         for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_PROGRAMS, flatten=False):
-            first_m = (tile // per_group) * GROUP_M
-            size_m = min(num_m - first_m, GROUP_M)
-            om = (first_m + (tile % per_group) % size_m) * BM
-            on = ((tile % per_group) // size_m) * BN
+            om, on = _grouped_tile(tile, num_m, num_n, BM, BN, GROUP_M)
             acc = tl.zeros((BM, 2 * BN), dtype=tl.float32)
             for k in range(0, K, BK):
                 acc = tl.dot(x_desc.load([om, k]), w_desc.load([2 * on, k]).T, acc)
@@ -611,16 +611,17 @@ def swiglu_up(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int, int
 
 
 def _swiglu_up_launch(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int, int, int],
-                      max_programs: int) -> torch.Tensor:
-    """The launch behind :func:`swiglu_up`, without its checks (the interpreter tests call it on the CPU)."""
+                      max_programs: int, paired: bool = False) -> torch.Tensor:
+    """The launch behind :func:`swiglu_up` (and, ``paired``, :func:`swiglu_up_paired`), without its checks (the
+    interpreter tests call it on the CPU)."""
     BM, BN, BK, stages, warps = config
     M, K = x.shape
     N = w.shape[0] // 2
     out = torch.empty(M, N, device=x.device, dtype=x.dtype)
     programs = min(triton.cdiv(M, BM) * (N // BN), max_programs)
     _launch(
-        _swiglu_up_kernel, (programs,),
-        TensorDescriptor.from_tensor(x, [BM, BK]), TensorDescriptor.from_tensor(w, [BN, BK]),
+        _swiglu_up_paired_kernel if paired else _swiglu_up_kernel, (programs,),
+        TensorDescriptor.from_tensor(x, [BM, BK]), TensorDescriptor.from_tensor(w, [2 * BN if paired else BN, BK]),
         TensorDescriptor.from_tensor(out, [BM, BN]), M, N, K, programs, BM=BM, BN=BN, BK=BK, GROUP_M=8,
         num_stages=stages, num_warps=warps,
     )  # fmt: skip
@@ -638,18 +639,7 @@ def swiglu_up_paired(x: torch.Tensor, w_paired: torch.Tensor, config: tuple[int,
     """:func:`swiglu_up` over a paired weight (:func:`pair_swiglu_weight`), one ``[BM, 2 BN]`` MMA per step
     instead of two ``[BM, BN]`` ones. An experiment for ``python -m yoco_eval.bench.swiglu_gemm``: the model does
     not use it (its fused weight is ``[W1; W2]``, whose halves are the checkpoint's parameters as views)."""
-    BM, BN, BK, stages, warps = config
-    M, K = x.shape
-    N = w_paired.shape[0] // 2
-    out = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    programs = min(triton.cdiv(M, BM) * (N // BN), max_programs or _sm_count())
-    _launch(
-        _swiglu_up_paired_kernel, (programs,),
-        TensorDescriptor.from_tensor(x, [BM, BK]), TensorDescriptor.from_tensor(w_paired, [2 * BN, BK]),
-        TensorDescriptor.from_tensor(out, [BM, BN]), M, N, K, programs, BM=BM, BN=BN, BK=BK, GROUP_M=8,
-        num_stages=stages, num_warps=warps,
-    )  # fmt: skip
-    return out
+    return _swiglu_up_launch(x, w_paired, config, max_programs or _sm_count(), paired=True)
 
 
 @functools.cache
